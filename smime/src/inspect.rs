@@ -1,0 +1,141 @@
+//! Describing the S/MIME layers of a message without any key: what each
+//! layer is, its recipients or signers, its algorithms.
+
+use std::fmt;
+
+use crate::cmsinfo::{self, CmsKind, ID_SIGNING_TIME};
+use crate::error::{Error, Result};
+use crate::mime::Entity;
+use crate::open::{Shape, replace_content, shape};
+
+/// One layer as seen from outside.
+#[derive(Debug, Clone)]
+pub enum Layer {
+    /// EnvelopedData or AuthEnvelopedData.
+    Encrypted {
+        /// True for AuthEnvelopedData.
+        authenticated: bool,
+        /// Content-encryption algorithm.
+        content_algorithm: String,
+        /// `(kind, identifier, key algorithm)` per recipient.
+        recipients: Vec<(String, String, String)>,
+    },
+    /// SignedData.
+    Signed {
+        /// multipart/signed rather than opaque.
+        detached: bool,
+        /// Certificates carried.
+        certificates: usize,
+        /// `(signer identifier, digest, signature algorithm, signing time)`.
+        signers: Vec<(String, String, String, Option<String>)>,
+    },
+    /// The innermost content.
+    Content {
+        /// Its Content-Type.
+        content_type: String,
+        /// Its size in bytes.
+        size: usize,
+    },
+}
+
+/// Every layer of `message`, outside in. Fails only when the outermost
+/// layer cannot be read.
+pub fn inspect(message: &[u8]) -> Result<Vec<Layer>> {
+    let mut out = Vec::new();
+    let mut current = message.to_vec();
+    for _ in 0..16 {
+        let e = Entity::parse(&current);
+        let next = match shape(&e) {
+            Err(err) if out.is_empty() => return Err(err),
+            Err(_) => break,
+            Ok(Shape::Plain(ct)) => {
+                out.push(Layer::Content { content_type: ct, size: e.body().len() });
+                break;
+            }
+            Ok(Shape::Cms(p)) => match p.kind {
+                CmsKind::Enveloped | CmsKind::AuthEnveloped => {
+                    let env = p.envelope()?;
+                    out.push(Layer::Encrypted {
+                        authenticated: env.auth,
+                        content_algorithm: env.content_alg,
+                        recipients: env
+                            .recipients
+                            .into_iter()
+                            .map(|r| {
+                                (r.kind.to_string(), r.rid.map_or_else(|| "-".to_string(), |x| x.to_string()), r.key_alg)
+                            })
+                            .collect(),
+                    });
+                    break;
+                }
+                CmsKind::Signed => {
+                    let (layer, content) = signed_layer(&p, false)?;
+                    out.push(layer);
+                    match content {
+                        Some(c) => replace_content(&e, &c),
+                        None => break,
+                    }
+                }
+                CmsKind::Other => return Err(Error::Unsupported(format!("CMS content type {}", p.oid))),
+            },
+            Ok(Shape::Detached { content, signature }) => {
+                let (layer, _) = signed_layer(&signature, true)?;
+                out.push(layer);
+                replace_content(&e, content)
+            }
+        };
+        current = next;
+    }
+    Ok(out)
+}
+
+fn signed_layer(p: &cmsinfo::Parsed, detached: bool) -> Result<(Layer, Option<Vec<u8>>)> {
+    let sd = p.signed_data()?;
+    let mut signers = Vec::new();
+    for si in sd.signer_infos.0.iter() {
+        let id = cmsinfo::signer_id(&si.sid)?.to_string();
+        let time = si.signed_attrs.as_ref().and_then(|attrs| {
+            attrs.iter().find(|a| a.oid == ID_SIGNING_TIME).and_then(|a| {
+                a.values.iter().next().and_then(|v| v.decode_as::<x509_cert::time::Time>().ok())
+            })
+        });
+        signers.push((
+            id,
+            cmsinfo::alg_name(&si.digest_alg.oid),
+            cmsinfo::alg_name(&si.signature_algorithm.oid),
+            time.map(|t| t.to_date_time().to_string()),
+        ));
+    }
+    let content = sd.encap_content_info.econtent.as_ref().map(|c| {
+        c.decode_as::<der::asn1::OctetString>().map(|o| o.as_bytes().to_vec()).unwrap_or_else(|_| c.value().to_vec())
+    });
+    let certificates = sd.certificates.as_ref().map_or(0, |c| c.0.len());
+    Ok((Layer::Signed { detached, certificates, signers }, content))
+}
+
+impl fmt::Display for Layer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Layer::Encrypted { authenticated, content_algorithm, recipients } => {
+                let kind = if *authenticated { "AuthEnvelopedData" } else { "EnvelopedData" };
+                writeln!(f, "encrypted ({kind}), content {content_algorithm}, {} recipient(s)", recipients.len())?;
+                for (k, id, alg) in recipients {
+                    writeln!(f, "  recipient {k} {alg}: {id}")?;
+                }
+                Ok(())
+            }
+            Layer::Signed { detached, certificates, signers } => {
+                let kind = if *detached { "detached multipart/signed" } else { "opaque" };
+                writeln!(f, "signed ({kind}), {} signer(s), {certificates} certificate(s)", signers.len())?;
+                for (id, digest, sig, time) in signers {
+                    writeln!(f, "  signer {digest} {sig}: {id}")?;
+                    if let Some(t) = time {
+                        writeln!(f, "    signing time {t}")?;
+                    }
+                }
+                Ok(())
+            }
+            Layer::Content { content_type, size } => writeln!(f, "content {content_type}, {size} bytes"),
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! Taking S/MIME layers off a message: decrypting and verifying, layer by
+//! layer, and putting the inner entity in place of the outer one.
+
+use std::borrow::Cow;
+
+use crate::cmsinfo::{self, CmsKind, Parsed};
+use crate::error::{Error, Result, ossl_reason};
+use crate::keyring::Keyring;
+use crate::mime::{Entity, Multipart};
+use crate::verify::{SignatureReport, TrustStore, verify_signed};
+
+/// What one layer was.
+#[derive(Debug, Clone)]
+pub enum LayerReport {
+    /// An encryption layer that was removed.
+    Decrypted(DecryptReport),
+    /// A signature layer, verified or (without trust anchors) only parsed.
+    Signed(SignatureReport),
+}
+
+/// How an encryption layer was opened.
+#[derive(Debug, Clone)]
+pub struct DecryptReport {
+    /// Content-encryption algorithm.
+    pub content_algorithm: String,
+    /// True for AuthEnvelopedData (AES-GCM).
+    pub authenticated: bool,
+    /// The recipient that matched.
+    pub recipient: String,
+    /// Key-transport algorithm of that recipient.
+    pub key_algorithm: String,
+    /// Label of the key that opened it.
+    pub key_label: String,
+    /// Number of recipients the message had.
+    pub recipient_count: usize,
+}
+
+/// The result of [`decrypt`] or [`verify`].
+#[derive(Debug, Clone)]
+pub struct Opened {
+    /// The message with the layers removed: outer header fields kept, the
+    /// inner entity in place of the S/MIME one, byte for byte.
+    pub message: Vec<u8>,
+    /// Layers from outside in.
+    pub layers: Vec<LayerReport>,
+}
+
+impl Opened {
+    /// Signature reports, outside in.
+    pub fn signatures(&self) -> impl Iterator<Item = &SignatureReport> {
+        self.layers.iter().filter_map(|l| match l {
+            LayerReport::Signed(s) => Some(s),
+            LayerReport::Decrypted(_) => None,
+        })
+    }
+
+    /// True when there is at least one signature and all are valid.
+    pub fn all_signatures_valid(&self) -> bool {
+        let mut any = false;
+        for s in self.signatures() {
+            any = true;
+            if !s.valid {
+                return false;
+            }
+        }
+        any
+    }
+}
+
+/// The S/MIME shape of an entity.
+pub(crate) enum Shape<'a> {
+    /// `application/pkcs7-mime` (or a bare CMS object): encrypted or opaque signed.
+    Cms(Box<Parsed>),
+    /// `multipart/signed`: the signed part's exact bytes and the signature.
+    Detached { content: &'a [u8], signature: Box<Parsed> },
+    /// Anything else.
+    Plain(String),
+}
+
+fn is_pkcs7_mime(mime_type: &str) -> bool {
+    matches!(mime_type, "application/pkcs7-mime" | "application/x-pkcs7-mime")
+}
+
+fn is_pkcs7_signature(mime_type: &str) -> bool {
+    matches!(mime_type, "application/pkcs7-signature" | "application/x-pkcs7-signature")
+}
+
+/// Works out what an entity is, parsing its CMS if it has one.
+pub(crate) fn shape<'a>(e: &Entity<'a>) -> Result<Shape<'a>> {
+    // A bare CMS object (DER, BER or PEM) rather than a mail.
+    if e.headers.is_empty() {
+        let b = e.body();
+        if b.first() == Some(&0x30) || b.starts_with(b"-----BEGIN PKCS7") || b.starts_with(b"-----BEGIN CMS") {
+            return Ok(Shape::Cms(Box::new(cmsinfo::parse(b)?)));
+        }
+    }
+    let ct = e.content_type();
+    let by_name = ct.mime_type == "application/octet-stream"
+        && ct.param("name").is_some_and(|n| n.to_ascii_lowercase().ends_with(".p7m"));
+    if is_pkcs7_mime(&ct.mime_type) || by_name {
+        let der = e.decoded_body()?;
+        return Ok(Shape::Cms(Box::new(cmsinfo::parse(&der)?)));
+    }
+    if ct.mime_type == "multipart/signed" {
+        let boundary = ct
+            .param("boundary")
+            .ok_or_else(|| Error::Mime("multipart/signed without a boundary parameter".into()))?;
+        let mp = Multipart::parse(e.body(), boundary)?;
+        if mp.parts.len() != 2 {
+            return Err(Error::Mime(format!(
+                "multipart/signed must have exactly 2 parts (content, signature), found {}",
+                mp.parts.len()
+            )));
+        }
+        let sig = Entity::parse(mp.parts[1]);
+        let sig_ct = sig.content_type();
+        if !is_pkcs7_signature(&sig_ct.mime_type) {
+            return Ok(Shape::Plain(format!("multipart/signed with {} signature", sig_ct.mime_type)));
+        }
+        let der = sig.decoded_body()?;
+        let parsed = cmsinfo::parse(&der)?;
+        if parsed.kind != CmsKind::Signed {
+            return Err(Error::MalformedCms("the signature part does not hold SignedData".into()));
+        }
+        return Ok(Shape::Detached { content: mp.parts[0], signature: Box::new(parsed) });
+    }
+    Ok(Shape::Plain(ct.mime_type))
+}
+
+/// Puts `inner` (a MIME entity) in place of the content of `outer`,
+/// keeping outer fields other than `Content-*`.
+pub(crate) fn replace_content(outer: &Entity<'_>, inner: &[u8]) -> Vec<u8> {
+    let inner_entity = Entity::parse(inner);
+    let inner_has_version = inner_entity.header("MIME-Version").is_some();
+    let mut out = Vec::with_capacity(outer.header_bytes().len() + inner.len());
+    for h in &outer.headers {
+        if h.is_content_field() || (inner_has_version && h.name.eq_ignore_ascii_case("MIME-Version")) {
+            continue;
+        }
+        out.extend_from_slice(h.raw);
+        if !h.raw.ends_with(b"\n") {
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    out.extend_from_slice(inner);
+    out
+}
+
+/// Decrypts one (Auth)EnvelopedData with every key the keyring has for any
+/// of its recipients.
+pub(crate) fn decrypt_cms(parsed: &Parsed, keyring: &dyn Keyring) -> Result<(Vec<u8>, DecryptReport)> {
+    let env = parsed.envelope()?;
+    let mut tried = 0usize;
+    let mut last_err = String::new();
+    for r in &env.recipients {
+        let Some(rid) = &r.rid else { continue };
+        for kp in keyring.find(rid) {
+            tried += 1;
+            // With the certificate, OpenSSL uses only the RecipientInfo that
+            // names it: no "any recipient" guessing, which with implicit
+            // rejection would "succeed" with a random key.
+            match parsed.ossl.decrypt(&kp.key, &kp.cert) {
+                Ok(plain) => {
+                    return Ok((
+                        plain,
+                        DecryptReport {
+                            content_algorithm: env.content_alg.clone(),
+                            authenticated: env.auth,
+                            recipient: rid.to_string(),
+                            key_algorithm: r.key_alg.clone(),
+                            key_label: kp.label.clone(),
+                            recipient_count: env.recipients.len(),
+                        },
+                    ));
+                }
+                Err(e) => last_err = ossl_reason(&e),
+            }
+        }
+    }
+    if tried == 0 {
+        let recipients = if env.recipients.is_empty() {
+            vec!["(the message has no recipients)".to_string()]
+        } else {
+            env.recipients
+                .iter()
+                .map(|r| match &r.rid {
+                    Some(rid) => rid.to_string(),
+                    None => format!("{} recipient ({})", r.kind, r.key_alg),
+                })
+                .collect()
+        };
+        return Err(Error::NoMatchingKey { recipients });
+    }
+    Err(Error::DecryptFailed(format!(
+        "{tried} matching key(s) tried, content {}: {last_err}",
+        env.content_alg
+    )))
+}
+
+/// What `open` should take off.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Decrypt,
+    Verify,
+}
+
+/// Maximum nesting: more than this many layers is an attack, not a mail.
+const MAX_LAYERS: usize = 16;
+
+/// Decrypts a message: removes every encryption layer, and any signature
+/// layer that wraps one (verifying it when `trust` is given). Signatures
+/// inside the encryption are kept intact so they can be verified later.
+pub fn decrypt(message: &[u8], keyring: &dyn Keyring, trust: Option<&TrustStore>) -> Result<Opened> {
+    open(message, Some(keyring), trust, Mode::Decrypt)
+}
+
+/// Verifies a message: removes every signature layer, verifying each, and
+/// every encryption layer on the way when a keyring is given.
+pub fn verify(message: &[u8], trust: &TrustStore, keyring: Option<&dyn Keyring>) -> Result<Opened> {
+    open(message, keyring, Some(trust), Mode::Verify)
+}
+
+fn open(message: &[u8], keyring: Option<&dyn Keyring>, trust: Option<&TrustStore>, mode: Mode) -> Result<Opened> {
+    let mut current: Cow<'_, [u8]> = Cow::Borrowed(message);
+    let mut layers = Vec::new();
+    let empty_trust;
+    let trust_or_empty = match trust {
+        Some(t) => t,
+        None => {
+            empty_trust = TrustStore::new(Vec::new(), Vec::new(), Vec::new())?;
+            &empty_trust
+        }
+    };
+    for _ in 0..MAX_LAYERS {
+        let entity = Entity::parse(&current);
+        let next = match shape(&entity)? {
+            Shape::Plain(ct) => {
+                if layers.is_empty() {
+                    let expected = if mode == Mode::Decrypt { "encrypted" } else { "signed" };
+                    return Err(Error::NotSmime { expected, content_type: ct });
+                }
+                break;
+            }
+            Shape::Cms(parsed) => match parsed.kind {
+                CmsKind::Enveloped | CmsKind::AuthEnveloped => {
+                    let Some(kr) = keyring else {
+                        if layers.is_empty() {
+                            return Err(Error::NotSmime {
+                                expected: "signed",
+                                content_type: "encrypted (decrypt it first, or give keys)".into(),
+                            });
+                        }
+                        break;
+                    };
+                    let (plain, rep) = decrypt_cms(&parsed, kr)?;
+                    layers.push(LayerReport::Decrypted(rep));
+                    replace_content(&entity, &plain)
+                }
+                CmsKind::Signed => {
+                    if mode == Mode::Decrypt && !signed_wraps_encryption(&parsed, 0)? {
+                        if layers.is_empty() {
+                            return Err(Error::NotSmime {
+                                expected: "encrypted",
+                                content_type: "signed only (use verify)".into(),
+                            });
+                        }
+                        break;
+                    }
+                    let (rep, content) = verify_signed(*parsed, None, trust_or_empty)?;
+                    let rep = no_trust_note(rep, trust.is_none());
+                    layers.push(LayerReport::Signed(rep));
+                    replace_content(&entity, &content)
+                }
+                CmsKind::Other => {
+                    return Err(Error::Unsupported(format!("CMS content type {}", parsed.oid)));
+                }
+            },
+            Shape::Detached { content, signature } => {
+                if mode == Mode::Decrypt && !entity_is_encrypted(content, 0) {
+                    if layers.is_empty() {
+                        return Err(Error::NotSmime {
+                            expected: "encrypted",
+                            content_type: "multipart/signed (use verify)".into(),
+                        });
+                    }
+                    break;
+                }
+                let (rep, _) = verify_signed(*signature, Some(content), trust_or_empty)?;
+                let rep = no_trust_note(rep, trust.is_none());
+                layers.push(LayerReport::Signed(rep));
+                replace_content(&entity, content)
+            }
+        };
+        current = Cow::Owned(next);
+    }
+    Ok(Opened { message: current.into_owned(), layers })
+}
+
+fn no_trust_note(mut rep: SignatureReport, no_trust: bool) -> SignatureReport {
+    if no_trust && rep.valid {
+        rep.valid = false;
+        rep.reason = Some("not checked: no trust anchors given".into());
+    }
+    rep
+}
+
+/// For decrypt: does an opaque signature hold an encrypted entity?
+fn signed_wraps_encryption(parsed: &Parsed, depth: usize) -> Result<bool> {
+    let sd = parsed.signed_data()?;
+    let Some(content) = sd.encap_content_info.econtent else { return Ok(false) };
+    let bytes = content
+        .decode_as::<der::asn1::OctetString>()
+        .map(|o| o.as_bytes().to_vec())
+        .unwrap_or_else(|_| content.value().to_vec());
+    Ok(entity_is_encrypted(&bytes, depth + 1))
+}
+
+/// Is there an encryption layer in this entity, directly or under signatures?
+fn entity_is_encrypted(raw: &[u8], depth: usize) -> bool {
+    if depth > MAX_LAYERS {
+        return false;
+    }
+    match shape(&Entity::parse(raw)) {
+        Ok(Shape::Cms(p)) => match p.kind {
+            CmsKind::Enveloped | CmsKind::AuthEnveloped => true,
+            CmsKind::Signed => signed_wraps_encryption(&p, depth).unwrap_or(false),
+            CmsKind::Other => false,
+        },
+        Ok(Shape::Detached { content, .. }) => entity_is_encrypted(content, depth + 1),
+        _ => false,
+    }
+}

@@ -1,0 +1,399 @@
+//! `sikkermail smime ...`: the S/MIME engine on files and pipes.
+
+use std::fs;
+use std::io::{self, IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Args, Subcommand};
+use rayon::prelude::*;
+use smime::{
+    ContentCipher, EncryptOptions, Error, KeyPair, KeyTransport, LayerReport, MemoryKeyring, Opened,
+    SignOptions, TrustStore,
+};
+
+#[derive(Debug, Subcommand)]
+pub enum SmimeCommand {
+    /// Decrypt a message (or every file in a directory) with the given keys.
+    Decrypt(DecryptArgs),
+    /// Verify a signed message against trust anchors; exit 0 only if valid.
+    Verify(VerifyArgs),
+    /// Encrypt a message to one or more recipient certificates.
+    Encrypt(EncryptArgs),
+    /// Sign a message (detached multipart/signed by default).
+    Sign(SignArgs),
+    /// Print the S/MIME layers, recipients, algorithms and signers.
+    Inspect(IoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct IoArgs {
+    /// Input file (default: standard input).
+    #[arg(long = "in", value_name = "FILE")]
+    input: Option<PathBuf>,
+    /// Output file (default: standard output).
+    #[arg(long = "out", value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyArgs {
+    /// PEM file with a private key and its certificate, or a PKCS#12 file. Repeatable.
+    #[arg(long = "key", value_name = "PEM", required = true)]
+    keys: Vec<PathBuf>,
+    /// Environment variable holding the PKCS#12 password.
+    #[arg(long = "password-env", value_name = "VAR")]
+    password_env: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DecryptArgs {
+    #[command(flatten)]
+    keys: KeyArgs,
+    #[command(flatten)]
+    io: IoArgs,
+    /// Decrypt every file in this directory (bulk mode, in parallel).
+    #[arg(long, value_name = "DIR", requires = "out_dir", conflicts_with_all = ["input", "output"])]
+    in_dir: Option<PathBuf>,
+    /// Where bulk mode writes the decrypted files (same names).
+    #[arg(long, value_name = "DIR", requires = "in_dir")]
+    out_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Trust anchor certificates (PEM, several per file allowed). Repeatable.
+    #[arg(long = "ca", value_name = "PEM", required = true)]
+    ca: Vec<PathBuf>,
+    /// CRLs to check every certificate against. Repeatable.
+    #[arg(long = "crl", value_name = "PEM")]
+    crl: Vec<PathBuf>,
+    /// Further (untrusted) certificates for building chains. Repeatable.
+    #[arg(long = "cert", value_name = "PEM")]
+    cert: Vec<PathBuf>,
+    #[command(flatten)]
+    io: IoArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct EncryptArgs {
+    /// Recipient certificate (PEM or DER). Repeatable.
+    #[arg(long = "to", value_name = "CERT", required = true)]
+    to: Vec<PathBuf>,
+    /// Content cipher: aes256-cbc (default), aes128-cbc, aes128-gcm, aes256-gcm.
+    #[arg(long, default_value = "aes256-cbc")]
+    cipher: String,
+    /// RSA-OAEP (SHA-256) key transport instead of PKCS#1 v1.5.
+    #[arg(long)]
+    oaep: bool,
+    #[command(flatten)]
+    io: IoArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    /// PEM file with the signer's private key, certificate and chain, or PKCS#12.
+    #[arg(long = "key", value_name = "PEM")]
+    key: PathBuf,
+    /// Environment variable holding the PKCS#12 password.
+    #[arg(long = "password-env", value_name = "VAR")]
+    password_env: Option<String>,
+    /// Opaque signature (application/pkcs7-mime) instead of multipart/signed.
+    #[arg(long)]
+    opaque: bool,
+    /// RSASSA-PSS instead of RSA PKCS#1 v1.5.
+    #[arg(long)]
+    pss: bool,
+    #[command(flatten)]
+    io: IoArgs,
+}
+
+/// A failure with its exit status.
+struct Fail {
+    code: u8,
+    msg: String,
+}
+
+impl From<Error> for Fail {
+    fn from(e: Error) -> Self {
+        Fail { code: if e.is_crypto_failure() { 1 } else { 2 }, msg: e.to_string() }
+    }
+}
+
+fn usage(msg: impl Into<String>) -> Fail {
+    Fail { code: 2, msg: msg.into() }
+}
+
+pub fn run(cmd: SmimeCommand) -> ExitCode {
+    let res = match cmd {
+        SmimeCommand::Decrypt(a) => decrypt(a),
+        SmimeCommand::Verify(a) => verify(a),
+        SmimeCommand::Encrypt(a) => encrypt(a),
+        SmimeCommand::Sign(a) => sign(a),
+        SmimeCommand::Inspect(a) => inspect(a),
+    };
+    match res {
+        Ok(code) => code,
+        Err(f) => {
+            eprintln!("sikkermail: {}", f.msg);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn read_file(p: &Path) -> Result<Vec<u8>, Fail> {
+    fs::read(p).map_err(|e| usage(format!("cannot read {}: {e}", p.display())))
+}
+
+fn read_input(p: &Option<PathBuf>) -> Result<Vec<u8>, Fail> {
+    match p {
+        Some(p) => read_file(p),
+        None => {
+            let mut v = Vec::new();
+            io::stdin().read_to_end(&mut v).map_err(|e| usage(format!("cannot read standard input: {e}")))?;
+            Ok(v)
+        }
+    }
+}
+
+/// Writes through a temporary file and a rename, so a failed run never
+/// leaves half a message behind.
+fn write_output(p: &Option<PathBuf>, data: &[u8]) -> Result<(), Fail> {
+    match p {
+        Some(p) => write_atomic(p, data).map_err(|e| usage(format!("cannot write {}: {e}", p.display()))),
+        None => {
+            let mut out = io::stdout().lock();
+            out.write_all(data).and_then(|_| out.flush()).map_err(|e| usage(format!("cannot write standard output: {e}")))
+        }
+    }
+}
+
+fn write_atomic(p: &Path, data: &[u8]) -> io::Result<()> {
+    let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+    let tmp = p.with_file_name(format!(".{name}.sikkermail-tmp"));
+    let mut f = fs::File::create(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    fs::rename(&tmp, p)
+}
+
+fn password(var: &Option<String>) -> Result<Option<String>, Fail> {
+    match var {
+        None => Ok(None),
+        Some(v) => std::env::var(v).map(Some).map_err(|_| usage(format!("environment variable {v} is not set"))),
+    }
+}
+
+fn load_keyring(a: &KeyArgs) -> Result<MemoryKeyring, Fail> {
+    let pw = password(&a.password_env)?;
+    let mut kr = MemoryKeyring::new();
+    for p in &a.keys {
+        let bytes = read_file(p)?;
+        let kp = KeyPair::from_file_bytes(&bytes, pw.as_deref(), &p.display().to_string())
+            .map_err(|e| usage(e.to_string()))?;
+        kr.add(kp);
+    }
+    Ok(kr)
+}
+
+fn load_certs(paths: &[PathBuf]) -> Result<Vec<openssl::x509::X509>, Fail> {
+    let mut out = Vec::new();
+    for p in paths {
+        let bytes = read_file(p)?;
+        out.extend(smime::keyring::certs_from_bytes(&bytes, &p.display().to_string()).map_err(|e| usage(e.to_string()))?);
+    }
+    Ok(out)
+}
+
+fn describe(opened: &Opened) -> Vec<String> {
+    let mut lines = Vec::new();
+    for l in &opened.layers {
+        match l {
+            LayerReport::Decrypted(d) => lines.push(format!(
+                "decrypted: {}{} via {} ({}) with key {}",
+                d.content_algorithm,
+                if d.authenticated { " (authenticated)" } else { "" },
+                d.recipient,
+                d.key_algorithm,
+                d.key_label
+            )),
+            LayerReport::Signed(s) => {
+                let status = if s.valid {
+                    "signature valid".to_string()
+                } else {
+                    format!("signature NOT valid: {}", s.reason.as_deref().unwrap_or("unknown reason"))
+                };
+                lines.push(format!("{status} ({})", if s.detached { "detached" } else { "opaque" }));
+                for si in &s.signers {
+                    let mut line = format!("  signer: {}", si.subject);
+                    if !si.emails.is_empty() {
+                        line.push_str(&format!(" <{}>", si.emails.join(", ")));
+                    }
+                    line.push_str(&format!("; {} / {}", si.digest_algorithm, si.signature_algorithm));
+                    if let Some(t) = &si.signing_time {
+                        line.push_str(&format!("; signed {t}"));
+                    }
+                    for w in &si.weak {
+                        line.push_str(&format!("; WEAK: {w}"));
+                    }
+                    lines.push(line);
+                    if !si.capabilities.is_empty() {
+                        lines.push(format!("  capabilities: {}", si.capabilities.join(", ")));
+                    }
+                }
+                if s.canonicalised {
+                    lines.push("  note: matched only after converting LF line ends to CRLF".into());
+                }
+            }
+        }
+    }
+    lines
+}
+
+fn decrypt(a: DecryptArgs) -> Result<ExitCode, Fail> {
+    let kr = load_keyring(&a.keys)?;
+    if let (Some(in_dir), Some(out_dir)) = (&a.in_dir, &a.out_dir) {
+        return bulk_decrypt(&kr, in_dir, out_dir);
+    }
+    let input = read_input(&a.io.input)?;
+    let opened = smime::decrypt(&input, &kr, None)?;
+    write_output(&a.io.output, &opened.message)?;
+    for l in describe(&opened) {
+        eprintln!("{l}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bulk_decrypt(kr: &MemoryKeyring, in_dir: &Path, out_dir: &Path) -> Result<ExitCode, Fail> {
+    let mut files: Vec<PathBuf> = fs::read_dir(in_dir)
+        .map_err(|e| usage(format!("cannot read directory {}: {e}", in_dir.display())))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    fs::create_dir_all(out_dir).map_err(|e| usage(format!("cannot create {}: {e}", out_dir.display())))?;
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(files.len() as u64),
+        if io::stderr().is_terminal() {
+            indicatif::ProgressDrawTarget::stderr()
+        } else {
+            indicatif::ProgressDrawTarget::hidden()
+        },
+    );
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{bar:40} {pos}/{len} files  {per_sec}  ETA {eta}  {msg}",
+    ) {
+        bar.set_style(style);
+    }
+    let start = Instant::now();
+    let failures: Vec<(PathBuf, String)> = files
+        .par_iter()
+        .filter_map(|path| {
+            let res = (|| -> Result<(), String> {
+                let data = fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+                let opened = smime::decrypt(&data, kr, None).map_err(|e| e.to_string())?;
+                let name = path.file_name().ok_or("no file name")?;
+                write_atomic(&out_dir.join(name), &opened.message).map_err(|e| format!("cannot write: {e}"))
+            })();
+            bar.inc(1);
+            res.err().map(|e| (path.clone(), e))
+        })
+        .collect();
+    bar.finish_and_clear();
+    let secs = start.elapsed().as_secs_f64();
+    let ok = files.len() - failures.len();
+    eprintln!(
+        "decrypted {ok} of {} files in {secs:.2} s ({:.0} files/s) on {} threads; {} failed",
+        files.len(),
+        if secs > 0.0 { files.len() as f64 / secs } else { 0.0 },
+        rayon::current_num_threads(),
+        failures.len()
+    );
+    let mut failures = failures;
+    failures.sort();
+    for (p, why) in &failures {
+        eprintln!("  FAILED {}: {why}", p.display());
+    }
+    Ok(if failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn verify(a: VerifyArgs) -> Result<ExitCode, Fail> {
+    let anchors = load_certs(&a.ca)?;
+    let pool = load_certs(&a.cert)?;
+    let mut crls = Vec::new();
+    for p in &a.crl {
+        let bytes = read_file(p)?;
+        crls.extend(smime::keyring::crls_from_bytes(&bytes, &p.display().to_string()).map_err(|e| usage(e.to_string()))?);
+    }
+    let trust = TrustStore::new(anchors, pool, crls)?;
+    let input = read_input(&a.io.input)?;
+    let opened = smime::verify(&input, &trust, None)?;
+    for l in describe(&opened) {
+        eprintln!("{l}");
+    }
+    if !opened.all_signatures_valid() {
+        let why = opened
+            .signatures()
+            .find(|s| !s.valid)
+            .and_then(|s| s.reason.clone())
+            .unwrap_or_else(|| "no signature".into());
+        return Err(Fail { code: 1, msg: format!("signature invalid: {why}") });
+    }
+    if a.io.output.is_some() {
+        write_output(&a.io.output, &opened.message)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn encrypt(a: EncryptArgs) -> Result<ExitCode, Fail> {
+    let cipher = ContentCipher::from_name(&a.cipher).ok_or_else(|| {
+        usage(format!("unknown cipher {:?}: use aes256-cbc, aes128-cbc, aes128-gcm or aes256-gcm", a.cipher))
+    })?;
+    let certs = load_certs(&a.to)?;
+    let input = read_input(&a.io.input)?;
+    let opts = EncryptOptions {
+        cipher,
+        key_transport: if a.oaep { KeyTransport::RsaOaepSha256 } else { KeyTransport::RsaPkcs1 },
+    };
+    match &a.io.output {
+        None => {
+            let out = io::BufWriter::with_capacity(1 << 16, io::stdout().lock());
+            smime::encrypt_to(&input, &certs, &opts, out)?;
+        }
+        Some(p) => {
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+            let tmp = p.with_file_name(format!(".{name}.sikkermail-tmp"));
+            let f = fs::File::create(&tmp).map_err(|e| usage(format!("cannot write {}: {e}", p.display())))?;
+            let mut w = io::BufWriter::with_capacity(1 << 16, f);
+            smime::encrypt_to(&input, &certs, &opts, &mut w)?;
+            let f = w.into_inner().map_err(|e| usage(format!("cannot write {}: {e}", p.display())))?;
+            f.sync_all().map_err(|e| usage(format!("cannot write {}: {e}", p.display())))?;
+            fs::rename(&tmp, p).map_err(|e| usage(format!("cannot write {}: {e}", p.display())))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn sign(a: SignArgs) -> Result<ExitCode, Fail> {
+    let pw = password(&a.password_env)?;
+    let bytes = read_file(&a.key)?;
+    let kp = KeyPair::from_file_bytes(&bytes, pw.as_deref(), &a.key.display().to_string())
+        .map_err(|e| usage(e.to_string()))?;
+    let input = read_input(&a.io.input)?;
+    let out = smime::sign(&input, &kp, &SignOptions { opaque: a.opaque, pss: a.pss })?;
+    write_output(&a.io.output, &out)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn inspect(a: IoArgs) -> Result<ExitCode, Fail> {
+    let input = read_input(&a.input)?;
+    let layers = smime::inspect(&input)?;
+    let mut text = String::new();
+    for l in &layers {
+        text.push_str(&l.to_string());
+    }
+    write_output(&a.output, text.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
