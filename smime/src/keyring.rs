@@ -142,6 +142,14 @@ impl fmt::Debug for KeyPair {
 }
 
 impl KeyPair {
+    /// A key pair from parts already parsed.
+    pub fn new(key: PKey<Private>, cert: X509, chain: Vec<X509>, label: &str) -> Result<Self> {
+        if !cert.public_key().is_ok_and(|p| p.public_eq(&key)) {
+            return Err(Error::BadKey(format!("{label}: the certificate does not belong to the private key")));
+        }
+        Ok(KeyPair { key, cert, chain, label: label.to_string() })
+    }
+
     /// Reads a PEM file holding a private key and its certificate (and maybe
     /// more certificates: the chain), or, if `bytes` is not PEM, a PKCS#12
     /// file opened with `password`.

@@ -451,6 +451,17 @@ pub fn to_crlf(data: &[u8]) -> Cow<'_, [u8]> {
     Cow::Owned(out)
 }
 
+/// Drops the CR of every CRLF.
+pub fn to_lf(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len());
+    for (i, &b) in data.iter().enumerate() {
+        if !(b == b'\r' && data.get(i + 1) == Some(&b'\n')) {
+            out.push(b);
+        }
+    }
+    out
+}
+
 fn has_lone_cr(data: &[u8]) -> bool {
     data.iter().enumerate().any(|(i, &b)| b == b'\r' && data.get(i + 1) != Some(&b'\n'))
 }
@@ -525,6 +536,7 @@ mod tests {
         assert_eq!(&*to_crlf(b"a\nb\r\nc\rd"), b"a\r\nb\r\nc\r\nd");
         assert!(matches!(to_crlf(b"a\r\nb"), Cow::Borrowed(_)));
         assert_eq!(count_bare_lf(b"a\nb\r\n\n"), 2);
+        assert_eq!(to_lf(b"a\r\nb\rc\r\n"), b"a\nb\rc\n");
     }
 
     #[test]

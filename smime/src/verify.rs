@@ -37,6 +37,16 @@ impl TrustStore {
     /// certificate against `crls` when any are given (a certificate whose
     /// issuer has no CRL then fails: "unable to get certificate CRL").
     pub fn new(anchors: Vec<X509>, pool: Vec<X509>, crls: Vec<X509Crl>) -> Result<Self> {
+        Self::build(anchors, pool, crls, true)
+    }
+
+    /// As [`TrustStore::new`], but chains are checked for any purpose rather
+    /// than S/MIME signing (for checking CA and server certificates).
+    pub fn for_any_purpose(anchors: Vec<X509>, pool: Vec<X509>, crls: Vec<X509Crl>) -> Result<Self> {
+        Self::build(anchors, pool, crls, false)
+    }
+
+    fn build(anchors: Vec<X509>, pool: Vec<X509>, crls: Vec<X509Crl>, smime: bool) -> Result<Self> {
         let e = |e: openssl::error::ErrorStack| Error::BadKey(ossl_reason(&e));
         let mut b = X509StoreBuilder::new().map_err(e)?;
         for a in anchors {
@@ -53,8 +63,23 @@ impl TrustStore {
         if crl_check {
             b.set_flags(X509VerifyFlags::CRL_CHECK | X509VerifyFlags::CRL_CHECK_ALL).map_err(e)?;
         }
-        b.set_purpose(X509PurposeId::SMIME_SIGN).map_err(e)?;
+        if smime {
+            b.set_purpose(X509PurposeId::SMIME_SIGN).map_err(e)?;
+        }
         Ok(TrustStore { store: b.build(), pool, crl_check })
+    }
+
+    /// Checks that `cert` chains to a trust anchor (using the pool and
+    /// `extra` as intermediates). The error says why not.
+    pub fn check_certificate(&self, cert: &X509, extra: &[X509]) -> std::result::Result<(), String> {
+        let mut untrusted = Stack::new().map_err(|e| ossl_reason(&e))?;
+        for c in extra.iter().chain(self.pool.iter()) {
+            untrusted.push(c.clone()).map_err(|e| ossl_reason(&e))?;
+        }
+        match chain_check(self, cert, &untrusted) {
+            None => Ok(()),
+            Some(e) => Err(e),
+        }
     }
 
     /// Further certificates (not trusted) used to build chains.
@@ -72,8 +97,8 @@ pub struct SignatureReport {
     pub reason: Option<String>,
     /// Detached (`multipart/signed`) rather than opaque.
     pub detached: bool,
-    /// The signature only matched after converting bare LF to CRLF (the
-    /// message was stored with Unix line endings).
+    /// The signature only matched after normalising line ends (CRLF <-> LF):
+    /// the message was stored, or signed, with Unix line ends.
     pub canonicalised: bool,
     /// One report per SignerInfo.
     pub signers: Vec<SignerReport>,
@@ -113,7 +138,10 @@ pub(crate) fn verify_signed(
     detached: Option<&[u8]>,
     trust: &TrustStore,
 ) -> Result<(SignatureReport, Vec<u8>)> {
-    let sd = parsed.signed_data()?;
+    let sd = match parsed.signed_data() {
+        Ok(sd) => sd,
+        Err(e) => return verify_opaque_to_us(parsed, detached, trust, &e.to_string()),
+    };
     let mut msg_certs: Vec<X509> = Vec::new();
     let mut cert_ders = Vec::new();
     if let Some(set) = &sd.certificates {
@@ -141,16 +169,25 @@ pub(crate) fn verify_signed(
     let mut content = Vec::new();
     let mut canonicalised = false;
     let mut sig_result = cms.verify(Some(&untrusted), None, detached, Some(&mut content), flags);
+    // Signed content travels with CRLF line ends (RFC 8551 §3.1.1), but mail
+    // stored on disk, or signed by software that forgot, may use LF: try
+    // the other canonical form before calling the signature bad.
     if sig_result.is_err()
         && let Some(d) = detached
-        && (crate::mime::count_bare_lf(d) > 0)
     {
         let crlf = crate::mime::to_crlf(d);
-        content.clear();
-        let second = cms.verify(Some(&untrusted), None, Some(&crlf), Some(&mut content), flags);
-        if second.is_ok() {
-            canonicalised = true;
-            sig_result = second;
+        let lf = crate::mime::to_lf(&crlf);
+        for alt in [&crlf[..], &lf[..]] {
+            if alt == d {
+                continue;
+            }
+            content.clear();
+            let again = cms.verify(Some(&untrusted), None, Some(alt), Some(&mut content), flags);
+            if again.is_ok() {
+                canonicalised = true;
+                sig_result = again;
+                break;
+            }
         }
     }
     if detached.is_some() {
@@ -215,6 +252,59 @@ pub(crate) fn verify_signed(
         certificates: cert_ders,
     };
     Ok((report, content))
+}
+
+/// For SignedData the RustCrypto types cannot read (odd but valid BER, v1
+/// attribute certificates, ...): let OpenSSL do all of it, chain included,
+/// and report without per-signer details.
+fn verify_opaque_to_us(
+    parsed: Parsed,
+    detached: Option<&[u8]>,
+    trust: &TrustStore,
+    why: &str,
+) -> Result<(SignatureReport, Vec<u8>)> {
+    let mut cms = parsed.ossl;
+    let mut pool = Stack::new().map_err(|e| Error::crypto("verify", e))?;
+    for c in &trust.pool {
+        pool.push(c.clone()).map_err(|e| Error::crypto("verify", e))?;
+    }
+    let mut content = Vec::new();
+    let res = cms.verify(Some(&pool), Some(&trust.store), detached, Some(&mut content), CMSOptions::BINARY);
+    if let Some(d) = detached {
+        content = d.to_vec();
+    }
+    let reason = res.err().map(|e| explain_cms_error(&ossl_reason(&e)));
+    let report = SignatureReport {
+        valid: reason.is_none(),
+        reason,
+        detached: detached.is_some(),
+        canonicalised: false,
+        signers: vec![SignerReport {
+            certificate: None,
+            subject: format!("(signer details unavailable: {why})"),
+            emails: Vec::new(),
+            signing_time: None,
+            signing_time_unix: None,
+            digest_algorithm: String::new(),
+            signature_algorithm: String::new(),
+            weak: Vec::new(),
+            capabilities: Vec::new(),
+            chain_error: None,
+        }],
+        certificates: Vec::new(),
+    };
+    Ok((report, content))
+}
+
+/// Verifies a bare CMS SignedData (DER, BER or PEM): opaque, or detached
+/// with `content` given. Returns the report and the signed content.
+pub fn verify_cms(cms: &[u8], content: Option<&[u8]>, trust: &TrustStore) -> Result<(SignatureReport, Vec<u8>)> {
+    crate::init();
+    let parsed = cmsinfo::parse(cms)?;
+    if parsed.kind != cmsinfo::CmsKind::Signed {
+        return Err(Error::NotSmime { expected: "signed", content_type: format!("CMS {}", parsed.oid) });
+    }
+    verify_signed(parsed, content, trust)
 }
 
 fn chain_check(trust: &TrustStore, cert: &X509, untrusted: &Stack<X509>) -> Option<String> {

@@ -243,7 +243,7 @@ fn describe(opened: &Opened) -> Vec<String> {
                     }
                 }
                 if s.canonicalised {
-                    lines.push("  note: matched only after converting LF line ends to CRLF".into());
+                    lines.push("  note: signature matched only after normalising line ends (CRLF/LF)".into());
                 }
             }
         }
