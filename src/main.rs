@@ -28,7 +28,11 @@ fn main() -> ExitCode {
         Err(e) => {
             let _ = e.print();
             // clap's --help and --version are successes, everything else usage errors.
-            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     match cli.command {

@@ -25,7 +25,8 @@ pub const ID_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.1135
 /// id-signedData.
 pub const ID_SIGNED_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.2");
 /// id-envelopedData.
-pub const ID_ENVELOPED_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.3");
+pub const ID_ENVELOPED_DATA: ObjectIdentifier =
+    ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.3");
 /// id-ct-authEnvelopedData (RFC 5083).
 pub const ID_AUTH_ENVELOPED_DATA: ObjectIdentifier =
     ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.16.1.23");
@@ -58,7 +59,10 @@ pub(crate) struct Parsed {
 
 impl std::fmt::Debug for Parsed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Parsed").field("kind", &self.kind).field("len", &self.der.len()).finish()
+        f.debug_struct("Parsed")
+            .field("kind", &self.kind)
+            .field("len", &self.der.len())
+            .finish()
     }
 }
 
@@ -73,7 +77,9 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Parsed> {
         CmsContentInfo::from_der(bytes)
     }
     .map_err(|e| Error::MalformedCms(ossl_reason(&e)))?;
-    let der = ossl.to_der().map_err(|e| Error::MalformedCms(ossl_reason(&e)))?;
+    let der = ossl
+        .to_der()
+        .map_err(|e| Error::MalformedCms(ossl_reason(&e)))?;
     let ci = ContentInfo::from_der(&der).map_err(|e| Error::MalformedCms(e.to_string()))?;
     let oid = ci.content_type;
     let kind = if oid == ID_ENVELOPED_DATA {
@@ -85,7 +91,12 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Parsed> {
     } else {
         CmsKind::Other
     };
-    Ok(Parsed { ossl, der, kind, oid })
+    Ok(Parsed {
+        ossl,
+        der,
+        kind,
+        oid,
+    })
 }
 
 impl Parsed {
@@ -98,8 +109,10 @@ impl Parsed {
         let ci = self.content_info()?;
         let (ris, alg) = match self.kind {
             CmsKind::Enveloped => {
-                let ed: EnvelopedData =
-                    ci.content.decode_as().map_err(|e| Error::MalformedCms(format!("EnvelopedData: {e}")))?;
+                let ed: EnvelopedData = ci
+                    .content
+                    .decode_as()
+                    .map_err(|e| Error::MalformedCms(format!("EnvelopedData: {e}")))?;
                 (ed.recip_infos, ed.encrypted_content.content_enc_alg)
             }
             CmsKind::AuthEnveloped => {
@@ -107,17 +120,26 @@ impl Parsed {
                     .content
                     .decode_as()
                     .map_err(|e| Error::MalformedCms(format!("AuthEnvelopedData: {e}")))?;
-                (ed.recip_infos, ed.auth_encrypted_content_info.content_enc_alg)
+                (
+                    ed.recip_infos,
+                    ed.auth_encrypted_content_info.content_enc_alg,
+                )
             }
             _ => return Err(Error::Unsupported("not an encrypted CMS structure".into())),
         };
-        Ok(Envelope { recipients: recipients(&ris)?, content_alg: alg_name(&alg.oid), auth: self.kind == CmsKind::AuthEnveloped })
+        Ok(Envelope {
+            recipients: recipients(&ris)?,
+            content_alg: alg_name(&alg.oid),
+            auth: self.kind == CmsKind::AuthEnveloped,
+        })
     }
 
     /// The SignedData structure.
     pub fn signed_data(&self) -> Result<SignedData> {
         let ci = self.content_info()?;
-        ci.content.decode_as().map_err(|e| Error::MalformedCms(format!("SignedData: {e}")))
+        ci.content
+            .decode_as()
+            .map_err(|e| Error::MalformedCms(format!("SignedData: {e}")))
     }
 }
 
@@ -156,21 +178,35 @@ fn recipients(ris: &RecipientInfos) -> Result<Vec<Recipient>> {
             RecipientInfo::Kari(k) => {
                 for rek in k.recipient_enc_keys.iter() {
                     let rid = match &rek.rid {
-                        KeyAgreeRecipientIdentifier::IssuerAndSerialNumber(ias) => issuer_serial(ias)?,
-                        KeyAgreeRecipientIdentifier::RKeyId(r) => {
-                            RecipientId::SubjectKeyId(r.subject_key_identifier.0.as_bytes().to_vec())
+                        KeyAgreeRecipientIdentifier::IssuerAndSerialNumber(ias) => {
+                            issuer_serial(ias)?
                         }
+                        KeyAgreeRecipientIdentifier::RKeyId(r) => RecipientId::SubjectKeyId(
+                            r.subject_key_identifier.0.as_bytes().to_vec(),
+                        ),
                     };
-                    out.push(Recipient { rid: Some(rid), kind: "kari", key_alg: alg_name(&k.key_enc_alg.oid) });
+                    out.push(Recipient {
+                        rid: Some(rid),
+                        kind: "kari",
+                        key_alg: alg_name(&k.key_enc_alg.oid),
+                    });
                 }
             }
-            RecipientInfo::Kekri(k) => {
-                out.push(Recipient { rid: None, kind: "kekri", key_alg: alg_name(&k.key_enc_alg.oid) })
-            }
-            RecipientInfo::Pwri(k) => {
-                out.push(Recipient { rid: None, kind: "pwri", key_alg: alg_name(&k.key_enc_alg.oid) })
-            }
-            RecipientInfo::Ori(o) => out.push(Recipient { rid: None, kind: "ori", key_alg: alg_name(&o.ori_type) }),
+            RecipientInfo::Kekri(k) => out.push(Recipient {
+                rid: None,
+                kind: "kekri",
+                key_alg: alg_name(&k.key_enc_alg.oid),
+            }),
+            RecipientInfo::Pwri(k) => out.push(Recipient {
+                rid: None,
+                kind: "pwri",
+                key_alg: alg_name(&k.key_enc_alg.oid),
+            }),
+            RecipientInfo::Ori(o) => out.push(Recipient {
+                rid: None,
+                kind: "ori",
+                key_alg: alg_name(&o.ori_type),
+            }),
         }
     }
     Ok(out)
@@ -179,7 +215,9 @@ fn recipients(ris: &RecipientInfos) -> Result<Vec<Recipient>> {
 fn rid_from(rid: &RecipientIdentifier) -> Result<RecipientId> {
     match rid {
         RecipientIdentifier::IssuerAndSerialNumber(ias) => issuer_serial(ias),
-        RecipientIdentifier::SubjectKeyIdentifier(ski) => Ok(RecipientId::SubjectKeyId(ski.0.as_bytes().to_vec())),
+        RecipientIdentifier::SubjectKeyIdentifier(ski) => {
+            Ok(RecipientId::SubjectKeyId(ski.0.as_bytes().to_vec()))
+        }
     }
 }
 
@@ -187,13 +225,18 @@ fn rid_from(rid: &RecipientIdentifier) -> Result<RecipientId> {
 pub(crate) fn signer_id(sid: &SignerIdentifier) -> Result<RecipientId> {
     match sid {
         SignerIdentifier::IssuerAndSerialNumber(ias) => issuer_serial(ias),
-        SignerIdentifier::SubjectKeyIdentifier(ski) => Ok(RecipientId::SubjectKeyId(ski.0.as_bytes().to_vec())),
+        SignerIdentifier::SubjectKeyIdentifier(ski) => {
+            Ok(RecipientId::SubjectKeyId(ski.0.as_bytes().to_vec()))
+        }
     }
 }
 
 fn issuer_serial(ias: &cms::cert::IssuerAndSerialNumber) -> Result<RecipientId> {
     Ok(RecipientId::IssuerSerial {
-        issuer: ias.issuer.to_der().map_err(|e| Error::MalformedCms(e.to_string()))?,
+        issuer: ias
+            .issuer
+            .to_der()
+            .map_err(|e| Error::MalformedCms(e.to_string()))?,
         serial: ias.serial_number.as_bytes().to_vec(),
     })
 }
@@ -245,7 +288,15 @@ pub fn alg_name(oid: &ObjectIdentifier) -> String {
 
 /// True for digest algorithms that must be reported as weak.
 pub fn is_weak_digest(name: &str) -> bool {
-    matches!(name, "SHA-1" | "MD5" | "sha1WithRSAEncryption" | "md5WithRSAEncryption" | "ecdsa-with-SHA1" | "dsa-with-SHA1")
+    matches!(
+        name,
+        "SHA-1"
+            | "MD5"
+            | "sha1WithRSAEncryption"
+            | "md5WithRSAEncryption"
+            | "ecdsa-with-SHA1"
+            | "dsa-with-SHA1"
+    )
 }
 
 /// The SMIMECapabilities list of a signer, as algorithm names.

@@ -13,7 +13,9 @@ use std::io::Write;
 
 use cms::cert::IssuerAndSerialNumber;
 use cms::content_info::CmsVersion;
-use cms::enveloped_data::{KeyTransRecipientInfo, RecipientIdentifier, RecipientInfo, RecipientInfos};
+use cms::enveloped_data::{
+    KeyTransRecipientInfo, RecipientIdentifier, RecipientInfo, RecipientInfos,
+};
 use der::asn1::{OctetString, SetOfVec};
 use der::{Decode, Encode};
 use openssl::encrypt::Encrypter;
@@ -109,7 +111,9 @@ const GCM_TAG_LEN: usize = 16;
 const GCM_NONCE_LEN: usize = 12;
 const OID_DATA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x01];
 const OID_ENVELOPED: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x03];
-const OID_AUTH_ENVELOPED: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x10, 0x01, 0x17];
+const OID_AUTH_ENVELOPED: &[u8] = &[
+    0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x10, 0x01, 0x17,
+];
 const OID_RSA: &str = "1.2.840.113549.1.1.1";
 const OID_RSAES_OAEP: &str = "1.2.840.113549.1.1.7";
 
@@ -124,7 +128,12 @@ pub fn encrypt(message: &[u8], recipients: &[X509], opts: &EncryptOptions) -> Re
 }
 
 /// As [`encrypt`], writing to `out` as the ciphertext is produced.
-pub fn encrypt_to<W: Write>(message: &[u8], recipients: &[X509], opts: &EncryptOptions, out: W) -> Result<()> {
+pub fn encrypt_to<W: Write>(
+    message: &[u8],
+    recipients: &[X509],
+    opts: &EncryptOptions,
+    out: W,
+) -> Result<()> {
     Plan::new(message, recipients, opts)?.write(out)
 }
 
@@ -154,13 +163,27 @@ impl<'a> Plan<'a> {
 
         let mut ris = Vec::with_capacity(recipients.len());
         for cert in recipients {
-            ris.push(RecipientInfo::Ktri(key_trans(cert, &key, opts.key_transport)?));
+            ris.push(RecipientInfo::Ktri(key_trans(
+                cert,
+                &key,
+                opts.key_transport,
+            )?));
         }
-        let ris = RecipientInfos(SetOfVec::try_from(ris).map_err(|e| Error::Crypto { operation: "encrypt", detail: e.to_string() })?);
-        let ris_der = ris.to_der().map_err(|e| Error::Crypto { operation: "encrypt", detail: e.to_string() })?;
+        let ris = RecipientInfos(SetOfVec::try_from(ris).map_err(|e| Error::Crypto {
+            operation: "encrypt",
+            detail: e.to_string(),
+        })?);
+        let ris_der = ris.to_der().map_err(|e| Error::Crypto {
+            operation: "encrypt",
+            detail: e.to_string(),
+        })?;
 
         let plain_len = prepared.inner_header.len() + canonical_len(prepared.body);
-        let ct_len = if cipher.is_gcm() { plain_len } else { (plain_len / 16 + 1) * 16 };
+        let ct_len = if cipher.is_gcm() {
+            plain_len
+        } else {
+            (plain_len / 16 + 1) * 16
+        };
 
         // ContentEncryptionAlgorithmIdentifier: CBC carries the IV
         // (RFC 3565 §4.1), GCM carries GCMParameters (RFC 5084 §3.2).
@@ -187,16 +210,36 @@ impl<'a> Plan<'a> {
         let ed_header = header(0x30, ed_len);
         let explicit_len = ed_header.len() + ed_len;
         let explicit_header = header(0xa0, explicit_len);
-        let type_oid = tlv(0x06, if cipher.is_gcm() { OID_AUTH_ENVELOPED } else { OID_ENVELOPED });
+        let type_oid = tlv(
+            0x06,
+            if cipher.is_gcm() {
+                OID_AUTH_ENVELOPED
+            } else {
+                OID_ENVELOPED
+            },
+        );
         let ci_len = type_oid.len() + explicit_header.len() + explicit_len;
 
         let mut der_prefix = header(0x30, ci_len);
-        for part in [&type_oid, &explicit_header, &ed_header, &version, &ris_der, &eci_header, &eci_head, &ct_header] {
+        for part in [
+            &type_oid,
+            &explicit_header,
+            &ed_header,
+            &version,
+            &ris_der,
+            &eci_header,
+            &eci_head,
+            &ct_header,
+        ] {
             der_prefix.extend_from_slice(part);
         }
         let der_len = header(0x30, ci_len).len() + ci_len;
 
-        let smime_type = if cipher.is_gcm() { "authEnveloped-data" } else { "enveloped-data" };
+        let smime_type = if cipher.is_gcm() {
+            "authEnveloped-data"
+        } else {
+            "enveloped-data"
+        };
         let mut mime_header = prepared.outer.clone();
         mime_header.extend_from_slice(
             format!(
@@ -230,8 +273,13 @@ impl<'a> Plan<'a> {
         let mut b64 = Base64Lines::new(out);
         b64.write_all(&self.der_prefix)?;
         let ossl_err = |e: openssl::error::ErrorStack| std::io::Error::other(ossl_reason(&e));
-        let mut crypter = Crypter::new(self.cipher.openssl(), Mode::Encrypt, &self.key, Some(&self.iv))
-            .map_err(|e| Error::crypto("encrypt", e))?;
+        let mut crypter = Crypter::new(
+            self.cipher.openssl(),
+            Mode::Encrypt,
+            &self.key,
+            Some(&self.iv),
+        )
+        .map_err(|e| Error::crypto("encrypt", e))?;
         let block = self.cipher.openssl().block_size();
         let mut buf = vec![0u8; (1 << 16) * 2 + block * 2];
         let mut feed = |data: &[u8], b64: &mut Base64Lines<W>| -> std::io::Result<()> {
@@ -243,11 +291,15 @@ impl<'a> Plan<'a> {
         };
         feed(&self.inner_header, &mut b64)?;
         for_each_canonical_chunk(self.body, |c| feed(c, &mut b64))?;
-        let n = crypter.finalize(&mut buf).map_err(|e| Error::crypto("encrypt", e))?;
+        let n = crypter
+            .finalize(&mut buf)
+            .map_err(|e| Error::crypto("encrypt", e))?;
         b64.write_all(&buf[..n])?;
         if self.cipher.is_gcm() {
             let mut tag = [0u8; GCM_TAG_LEN];
-            crypter.get_tag(&mut tag).map_err(|e| Error::crypto("encrypt", e))?;
+            crypter
+                .get_tag(&mut tag)
+                .map_err(|e| Error::crypto("encrypt", e))?;
             b64.write_all(&tlv(0x04, &tag))?;
         }
         b64.finish()?;
@@ -268,7 +320,8 @@ fn key_trans(cert: &X509, cek: &[u8], kt: KeyTransport) -> Result<KeyTransRecipi
         )));
     }
     let der = cert.to_der().map_err(|e| Error::BadKey(ossl_reason(&e)))?;
-    let parsed = Certificate::from_der(&der).map_err(|e| Error::BadKey(format!("certificate of {subject}: {e}")))?;
+    let parsed = Certificate::from_der(&der)
+        .map_err(|e| Error::BadKey(format!("certificate of {subject}: {e}")))?;
     let tbs = parsed.tbs_certificate();
     let rid = RecipientIdentifier::IssuerAndSerialNumber(IssuerAndSerialNumber {
         issuer: tbs.issuer().clone(),
@@ -278,32 +331,56 @@ fn key_trans(cert: &X509, cek: &[u8], kt: KeyTransport) -> Result<KeyTransRecipi
     let mut enc = Encrypter::new(&pkey).map_err(|e| Error::crypto("key transport", e))?;
     let key_enc_alg = match kt {
         KeyTransport::RsaPkcs1 => {
-            enc.set_rsa_padding(Padding::PKCS1).map_err(|e| Error::crypto("key transport", e))?;
-            AlgorithmIdentifierOwned { oid: OID_RSA.parse().map_err(oid_err)?, parameters: Some(der::asn1::Any::null()) }
+            enc.set_rsa_padding(Padding::PKCS1)
+                .map_err(|e| Error::crypto("key transport", e))?;
+            AlgorithmIdentifierOwned {
+                oid: OID_RSA.parse().map_err(oid_err)?,
+                parameters: Some(der::asn1::Any::null()),
+            }
         }
         KeyTransport::RsaOaepSha256 => {
-            enc.set_rsa_padding(Padding::PKCS1_OAEP).map_err(|e| Error::crypto("key transport", e))?;
-            enc.set_rsa_oaep_md(MessageDigest::sha256()).map_err(|e| Error::crypto("key transport", e))?;
-            enc.set_rsa_mgf1_md(MessageDigest::sha256()).map_err(|e| Error::crypto("key transport", e))?;
+            enc.set_rsa_padding(Padding::PKCS1_OAEP)
+                .map_err(|e| Error::crypto("key transport", e))?;
+            enc.set_rsa_oaep_md(MessageDigest::sha256())
+                .map_err(|e| Error::crypto("key transport", e))?;
+            enc.set_rsa_mgf1_md(MessageDigest::sha256())
+                .map_err(|e| Error::crypto("key transport", e))?;
             AlgorithmIdentifierOwned {
                 oid: OID_RSAES_OAEP.parse().map_err(oid_err)?,
-                parameters: Some(der::asn1::Any::from_der(&oaep_sha256_params()).map_err(|e| Error::Crypto { operation: "encrypt", detail: e.to_string() })?),
+                parameters: Some(
+                    der::asn1::Any::from_der(&oaep_sha256_params()).map_err(|e| Error::Crypto {
+                        operation: "encrypt",
+                        detail: e.to_string(),
+                    })?,
+                ),
             }
         }
     };
-    let mut ek = vec![0u8; enc.encrypt_len(cek).map_err(|e| Error::crypto("key transport", e))?];
-    let n = enc.encrypt(cek, &mut ek).map_err(|e| Error::crypto("key transport", e))?;
+    let mut ek = vec![
+        0u8;
+        enc.encrypt_len(cek)
+            .map_err(|e| Error::crypto("key transport", e))?
+    ];
+    let n = enc
+        .encrypt(cek, &mut ek)
+        .map_err(|e| Error::crypto("key transport", e))?;
     ek.truncate(n);
     Ok(KeyTransRecipientInfo {
         version: CmsVersion::V0,
         rid,
         key_enc_alg,
-        enc_key: OctetString::new(ek).map_err(|e| Error::Crypto { operation: "encrypt", detail: e.to_string() })?,
+        enc_key: OctetString::new(ek).map_err(|e| Error::Crypto {
+            operation: "encrypt",
+            detail: e.to_string(),
+        })?,
     })
 }
 
 fn oid_err(e: const_oid::Error) -> Error {
-    Error::Crypto { operation: "encrypt", detail: e.to_string() }
+    Error::Crypto {
+        operation: "encrypt",
+        detail: e.to_string(),
+    }
 }
 
 /// RSAES-OAEP-params with SHA-256 and MGF1-SHA-256 (RFC 4055 §4.1); the
@@ -327,7 +404,10 @@ fn header(tag: u8, len: usize) -> Vec<u8> {
         out.push(len as u8);
     } else {
         let bytes = len.to_be_bytes();
-        let skip = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len() - 1);
+        let skip = bytes
+            .iter()
+            .position(|&b| b != 0)
+            .unwrap_or(bytes.len() - 1);
         out.push(0x80 | (bytes.len() - skip) as u8);
         out.extend_from_slice(&bytes[skip..]);
     }
@@ -350,7 +430,10 @@ mod tests {
         assert_eq!(header(0x30, 5), [0x30, 5]);
         assert_eq!(header(0x30, 0x80), [0x30, 0x81, 0x80]);
         assert_eq!(header(0x04, 0x1234), [0x04, 0x82, 0x12, 0x34]);
-        assert_eq!(header(0x04, 25_000_000), [0x04, 0x84, 0x01, 0x7d, 0x78, 0x40]);
+        assert_eq!(
+            header(0x04, 25_000_000),
+            [0x04, 0x84, 0x01, 0x7d, 0x78, 0x40]
+        );
     }
 
     #[test]

@@ -74,7 +74,10 @@ impl Error {
     }
 
     pub(crate) fn crypto(operation: &'static str, e: openssl::error::ErrorStack) -> Self {
-        Error::Crypto { operation, detail: ossl_reason(&e) }
+        Error::Crypto {
+            operation,
+            detail: ossl_reason(&e),
+        }
     }
 }
 

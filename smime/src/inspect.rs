@@ -49,7 +49,10 @@ pub fn inspect(message: &[u8]) -> Result<Vec<Layer>> {
             Err(err) if out.is_empty() => return Err(err),
             Err(_) => break,
             Ok(Shape::Plain(ct)) => {
-                out.push(Layer::Content { content_type: ct, size: e.body().len() });
+                out.push(Layer::Content {
+                    content_type: ct,
+                    size: e.body().len(),
+                });
                 break;
             }
             Ok(Shape::Cms(p)) => match p.kind {
@@ -62,7 +65,11 @@ pub fn inspect(message: &[u8]) -> Result<Vec<Layer>> {
                             .recipients
                             .into_iter()
                             .map(|r| {
-                                (r.kind.to_string(), r.rid.map_or_else(|| "-".to_string(), |x| x.to_string()), r.key_alg)
+                                (
+                                    r.kind.to_string(),
+                                    r.rid.map_or_else(|| "-".to_string(), |x| x.to_string()),
+                                    r.key_alg,
+                                )
                             })
                             .collect(),
                     });
@@ -76,7 +83,9 @@ pub fn inspect(message: &[u8]) -> Result<Vec<Layer>> {
                         None => break,
                     }
                 }
-                CmsKind::Other => return Err(Error::Unsupported(format!("CMS content type {}", p.oid))),
+                CmsKind::Other => {
+                    return Err(Error::Unsupported(format!("CMS content type {}", p.oid)));
+                }
             },
             Ok(Shape::Detached { content, signature }) => {
                 let (layer, _) = signed_layer(&signature, true)?;
@@ -95,9 +104,15 @@ fn signed_layer(p: &cmsinfo::Parsed, detached: bool) -> Result<(Layer, Option<Ve
     for si in sd.signer_infos.0.iter() {
         let id = cmsinfo::signer_id(&si.sid)?.to_string();
         let time = si.signed_attrs.as_ref().and_then(|attrs| {
-            attrs.iter().find(|a| a.oid == ID_SIGNING_TIME).and_then(|a| {
-                a.values.iter().next().and_then(|v| v.decode_as::<x509_cert::time::Time>().ok())
-            })
+            attrs
+                .iter()
+                .find(|a| a.oid == ID_SIGNING_TIME)
+                .and_then(|a| {
+                    a.values
+                        .iter()
+                        .next()
+                        .and_then(|v| v.decode_as::<x509_cert::time::Time>().ok())
+                })
         });
         signers.push((
             id,
@@ -107,26 +122,59 @@ fn signed_layer(p: &cmsinfo::Parsed, detached: bool) -> Result<(Layer, Option<Ve
         ));
     }
     let content = sd.encap_content_info.econtent.as_ref().map(|c| {
-        c.decode_as::<der::asn1::OctetString>().map(|o| o.as_bytes().to_vec()).unwrap_or_else(|_| c.value().to_vec())
+        c.decode_as::<der::asn1::OctetString>()
+            .map(|o| o.as_bytes().to_vec())
+            .unwrap_or_else(|_| c.value().to_vec())
     });
     let certificates = sd.certificates.as_ref().map_or(0, |c| c.0.len());
-    Ok((Layer::Signed { detached, certificates, signers }, content))
+    Ok((
+        Layer::Signed {
+            detached,
+            certificates,
+            signers,
+        },
+        content,
+    ))
 }
 
 impl fmt::Display for Layer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Layer::Encrypted { authenticated, content_algorithm, recipients } => {
-                let kind = if *authenticated { "AuthEnvelopedData" } else { "EnvelopedData" };
-                writeln!(f, "encrypted ({kind}), content {content_algorithm}, {} recipient(s)", recipients.len())?;
+            Layer::Encrypted {
+                authenticated,
+                content_algorithm,
+                recipients,
+            } => {
+                let kind = if *authenticated {
+                    "AuthEnvelopedData"
+                } else {
+                    "EnvelopedData"
+                };
+                writeln!(
+                    f,
+                    "encrypted ({kind}), content {content_algorithm}, {} recipient(s)",
+                    recipients.len()
+                )?;
                 for (k, id, alg) in recipients {
                     writeln!(f, "  recipient {k} {alg}: {id}")?;
                 }
                 Ok(())
             }
-            Layer::Signed { detached, certificates, signers } => {
-                let kind = if *detached { "detached multipart/signed" } else { "opaque" };
-                writeln!(f, "signed ({kind}), {} signer(s), {certificates} certificate(s)", signers.len())?;
+            Layer::Signed {
+                detached,
+                certificates,
+                signers,
+            } => {
+                let kind = if *detached {
+                    "detached multipart/signed"
+                } else {
+                    "opaque"
+                };
+                writeln!(
+                    f,
+                    "signed ({kind}), {} signer(s), {certificates} certificate(s)",
+                    signers.len()
+                )?;
                 for (id, digest, sig, time) in signers {
                     writeln!(f, "  signer {digest} {sig}: {id}")?;
                     if let Some(t) = time {
@@ -135,7 +183,9 @@ impl fmt::Display for Layer {
                 }
                 Ok(())
             }
-            Layer::Content { content_type, size } => writeln!(f, "content {content_type}, {size} bytes"),
+            Layer::Content { content_type, size } => {
+                writeln!(f, "content {content_type}, {size} bytes")
+            }
         }
     }
 }

@@ -30,7 +30,10 @@ pub enum RecipientId {
 impl RecipientId {
     /// The identifier of `cert` in issuer-and-serial form.
     pub fn from_cert(cert: &X509Ref) -> Result<Self> {
-        let issuer = cert.issuer_name().to_der().map_err(|e| Error::BadKey(ossl_reason(&e)))?;
+        let issuer = cert
+            .issuer_name()
+            .to_der()
+            .map_err(|e| Error::BadKey(ossl_reason(&e)))?;
         let serial = cert
             .serial_number()
             .to_bn()
@@ -43,11 +46,15 @@ impl RecipientId {
     pub fn matches(&self, cert: &X509Ref) -> bool {
         match self {
             RecipientId::IssuerSerial { issuer, serial } => {
-                let Ok(bn) = cert.serial_number().to_bn() else { return false };
+                let Ok(bn) = cert.serial_number().to_bn() else {
+                    return false;
+                };
                 if strip_zeros(&bn.to_vec()) != strip_zeros(serial) {
                     return false;
                 }
-                let Ok(der) = cert.issuer_name().to_der() else { return false };
+                let Ok(der) = cert.issuer_name().to_der() else {
+                    return false;
+                };
                 if &der == issuer {
                     return true;
                 }
@@ -57,9 +64,9 @@ impl RecipientId {
                     .and_then(|n| n.try_cmp(cert.issuer_name()).ok())
                     .is_some_and(|o| o.is_eq())
             }
-            RecipientId::SubjectKeyId(id) => {
-                cert.subject_key_id().is_some_and(|ski| ski.as_slice() == id.as_slice())
-            }
+            RecipientId::SubjectKeyId(id) => cert
+                .subject_key_id()
+                .is_some_and(|ski| ski.as_slice() == id.as_slice()),
         }
     }
 }
@@ -102,13 +109,18 @@ pub fn name_to_string(name: &X509NameRef) -> String {
     let parts: Vec<String> = name
         .entries()
         .map(|e| {
-            let key = e.object().nid().short_name().map(str::to_string).unwrap_or_else(|_| {
-                let mut s = e.object().to_string();
-                if s.is_empty() {
-                    s = "?".into();
-                }
-                s
-            });
+            let key = e
+                .object()
+                .nid()
+                .short_name()
+                .map(str::to_string)
+                .unwrap_or_else(|_| {
+                    let mut s = e.object().to_string();
+                    if s.is_empty() {
+                        s = "?".into();
+                    }
+                    s
+                });
             let val = e
                 .data()
                 .to_string()
@@ -145,9 +157,16 @@ impl KeyPair {
     /// A key pair from parts already parsed.
     pub fn new(key: PKey<Private>, cert: X509, chain: Vec<X509>, label: &str) -> Result<Self> {
         if !cert.public_key().is_ok_and(|p| p.public_eq(&key)) {
-            return Err(Error::BadKey(format!("{label}: the certificate does not belong to the private key")));
+            return Err(Error::BadKey(format!(
+                "{label}: the certificate does not belong to the private key"
+            )));
         }
-        Ok(KeyPair { key, cert, chain, label: label.to_string() })
+        Ok(KeyPair {
+            key,
+            cert,
+            chain,
+            label: label.to_string(),
+        })
     }
 
     /// Reads a PEM file holding a private key and its certificate (and maybe
@@ -156,20 +175,33 @@ impl KeyPair {
     pub fn from_file_bytes(bytes: &[u8], password: Option<&str>, label: &str) -> Result<Self> {
         if looks_like_pem(bytes) {
             let key = PKey::private_key_from_pem(bytes).map_err(|e| {
-                Error::BadKey(format!("{label}: no readable private key in PEM ({})", ossl_reason(&e)))
+                Error::BadKey(format!(
+                    "{label}: no readable private key in PEM ({})",
+                    ossl_reason(&e)
+                ))
             })?;
-            let certs = X509::stack_from_pem(bytes).map_err(|e| Error::BadKey(format!("{label}: {}", ossl_reason(&e))))?;
+            let certs = X509::stack_from_pem(bytes)
+                .map_err(|e| Error::BadKey(format!("{label}: {}", ossl_reason(&e))))?;
             return Self::assemble(key, certs, label);
         }
-        let p12 = Pkcs12::from_der(bytes)
-            .map_err(|e| Error::BadKey(format!("{label}: neither PEM nor PKCS#12 ({})", ossl_reason(&e))))?;
-        let parsed = p12.parse2(password.unwrap_or("")).map_err(|e| {
-            Error::BadKey(format!("{label}: cannot open PKCS#12 (wrong password?): {}", ossl_reason(&e)))
+        let p12 = Pkcs12::from_der(bytes).map_err(|e| {
+            Error::BadKey(format!(
+                "{label}: neither PEM nor PKCS#12 ({})",
+                ossl_reason(&e)
+            ))
         })?;
-        let key = parsed.pkey.ok_or_else(|| Error::BadKey(format!("{label}: PKCS#12 holds no private key")))?;
+        let parsed = p12.parse2(password.unwrap_or("")).map_err(|e| {
+            Error::BadKey(format!(
+                "{label}: cannot open PKCS#12 (wrong password?): {}",
+                ossl_reason(&e)
+            ))
+        })?;
+        let key = parsed
+            .pkey
+            .ok_or_else(|| Error::BadKey(format!("{label}: PKCS#12 holds no private key")))?;
         let mut certs: Vec<X509> = parsed.cert.into_iter().collect();
         if let Some(ca) = parsed.ca {
-            certs.extend(ca.into_iter());
+            certs.extend(ca);
         }
         Self::assemble(key, certs, label)
     }
@@ -178,10 +210,19 @@ impl KeyPair {
         let pos = certs
             .iter()
             .position(|c| c.public_key().is_ok_and(|p| p.public_eq(&key)))
-            .ok_or_else(|| Error::BadKey(format!("{label}: no certificate in the file matches the private key")))?;
+            .ok_or_else(|| {
+                Error::BadKey(format!(
+                    "{label}: no certificate in the file matches the private key"
+                ))
+            })?;
         let mut certs = certs;
         let cert = certs.remove(pos);
-        Ok(KeyPair { key, cert, chain: certs, label: label.to_string() })
+        Ok(KeyPair {
+            key,
+            cert,
+            chain: certs,
+            label: label.to_string(),
+        })
     }
 }
 
@@ -192,12 +233,17 @@ fn looks_like_pem(b: &[u8]) -> bool {
 /// Every certificate in a PEM or DER file.
 pub fn certs_from_bytes(bytes: &[u8], label: &str) -> Result<Vec<X509>> {
     let certs = if looks_like_pem(bytes) {
-        X509::stack_from_pem(bytes).map_err(|e| Error::BadKey(format!("{label}: {}", ossl_reason(&e))))?
+        X509::stack_from_pem(bytes)
+            .map_err(|e| Error::BadKey(format!("{label}: {}", ossl_reason(&e))))?
     } else {
-        vec![X509::from_der(bytes).map_err(|e| Error::BadKey(format!("{label}: not a certificate ({})", ossl_reason(&e))))?]
+        vec![X509::from_der(bytes).map_err(|e| {
+            Error::BadKey(format!("{label}: not a certificate ({})", ossl_reason(&e)))
+        })?]
     };
     if certs.is_empty() {
-        return Err(Error::BadKey(format!("{label}: no certificate in the file")));
+        return Err(Error::BadKey(format!(
+            "{label}: no certificate in the file"
+        )));
     }
     Ok(certs)
 }
@@ -213,7 +259,9 @@ pub fn crls_from_bytes(bytes: &[u8], label: &str) -> Result<Vec<X509Crl>> {
     let mut out = Vec::new();
     let mut rest = text.as_ref();
     while let Some(start) = rest.find("-----BEGIN X509 CRL-----") {
-        let Some(end) = rest[start..].find("-----END X509 CRL-----") else { break };
+        let Some(end) = rest[start..].find("-----END X509 CRL-----") else {
+            break;
+        };
         let block = &rest[start..start + end + "-----END X509 CRL-----".len()];
         out.push(
             X509Crl::from_pem(block.as_bytes())
@@ -233,13 +281,17 @@ pub fn crls_from_bytes(bytes: &[u8], label: &str) -> Result<Vec<X509Crl>> {
 pub fn cert_emails(cert: &X509Ref) -> Vec<String> {
     let mut out: Vec<String> = cert
         .subject_alt_names()
-        .map(|s| s.iter().filter_map(|g| g.email().map(str::to_string)).collect())
+        .map(|s| {
+            s.iter()
+                .filter_map(|g| g.email().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default();
     for e in cert.subject_name().entries_by_nid(Nid::PKCS9_EMAILADDRESS) {
-        if let Ok(s) = e.data().to_string() {
-            if !out.contains(&s) {
-                out.push(s);
-            }
+        if let Ok(s) = e.data().to_string()
+            && !out.contains(&s)
+        {
+            out.push(s);
         }
     }
     out
@@ -285,6 +337,10 @@ impl MemoryKeyring {
 
 impl Keyring for MemoryKeyring {
     fn find(&self, rid: &RecipientId) -> Vec<Arc<KeyPair>> {
-        self.keys.iter().filter(|k| rid.matches(&k.cert)).cloned().collect()
+        self.keys
+            .iter()
+            .filter(|k| rid.matches(&k.cert))
+            .cloned()
+            .collect()
     }
 }

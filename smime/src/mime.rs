@@ -26,7 +26,12 @@ pub struct Header<'a> {
 impl Header<'_> {
     /// The value unfolded (CR/LF removed) and trimmed, lossy UTF-8.
     pub fn unfolded(&self) -> String {
-        let v: Vec<u8> = self.value.iter().copied().filter(|&b| b != b'\r' && b != b'\n').collect();
+        let v: Vec<u8> = self
+            .value
+            .iter()
+            .copied()
+            .filter(|&b| b != b'\r' && b != b'\n')
+            .collect();
         String::from_utf8_lossy(&v).trim().to_string()
     }
 
@@ -56,32 +61,58 @@ impl<'a> Entity<'a> {
         let mut pos = 0;
         loop {
             if pos >= raw.len() {
-                return Entity { raw, headers, body_start: raw.len() };
+                return Entity {
+                    raw,
+                    headers,
+                    body_start: raw.len(),
+                };
             }
             // The empty line that ends the header.
             if raw[pos..].starts_with(b"\r\n") {
-                return Entity { raw, headers, body_start: pos + 2 };
+                return Entity {
+                    raw,
+                    headers,
+                    body_start: pos + 2,
+                };
             }
             if raw[pos] == b'\n' {
-                return Entity { raw, headers, body_start: pos + 1 };
+                return Entity {
+                    raw,
+                    headers,
+                    body_start: pos + 1,
+                };
             }
             // A field: name ':' value, folded lines start with SP or HTAB.
             let line_end = line_end_of(raw, pos);
             let Some(colon) = raw[pos..line_end].iter().position(|&b| b == b':') else {
                 // Not a header field: the header is over; the rest is body.
-                return Entity { raw, headers, body_start: pos };
+                return Entity {
+                    raw,
+                    headers,
+                    body_start: pos,
+                };
             };
             let name_bytes = &raw[pos..pos + colon];
             let name = match std::str::from_utf8(name_bytes) {
                 Ok(n) if !n.is_empty() && !n.contains([' ', '\t']) => n,
-                _ => return Entity { raw, headers, body_start: pos },
+                _ => {
+                    return Entity {
+                        raw,
+                        headers,
+                        body_start: pos,
+                    };
+                }
             };
             let mut end = line_end;
             while end < raw.len() && (raw[end] == b' ' || raw[end] == b'\t') {
                 end = line_end_of(raw, end);
             }
             let value_end = trim_eol_end(raw, pos + colon + 1, end);
-            headers.push(Header { name, value: &raw[pos + colon + 1..value_end], raw: &raw[pos..end] });
+            headers.push(Header {
+                name,
+                value: &raw[pos + colon + 1..value_end],
+                raw: &raw[pos..end],
+            });
             pos = end;
         }
     }
@@ -101,7 +132,9 @@ impl<'a> Entity<'a> {
 
     /// First header field of that name (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&Header<'a>> {
-        self.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name))
+        self.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
     }
 
     /// The parsed Content-Type; `text/plain` when absent (RFC 2045 §5.2).
@@ -158,7 +191,10 @@ pub struct ContentType {
 
 impl ContentType {
     fn default_text() -> Self {
-        ContentType { mime_type: "text/plain".into(), params: vec![("charset".into(), "us-ascii".into())] }
+        ContentType {
+            mime_type: "text/plain".into(),
+            params: vec![("charset".into(), "us-ascii".into())],
+        }
     }
 
     /// Parses a header value (already unfolded). Lenient: junk parameters are
@@ -183,7 +219,10 @@ impl ContentType {
 
     /// A parameter's value (name case-insensitive).
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.params.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.params
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// True for `multipart/*`.
@@ -253,7 +292,9 @@ impl<'a> Multipart<'a> {
     /// Splits `body` on `--boundary` lines.
     pub fn parse(body: &'a [u8], boundary: &str) -> Result<Self> {
         if boundary.is_empty() || boundary.len() > 200 {
-            return Err(Error::Mime("multipart boundary is empty or too long".into()));
+            return Err(Error::Mime(
+                "multipart boundary is empty or too long".into(),
+            ));
         }
         let delim = format!("--{boundary}");
         let delim = delim.as_bytes();
@@ -270,7 +311,10 @@ impl<'a> Multipart<'a> {
                 let is_close = rest.starts_with(b"--");
                 let tail = if is_close { &rest[2..] } else { rest };
                 // Only transport padding (whitespace) may follow the boundary.
-                if tail.iter().all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n')) {
+                if tail
+                    .iter()
+                    .all(|b| matches!(b, b' ' | b'\t' | b'\r' | b'\n'))
+                {
                     if let Some(start) = current {
                         // The CRLF (or LF) before the delimiter is not content.
                         let mut stop = pos;
@@ -298,7 +342,9 @@ impl<'a> Multipart<'a> {
             }
         }
         if parts.is_empty() {
-            return Err(Error::Mime(format!("no body part delimited by boundary \"{boundary}\"")));
+            return Err(Error::Mime(format!(
+                "no body part delimited by boundary \"{boundary}\""
+            )));
         }
         Ok(Multipart { parts })
     }
@@ -319,19 +365,31 @@ pub fn decode_transfer<'a>(encoding: &str, body: &'a [u8]) -> Result<Cow<'a, [u8
 
 /// Lenient base64: whitespace and line breaks ignored, padding optional.
 pub fn decode_base64(body: &[u8]) -> Result<Vec<u8>> {
-    let clean: Vec<u8> = body.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
+    let clean: Vec<u8> = body
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
     // Anything after '=' padding (a trailing signature line, say) is junk.
-    let end = clean.iter().position(|&b| b == b'=').map_or(clean.len(), |p| {
-        let mut e = p;
-        while e < clean.len() && clean[e] == b'=' {
-            e += 1;
-        }
-        e
-    });
+    let end = clean
+        .iter()
+        .position(|&b| b == b'=')
+        .map_or(clean.len(), |p| {
+            let mut e = p;
+            while e < clean.len() && clean[e] == b'=' {
+                e += 1;
+            }
+            e
+        });
     base64::engine::general_purpose::STANDARD
         .decode(&clean[..end])
-        .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(clean[..end].trim_ascii_end()))
-        .map_err(|e| Error::TransferEncoding { encoding: "base64".into(), detail: e.to_string() })
+        .or_else(|_| {
+            base64::engine::general_purpose::STANDARD_NO_PAD.decode(clean[..end].trim_ascii_end())
+        })
+        .map_err(|e| Error::TransferEncoding {
+            encoding: "base64".into(),
+            detail: e.to_string(),
+        })
 }
 
 fn decode_qp(body: &[u8]) -> Vec<u8> {
@@ -383,7 +441,8 @@ pub fn encode_qp(data: &[u8]) -> Vec<u8> {
         let n = line.len();
         for (i, &b) in line.iter().enumerate() {
             let last = i + 1 == n;
-            let plain = ((b == b' ' || b == b'\t') && !last) || ((33..=126).contains(&b) && b != b'=');
+            let plain =
+                ((b == b' ' || b == b'\t') && !last) || ((33..=126).contains(&b) && b != b'=');
             let mut width = if plain { 1 } else { 3 };
             if col + width > 75 {
                 out.extend_from_slice(b"=\r\n");
@@ -412,7 +471,8 @@ pub fn encode_qp(data: &[u8]) -> Vec<u8> {
 /// Lines without their terminators; a trailing terminator yields a final
 /// empty line.
 fn split_lines(data: &[u8]) -> impl Iterator<Item = &[u8]> {
-    data.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+    data.split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
 }
 
 /// Number of LF bytes not preceded by CR.
@@ -463,7 +523,9 @@ pub fn to_lf(data: &[u8]) -> Vec<u8> {
 }
 
 fn has_lone_cr(data: &[u8]) -> bool {
-    data.iter().enumerate().any(|(i, &b)| b == b'\r' && data.get(i + 1) != Some(&b'\n'))
+    data.iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\r' && data.get(i + 1) != Some(&b'\n'))
 }
 
 /// A fresh multipart boundary.
@@ -491,7 +553,10 @@ mod tests {
             let m = format!("From: a@b.dk{eol}Subject: hi{eol} folded{eol}{eol}body{eol}");
             let e = Entity::parse(m.as_bytes());
             assert_eq!(e.headers.len(), 2);
-            assert_eq!(e.header("subject").map(|h| h.unfolded()).as_deref(), Some("hi folded"));
+            assert_eq!(
+                e.header("subject").map(|h| h.unfolded()).as_deref(),
+                Some("hi folded")
+            );
             assert_eq!(e.body(), format!("body{eol}").as_bytes());
         }
     }
@@ -508,7 +573,8 @@ mod tests {
 
     #[test]
     fn multipart_parts_are_exact() {
-        let body = b"preamble\r\n--xx\r\nA: 1\r\n\r\none\r\n--xx\r\n\r\ntwo\r\n\r\n--xx--\r\nepilogue";
+        let body =
+            b"preamble\r\n--xx\r\nA: 1\r\n\r\none\r\n--xx\r\n\r\ntwo\r\n\r\n--xx--\r\nepilogue";
         let mp = Multipart::parse(body, "xx").unwrap();
         assert_eq!(mp.parts, vec![&b"A: 1\r\n\r\none"[..], &b"\r\ntwo\r\n"[..]]);
     }

@@ -72,17 +72,26 @@ pub(crate) enum Shape<'a> {
     /// `application/pkcs7-mime` (or a bare CMS object): encrypted or opaque signed.
     Cms(Box<Parsed>),
     /// `multipart/signed`: the signed part's exact bytes and the signature.
-    Detached { content: &'a [u8], signature: Box<Parsed> },
+    Detached {
+        content: &'a [u8],
+        signature: Box<Parsed>,
+    },
     /// Anything else.
     Plain(String),
 }
 
 fn is_pkcs7_mime(mime_type: &str) -> bool {
-    matches!(mime_type, "application/pkcs7-mime" | "application/x-pkcs7-mime")
+    matches!(
+        mime_type,
+        "application/pkcs7-mime" | "application/x-pkcs7-mime"
+    )
 }
 
 fn is_pkcs7_signature(mime_type: &str) -> bool {
-    matches!(mime_type, "application/pkcs7-signature" | "application/x-pkcs7-signature")
+    matches!(
+        mime_type,
+        "application/pkcs7-signature" | "application/x-pkcs7-signature"
+    )
 }
 
 /// Works out what an entity is, parsing its CMS if it has one.
@@ -90,13 +99,18 @@ pub(crate) fn shape<'a>(e: &Entity<'a>) -> Result<Shape<'a>> {
     // A bare CMS object (DER, BER or PEM) rather than a mail.
     if e.headers.is_empty() {
         let b = e.body();
-        if b.first() == Some(&0x30) || b.starts_with(b"-----BEGIN PKCS7") || b.starts_with(b"-----BEGIN CMS") {
+        if b.first() == Some(&0x30)
+            || b.starts_with(b"-----BEGIN PKCS7")
+            || b.starts_with(b"-----BEGIN CMS")
+        {
             return Ok(Shape::Cms(Box::new(cmsinfo::parse(b)?)));
         }
     }
     let ct = e.content_type();
     let by_name = ct.mime_type == "application/octet-stream"
-        && ct.param("name").is_some_and(|n| n.to_ascii_lowercase().ends_with(".p7m"));
+        && ct
+            .param("name")
+            .is_some_and(|n| n.to_ascii_lowercase().ends_with(".p7m"));
     if is_pkcs7_mime(&ct.mime_type) || by_name {
         let der = e.decoded_body()?;
         return Ok(Shape::Cms(Box::new(cmsinfo::parse(&der)?)));
@@ -115,14 +129,22 @@ pub(crate) fn shape<'a>(e: &Entity<'a>) -> Result<Shape<'a>> {
         let sig = Entity::parse(mp.parts[1]);
         let sig_ct = sig.content_type();
         if !is_pkcs7_signature(&sig_ct.mime_type) {
-            return Ok(Shape::Plain(format!("multipart/signed with {} signature", sig_ct.mime_type)));
+            return Ok(Shape::Plain(format!(
+                "multipart/signed with {} signature",
+                sig_ct.mime_type
+            )));
         }
         let der = sig.decoded_body()?;
         let parsed = cmsinfo::parse(&der)?;
         if parsed.kind != CmsKind::Signed {
-            return Err(Error::MalformedCms("the signature part does not hold SignedData".into()));
+            return Err(Error::MalformedCms(
+                "the signature part does not hold SignedData".into(),
+            ));
         }
-        return Ok(Shape::Detached { content: mp.parts[0], signature: Box::new(parsed) });
+        return Ok(Shape::Detached {
+            content: mp.parts[0],
+            signature: Box::new(parsed),
+        });
     }
     Ok(Shape::Plain(ct.mime_type))
 }
@@ -134,7 +156,9 @@ pub(crate) fn replace_content(outer: &Entity<'_>, inner: &[u8]) -> Vec<u8> {
     let inner_has_version = inner_entity.header("MIME-Version").is_some();
     let mut out = Vec::with_capacity(outer.header_bytes().len() + inner.len());
     for h in &outer.headers {
-        if h.is_content_field() || (inner_has_version && h.name.eq_ignore_ascii_case("MIME-Version")) {
+        if h.is_content_field()
+            || (inner_has_version && h.name.eq_ignore_ascii_case("MIME-Version"))
+        {
             continue;
         }
         out.extend_from_slice(h.raw);
@@ -148,7 +172,10 @@ pub(crate) fn replace_content(outer: &Entity<'_>, inner: &[u8]) -> Vec<u8> {
 
 /// Decrypts one (Auth)EnvelopedData with every key the keyring has for any
 /// of its recipients.
-pub(crate) fn decrypt_cms(parsed: &Parsed, keyring: &dyn Keyring) -> Result<(Vec<u8>, DecryptReport)> {
+pub(crate) fn decrypt_cms(
+    parsed: &Parsed,
+    keyring: &dyn Keyring,
+) -> Result<(Vec<u8>, DecryptReport)> {
     let env = parsed.envelope()?;
     let mut tried = 0usize;
     let mut last_err = String::new();
@@ -210,7 +237,11 @@ const MAX_LAYERS: usize = 16;
 /// Decrypts a message: removes every encryption layer, and any signature
 /// layer that wraps one (verifying it when `trust` is given). Signatures
 /// inside the encryption are kept intact so they can be verified later.
-pub fn decrypt(message: &[u8], keyring: &dyn Keyring, trust: Option<&TrustStore>) -> Result<Opened> {
+pub fn decrypt(
+    message: &[u8],
+    keyring: &dyn Keyring,
+    trust: Option<&TrustStore>,
+) -> Result<Opened> {
     open(message, Some(keyring), trust, Mode::Decrypt)
 }
 
@@ -220,7 +251,12 @@ pub fn verify(message: &[u8], trust: &TrustStore, keyring: Option<&dyn Keyring>)
     open(message, keyring, Some(trust), Mode::Verify)
 }
 
-fn open(message: &[u8], keyring: Option<&dyn Keyring>, trust: Option<&TrustStore>, mode: Mode) -> Result<Opened> {
+fn open(
+    message: &[u8],
+    keyring: Option<&dyn Keyring>,
+    trust: Option<&TrustStore>,
+    mode: Mode,
+) -> Result<Opened> {
     let mut current: Cow<'_, [u8]> = Cow::Borrowed(message);
     let mut layers = Vec::new();
     let empty_trust;
@@ -236,8 +272,15 @@ fn open(message: &[u8], keyring: Option<&dyn Keyring>, trust: Option<&TrustStore
         let next = match shape(&entity)? {
             Shape::Plain(ct) => {
                 if layers.is_empty() {
-                    let expected = if mode == Mode::Decrypt { "encrypted" } else { "signed" };
-                    return Err(Error::NotSmime { expected, content_type: ct });
+                    let expected = if mode == Mode::Decrypt {
+                        "encrypted"
+                    } else {
+                        "signed"
+                    };
+                    return Err(Error::NotSmime {
+                        expected,
+                        content_type: ct,
+                    });
                 }
                 break;
             }
@@ -272,7 +315,10 @@ fn open(message: &[u8], keyring: Option<&dyn Keyring>, trust: Option<&TrustStore
                     replace_content(&entity, &content)
                 }
                 CmsKind::Other => {
-                    return Err(Error::Unsupported(format!("CMS content type {}", parsed.oid)));
+                    return Err(Error::Unsupported(format!(
+                        "CMS content type {}",
+                        parsed.oid
+                    )));
                 }
             },
             Shape::Detached { content, signature } => {
@@ -293,7 +339,10 @@ fn open(message: &[u8], keyring: Option<&dyn Keyring>, trust: Option<&TrustStore
         };
         current = Cow::Owned(next);
     }
-    Ok(Opened { message: current.into_owned(), layers })
+    Ok(Opened {
+        message: current.into_owned(),
+        layers,
+    })
 }
 
 fn no_trust_note(mut rep: SignatureReport, no_trust: bool) -> SignatureReport {
@@ -307,7 +356,9 @@ fn no_trust_note(mut rep: SignatureReport, no_trust: bool) -> SignatureReport {
 /// For decrypt: does an opaque signature hold an encrypted entity?
 fn signed_wraps_encryption(parsed: &Parsed, depth: usize) -> Result<bool> {
     let sd = parsed.signed_data()?;
-    let Some(content) = sd.encap_content_info.econtent else { return Ok(false) };
+    let Some(content) = sd.encap_content_info.econtent else {
+        return Ok(false);
+    };
     let bytes = content
         .decode_as::<der::asn1::OctetString>()
         .map(|o| o.as_bytes().to_vec())

@@ -28,18 +28,34 @@ pub(crate) fn prepare(message: &[u8]) -> Prepared<'_> {
             outer.extend_from_slice(b"\r\n");
         }
     }
-    let content_fields: Vec<Header<'_>> = e.headers.iter().filter(|h| h.is_content_field()).cloned().collect();
+    let content_fields: Vec<Header<'_>> = e
+        .headers
+        .iter()
+        .filter(|h| h.is_content_field())
+        .cloned()
+        .collect();
     let inner_header = header_block(&content_fields, e.body(), None);
-    Prepared { outer, inner_header, body: e.body(), mime_type: e.content_type().mime_type, content_fields }
+    Prepared {
+        outer,
+        inner_header,
+        body: e.body(),
+        mime_type: e.content_type().mime_type,
+        content_fields,
+    }
 }
 
 /// The content fields as a CRLF block ending in the empty line. With
 /// `new_cte`, the Content-Transfer-Encoding is replaced by that one.
 fn header_block(fields: &[Header<'_>], body: &[u8], new_cte: Option<&str>) -> Vec<u8> {
     let mut out = Vec::new();
-    if !fields.iter().any(|h| h.name.eq_ignore_ascii_case("Content-Type")) {
+    if !fields
+        .iter()
+        .any(|h| h.name.eq_ignore_ascii_case("Content-Type"))
+    {
         let charset = if body.is_ascii() { "us-ascii" } else { "utf-8" };
-        out.extend_from_slice(format!("Content-Type: text/plain; charset={charset}\r\n").as_bytes());
+        out.extend_from_slice(
+            format!("Content-Type: text/plain; charset={charset}\r\n").as_bytes(),
+        );
     }
     for h in fields {
         if new_cte.is_some() && h.name.eq_ignore_ascii_case("Content-Transfer-Encoding") {
@@ -66,8 +82,7 @@ impl Prepared<'_> {
 }
 
 fn needs_encoding(body: &[u8]) -> bool {
-    body.iter().any(|&b| b >= 0x80 || b == 0)
-        || body.split(|&b| b == b'\n').any(|l| l.len() > 998)
+    body.iter().any(|&b| b >= 0x80 || b == 0) || body.split(|&b| b == b'\n').any(|l| l.len() > 998)
 }
 
 fn signable_entity(fields: &[Header<'_>], body: &[u8], mime_type: &str, depth: usize) -> Vec<u8> {
@@ -76,7 +91,10 @@ fn signable_entity(fields: &[Header<'_>], body: &[u8], mime_type: &str, depth: u
         .find(|h| h.name.eq_ignore_ascii_case("Content-Transfer-Encoding"))
         .map(|h| h.unfolded().to_ascii_lowercase())
         .unwrap_or_else(|| "7bit".into());
-    let ct_value = fields.iter().find(|h| h.name.eq_ignore_ascii_case("Content-Type")).map(|h| h.unfolded());
+    let ct_value = fields
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("Content-Type"))
+        .map(|h| h.unfolded());
     let ct = mime::ContentType::parse(ct_value.as_deref().unwrap_or("text/plain"));
     if ct.is_multipart()
         && depth < 16
@@ -86,9 +104,19 @@ fn signable_entity(fields: &[Header<'_>], body: &[u8], mime_type: &str, depth: u
         let mut out = header_block(fields, body, None);
         for part in &mp.parts {
             let pe = Entity::parse(part);
-            let pfields: Vec<Header<'_>> = pe.headers.iter().filter(|h| h.is_content_field()).cloned().collect();
+            let pfields: Vec<Header<'_>> = pe
+                .headers
+                .iter()
+                .filter(|h| h.is_content_field())
+                .cloned()
+                .collect();
             out.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
-            out.extend_from_slice(&signable_entity(&pfields, pe.body(), &pe.content_type().mime_type, depth + 1));
+            out.extend_from_slice(&signable_entity(
+                &pfields,
+                pe.body(),
+                &pe.content_type().mime_type,
+                depth + 1,
+            ));
             out.extend_from_slice(b"\r\n");
         }
         out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
@@ -134,7 +162,12 @@ pub(crate) fn for_each_canonical_chunk(
     mut f: impl FnMut(&[u8]) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
     const CHUNK: usize = 1 << 16;
-    if mime::count_bare_lf(data) == 0 && !data.iter().enumerate().any(|(i, &b)| b == b'\r' && data.get(i + 1) != Some(&b'\n')) {
+    if mime::count_bare_lf(data) == 0
+        && !data
+            .iter()
+            .enumerate()
+            .any(|(i, &b)| b == b'\r' && data.get(i + 1) != Some(&b'\n'))
+    {
         for c in data.chunks(CHUNK) {
             f(c)?;
         }
@@ -183,7 +216,10 @@ mod tests {
         let s = p.signable();
         assert!(s.is_ascii());
         let text = String::from_utf8(s).unwrap();
-        assert!(text.contains("Content-Transfer-Encoding: quoted-printable\r\n"), "{text}");
+        assert!(
+            text.contains("Content-Transfer-Encoding: quoted-printable\r\n"),
+            "{text}"
+        );
         assert!(text.contains("bl=C3=A5b=C3=A6r"), "{text}");
         assert!(!text.contains("8bit"));
     }

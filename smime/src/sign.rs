@@ -89,18 +89,29 @@ pub fn sign_der(content: &[u8], signer: &KeyPair, opts: &SignOptions) -> Result<
     if !opts.opaque {
         flags |= ffi::CMS_DETACHED;
     }
-    let len = i32::try_from(content.len()).map_err(|_| Error::Unsupported("message over 2 GiB".into()))?;
+    let len = i32::try_from(content.len())
+        .map_err(|_| Error::Unsupported("message over 2 GiB".into()))?;
     // SAFETY: every pointer passed is valid for the call; the CMS object is
     // owned by `cms` (freed on drop) from the moment it exists; the BIO is
     // freed before returning; OpenSSL takes its own references to the
     // certificates and key it keeps.
     unsafe {
-        let raw = openssl_sys::CMS_sign(ptr::null_mut(), ptr::null_mut(), chain.as_ptr(), ptr::null_mut(), flags);
+        let raw = openssl_sys::CMS_sign(
+            ptr::null_mut(),
+            ptr::null_mut(),
+            chain.as_ptr(),
+            ptr::null_mut(),
+            flags,
+        );
         if raw.is_null() {
             return Err(err(openssl::error::ErrorStack::get()));
         }
         let cms = CmsContentInfo::from_ptr(raw);
-        let signer_flags = if opts.pss { flags | ffi::CMS_KEY_PARAM } else { flags };
+        let signer_flags = if opts.pss {
+            flags | ffi::CMS_KEY_PARAM
+        } else {
+            flags
+        };
         let si = ffi::CMS_add1_signer(
             raw,
             signer.cert.as_ptr(),
@@ -115,7 +126,8 @@ pub fn sign_der(content: &[u8], signer: &KeyPair, opts: &SignOptions) -> Result<
             let pctx = ffi::CMS_SignerInfo_get0_pkey_ctx(si);
             if pctx.is_null()
                 || openssl_sys::EVP_PKEY_CTX_set_rsa_padding(pctx, ffi::RSA_PKCS1_PSS_PADDING) <= 0
-                || openssl_sys::EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, ffi::RSA_PSS_SALTLEN_DIGEST) <= 0
+                || openssl_sys::EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, ffi::RSA_PSS_SALTLEN_DIGEST)
+                    <= 0
                 || openssl_sys::EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, openssl_sys::EVP_sha256()) <= 0
             {
                 return Err(err(openssl::error::ErrorStack::get()));

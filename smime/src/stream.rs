@@ -24,7 +24,11 @@ pub struct Base64Lines<W: Write> {
 impl<W: Write> Base64Lines<W> {
     /// Wraps `out`.
     pub fn new(out: W) -> Self {
-        Base64Lines { out, pending: Vec::with_capacity(LINE_IN), enc: vec![0; BATCH_LINES * 78] }
+        Base64Lines {
+            out,
+            pending: Vec::with_capacity(LINE_IN),
+            enc: vec![0; BATCH_LINES * 78],
+        }
     }
 
     fn encode_lines(&mut self, data: &[u8]) -> io::Result<()> {
@@ -98,9 +102,16 @@ mod tests {
                 w.write_all(c).unwrap();
             }
             let out = w.finish().unwrap();
-            let lines: Vec<&[u8]> = out.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+            let lines: Vec<&[u8]> = out
+                .split(|&b| b == b'\n')
+                .filter(|l| !l.is_empty())
+                .collect();
             assert!(lines.iter().all(|l| l.len() <= 77 && l.ends_with(b"\r")));
-            let joined: Vec<u8> = out.iter().copied().filter(|&b| b != b'\r' && b != b'\n').collect();
+            let joined: Vec<u8> = out
+                .iter()
+                .copied()
+                .filter(|&b| b != b'\r' && b != b'\n')
+                .collect();
             assert_eq!(joined, expect.as_bytes(), "split {split}");
         }
     }

@@ -4,12 +4,12 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cms::cert::CertificateChoices;
-use foreign_types_shared::ForeignType;
 use der::Encode;
+use foreign_types_shared::ForeignType;
 use openssl::cms::CMSOptions;
 use openssl::stack::Stack;
-use openssl::x509::store::{X509Store, X509StoreBuilder};
 use openssl::x509::X509PurposeId;
+use openssl::x509::store::{X509Store, X509StoreBuilder};
 use openssl::x509::verify::X509VerifyFlags;
 use openssl::x509::{X509, X509Crl, X509StoreContext};
 
@@ -28,7 +28,10 @@ pub struct TrustStore {
 
 impl std::fmt::Debug for TrustStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TrustStore").field("pool", &self.pool.len()).field("crl_check", &self.crl_check).finish()
+        f.debug_struct("TrustStore")
+            .field("pool", &self.pool.len())
+            .field("crl_check", &self.crl_check)
+            .finish()
     }
 }
 
@@ -42,7 +45,11 @@ impl TrustStore {
 
     /// As [`TrustStore::new`], but chains are checked for any purpose rather
     /// than S/MIME signing (for checking CA and server certificates).
-    pub fn for_any_purpose(anchors: Vec<X509>, pool: Vec<X509>, crls: Vec<X509Crl>) -> Result<Self> {
+    pub fn for_any_purpose(
+        anchors: Vec<X509>,
+        pool: Vec<X509>,
+        crls: Vec<X509Crl>,
+    ) -> Result<Self> {
         Self::build(anchors, pool, crls, false)
     }
 
@@ -55,23 +62,34 @@ impl TrustStore {
         let crl_check = !crls.is_empty();
         for crl in &crls {
             // SAFETY: the store takes its own reference to the CRL.
-            let ok = unsafe { crate::ffi::X509_STORE_add_crl(ForeignType::as_ptr(&b), ForeignType::as_ptr(crl)) };
+            let ok = unsafe {
+                crate::ffi::X509_STORE_add_crl(ForeignType::as_ptr(&b), ForeignType::as_ptr(crl))
+            };
             if ok != 1 {
                 return Err(Error::BadKey("cannot add CRL to the trust store".into()));
             }
         }
         if crl_check {
-            b.set_flags(X509VerifyFlags::CRL_CHECK | X509VerifyFlags::CRL_CHECK_ALL).map_err(e)?;
+            b.set_flags(X509VerifyFlags::CRL_CHECK | X509VerifyFlags::CRL_CHECK_ALL)
+                .map_err(e)?;
         }
         if smime {
             b.set_purpose(X509PurposeId::SMIME_SIGN).map_err(e)?;
         }
-        Ok(TrustStore { store: b.build(), pool, crl_check })
+        Ok(TrustStore {
+            store: b.build(),
+            pool,
+            crl_check,
+        })
     }
 
     /// Checks that `cert` chains to a trust anchor (using the pool and
     /// `extra` as intermediates). The error says why not.
-    pub fn check_certificate(&self, cert: &X509, extra: &[X509]) -> std::result::Result<(), String> {
+    pub fn check_certificate(
+        &self,
+        cert: &X509,
+        extra: &[X509],
+    ) -> std::result::Result<(), String> {
         let mut untrusted = Stack::new().map_err(|e| ossl_reason(&e))?;
         for c in extra.iter().chain(self.pool.iter()) {
             untrusted.push(c.clone()).map_err(|e| ossl_reason(&e))?;
@@ -156,11 +174,16 @@ pub(crate) fn verify_signed(
         }
     }
     if sd.signer_infos.0.is_empty() {
-        return Err(Error::NotSmime { expected: "signed", content_type: "certs-only SignedData (no signer)".into() });
+        return Err(Error::NotSmime {
+            expected: "signed",
+            content_type: "certs-only SignedData (no signer)".into(),
+        });
     }
     let mut untrusted = Stack::new().map_err(|e| Error::crypto("verify", e))?;
     for c in msg_certs.iter().chain(trust.pool.iter()) {
-        untrusted.push(c.clone()).map_err(|e| Error::crypto("verify", e))?;
+        untrusted
+            .push(c.clone())
+            .map_err(|e| Error::crypto("verify", e))?;
     }
 
     // 1. Signatures over the content (and the signed attributes).
@@ -193,13 +216,19 @@ pub(crate) fn verify_signed(
     if detached.is_some() {
         content = detached.map(<[u8]>::to_vec).unwrap_or_default();
     }
-    let mut reason = sig_result.err().map(|e| explain_cms_error(&ossl_reason(&e)));
+    let mut reason = sig_result
+        .err()
+        .map(|e| explain_cms_error(&ossl_reason(&e)));
 
     // 2. Each signer: attributes, algorithms, certificate chain.
     let mut signers = Vec::new();
     for si in sd.signer_infos.0.iter() {
         let rid = cmsinfo::signer_id(&si.sid)?;
-        let cert = msg_certs.iter().chain(trust.pool.iter()).find(|c| rid.matches(c)).cloned();
+        let cert = msg_certs
+            .iter()
+            .chain(trust.pool.iter())
+            .find(|c| rid.matches(c))
+            .cloned();
         let digest_algorithm = cmsinfo::alg_name(&si.digest_alg.oid);
         let signature_algorithm = cmsinfo::alg_name(&si.signature_algorithm.oid);
         let mut weak = Vec::new();
@@ -211,7 +240,10 @@ pub(crate) fn verify_signed(
             for a in attrs.iter() {
                 let values: Vec<der::asn1::Any> = a.values.iter().cloned().collect();
                 if a.oid == ID_SIGNING_TIME {
-                    if let Some(t) = values.first().and_then(|v| v.decode_as::<x509_cert::time::Time>().ok()) {
+                    if let Some(t) = values
+                        .first()
+                        .and_then(|v| v.decode_as::<x509_cert::time::Time>().ok())
+                    {
                         let st = UNIX_EPOCH + Duration::from_secs(t.to_unix_duration().as_secs());
                         signing_time = Some(t.to_date_time().to_string());
                         signing_time_unix = Some(st);
@@ -232,7 +264,9 @@ pub(crate) fn verify_signed(
         }
         signers.push(SignerReport {
             certificate: cert.as_ref().and_then(|c| c.to_der().ok()),
-            subject: cert.as_ref().map_or_else(|| rid.to_string(), |c| name_to_string(c.subject_name())),
+            subject: cert
+                .as_ref()
+                .map_or_else(|| rid.to_string(), |c| name_to_string(c.subject_name())),
             emails: cert.as_ref().map(|c| cert_emails(c)).unwrap_or_default(),
             signing_time,
             signing_time_unix,
@@ -266,10 +300,17 @@ fn verify_opaque_to_us(
     let mut cms = parsed.ossl;
     let mut pool = Stack::new().map_err(|e| Error::crypto("verify", e))?;
     for c in &trust.pool {
-        pool.push(c.clone()).map_err(|e| Error::crypto("verify", e))?;
+        pool.push(c.clone())
+            .map_err(|e| Error::crypto("verify", e))?;
     }
     let mut content = Vec::new();
-    let res = cms.verify(Some(&pool), Some(&trust.store), detached, Some(&mut content), CMSOptions::BINARY);
+    let res = cms.verify(
+        Some(&pool),
+        Some(&trust.store),
+        detached,
+        Some(&mut content),
+        CMSOptions::BINARY,
+    );
     if let Some(d) = detached {
         content = d.to_vec();
     }
@@ -298,11 +339,18 @@ fn verify_opaque_to_us(
 
 /// Verifies a bare CMS SignedData (DER, BER or PEM): opaque, or detached
 /// with `content` given. Returns the report and the signed content.
-pub fn verify_cms(cms: &[u8], content: Option<&[u8]>, trust: &TrustStore) -> Result<(SignatureReport, Vec<u8>)> {
+pub fn verify_cms(
+    cms: &[u8],
+    content: Option<&[u8]>,
+    trust: &TrustStore,
+) -> Result<(SignatureReport, Vec<u8>)> {
     crate::init();
     let parsed = cmsinfo::parse(cms)?;
     if parsed.kind != cmsinfo::CmsKind::Signed {
-        return Err(Error::NotSmime { expected: "signed", content_type: format!("CMS {}", parsed.oid) });
+        return Err(Error::NotSmime {
+            expected: "signed",
+            content_type: format!("CMS {}", parsed.oid),
+        });
     }
     verify_signed(parsed, content, trust)
 }
@@ -314,25 +362,35 @@ fn chain_check(trust: &TrustStore, cert: &X509, untrusted: &Stack<X509>) -> Opti
     };
     let res = ctx.init(&trust.store, cert, untrusted, |c| {
         let ok = c.verify_cert()?;
-        Ok(if ok { None } else { Some(c.error().error_string().to_string()) })
+        Ok(if ok {
+            None
+        } else {
+            Some(c.error().error_string().to_string())
+        })
     });
     match res {
         Ok(None) => None,
-        Ok(Some(msg)) => Some(format!("certificate of {}: {msg}", name_to_string(cert.subject_name()))),
+        Ok(Some(msg)) => Some(format!(
+            "certificate of {}: {msg}",
+            name_to_string(cert.subject_name())
+        )),
         Err(e) => Some(ossl_reason(&e)),
     }
 }
 
 /// Turns OpenSSL's CMS error reasons into a sentence a person can act on.
 fn explain_cms_error(raw: &str) -> String {
-    if raw.contains("digest failure") || raw.contains("content verify error") {
+    if raw.contains("unsupported algorithm") || raw.contains("decode error") {
+        format!("the signer's key or algorithm cannot be used here: {raw}")
+    } else if raw.contains("digest failure") || raw.contains("content verify error") {
         format!("the content does not match its signature (altered in transit?): {raw}")
     } else if raw.contains("verification failure") || raw.contains("signature failure") {
         format!("the signature value is wrong: {raw}")
     } else if raw.contains("signer certificate not found") {
         "signer certificate not found in the message or the certificate pool".to_string()
     } else if raw.contains("no content") {
-        "the signature carries no content and none was given (detached signature without its part)".to_string()
+        "the signature carries no content and none was given (detached signature without its part)"
+            .to_string()
     } else {
         raw.to_string()
     }

@@ -3,6 +3,8 @@
 //! Skips loudly when the folder is absent; fails in CI
 //! (`SIKKERMAIL_REQUIRE_PEERS=1`), where it is always present.
 
+#![allow(clippy::unwrap_used)]
+
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -16,7 +18,10 @@ fn vectors() -> Option<PathBuf> {
         return Some(p);
     }
     if std::env::var("SIKKERMAIL_REQUIRE_PEERS").as_deref() == Ok("1") {
-        panic!("test vectors missing at {} and SIKKERMAIL_REQUIRE_PEERS=1", p.display());
+        panic!(
+            "test vectors missing at {} and SIKKERMAIL_REQUIRE_PEERS=1",
+            p.display()
+        );
     }
     eprintln!("!!! SKIPPING corpus test: {} not found", p.display());
     None
@@ -29,7 +34,14 @@ fn cert(p: &Path) -> X509 {
 
 fn thunderbird_keyring(tv: &Path) -> MemoryKeyring {
     let mut kr = MemoryKeyring::new();
-    kr.add(KeyPair::from_file_bytes(&fs::read(tv.join("thunderbird/Bob.p12")).unwrap(), Some("nss"), "Bob.p12").unwrap());
+    kr.add(
+        KeyPair::from_file_bytes(
+            &fs::read(tv.join("thunderbird/Bob.p12")).unwrap(),
+            Some("nss"),
+            "Bob.p12",
+        )
+        .unwrap(),
+    );
     kr
 }
 
@@ -37,7 +49,12 @@ fn thunderbird_keyring(tv: &Path) -> MemoryKeyring {
 fn thunderbird_signed_mail_verifies_and_negatives_fail() {
     let Some(tv) = vectors() else { return };
     smime::init();
-    let trust = TrustStore::new(vec![cert(&tv.join("thunderbird/TestCA.pem"))], vec![], vec![]).unwrap();
+    let trust = TrustStore::new(
+        vec![cert(&tv.join("thunderbird/TestCA.pem"))],
+        vec![],
+        vec![],
+    )
+    .unwrap();
     let kr = thunderbird_keyring(&tv);
     let mut checked = 0;
     for entry in fs::read_dir(tv.join("thunderbird")).unwrap() {
@@ -53,16 +70,33 @@ fn thunderbird_signed_mail_verifies_and_negatives_fail() {
                 let sigs: Vec<_> = opened.signatures().collect();
                 assert!(!sigs.is_empty(), "{name}: no signature found");
                 if negative {
-                    assert!(!opened.all_signatures_valid(), "{name}: tampered mail verified");
-                    let reason = sigs.iter().find(|s| !s.valid).and_then(|s| s.reason.clone()).unwrap();
-                    assert!(reason.contains("does not match"), "{name}: unclear reason {reason}");
+                    assert!(
+                        !opened.all_signatures_valid(),
+                        "{name}: tampered mail verified"
+                    );
+                    let reason = sigs
+                        .iter()
+                        .find(|s| !s.valid)
+                        .and_then(|s| s.reason.clone())
+                        .unwrap();
+                    assert!(
+                        reason.contains("does not match"),
+                        "{name}: unclear reason {reason}"
+                    );
                 } else {
                     for s in &sigs {
                         assert!(s.valid, "{name}: {:?}", s.reason);
                         let signer = &s.signers[0];
                         assert!(signer.signing_time.is_some(), "{name}: no signing time");
-                        assert!(signer.certificate.is_some(), "{name}: signer certificate not harvested");
-                        assert_eq!(signer.weak.is_empty(), !name.contains("SHA1"), "{name}: weak flag");
+                        assert!(
+                            signer.certificate.is_some(),
+                            "{name}: signer certificate not harvested"
+                        );
+                        assert_eq!(
+                            signer.weak.is_empty(),
+                            !name.contains("SHA1"),
+                            "{name}: weak flag"
+                        );
                     }
                 }
             }
@@ -84,10 +118,19 @@ fn thunderbird_encrypted_mail_decrypts_to_readable_text() {
         if !name.ends_with(".eml") || !name.contains("env") {
             continue;
         }
-        let opened = smime::decrypt(&fs::read(&path).unwrap(), &kr, None).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert!(opened.layers.iter().any(|l| matches!(l, smime::LayerReport::Decrypted(_))));
+        let opened = smime::decrypt(&fs::read(&path).unwrap(), &kr, None)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(
+            opened
+                .layers
+                .iter()
+                .any(|l| matches!(l, smime::LayerReport::Decrypted(_)))
+        );
         // The outer headers are kept.
-        assert!(opened.message.starts_with(b"MIME-Version: 1.0\r\nDate:"), "{name}");
+        assert!(
+            opened.message.starts_with(b"MIME-Version: 1.0\r\nDate:"),
+            "{name}"
+        );
         n += 1;
     }
     assert!(n >= 20);
@@ -98,17 +141,29 @@ fn thunderbird_old_generation_is_untrusted_with_reason() {
     // The extension-less files were made by an earlier NSS run whose CA
     // ("NSS Test CA", expired 2024) is not in the folder.
     let Some(tv) = vectors() else { return };
-    let trust = TrustStore::new(vec![cert(&tv.join("thunderbird/TestCA.pem"))], vec![], vec![]).unwrap();
+    let trust = TrustStore::new(
+        vec![cert(&tv.join("thunderbird/TestCA.pem"))],
+        vec![],
+        vec![],
+    )
+    .unwrap();
     let der = fs::read(tv.join("thunderbird/alice.textplain.sig.SHA256")).unwrap();
     let (rep, content) = smime::verify_cms(&der, None, &trust).unwrap();
     assert!(!rep.valid);
-    assert!(rep.reason.unwrap().contains("unable to get local issuer certificate"));
+    assert!(
+        rep.reason
+            .unwrap()
+            .contains("unable to get local issuer certificate")
+    );
     assert!(!content.is_empty());
     // The detached one needs its content; given it, only trust is missing.
     let sig = fs::read(tv.join("thunderbird/alice.mime.dsig.SHA256")).unwrap();
     let body = fs::read(tv.join("thunderbird/alice.mime")).unwrap();
     let (rep, _) = smime::verify_cms(&sig, Some(&body), &trust).unwrap();
-    assert!(rep.reason.unwrap().contains("issuer"), "content should match; only the chain fails");
+    assert!(
+        rep.reason.unwrap().contains("issuer"),
+        "content should match; only the chain fails"
+    );
 }
 
 fn rfc4134_key(tv: &Path, key: &str, cert_name: &str) -> KeyPair {
@@ -120,7 +175,11 @@ fn rfc4134_key(tv: &Path, key: &str, cert_name: &str) -> KeyPair {
 fn rfc4134_enveloped_3des_and_rc2_decrypt() {
     let Some(tv) = vectors() else { return };
     let mut kr = MemoryKeyring::new();
-    kr.add(rfc4134_key(&tv, "BobPrivRSAEncrypt.pri", "BobRSASignByCarl.cer"));
+    kr.add(rfc4134_key(
+        &tv,
+        "BobPrivRSAEncrypt.pri",
+        "BobRSASignByCarl.cer",
+    ));
     let expected = fs::read(tv.join("rfc4134/ExContent.bin")).unwrap();
     for f in ["5.1.bin", "5.2.bin", "5.3.eml"] {
         let opened = smime::decrypt(&fs::read(tv.join("rfc4134").join(f)).unwrap(), &kr, None)
@@ -138,10 +197,19 @@ fn rfc4134_enveloped_3des_and_rc2_decrypt() {
 fn rfc4134_signed_examples_verify() {
     let Some(tv) = vectors() else { return };
     let r = tv.join("rfc4134");
-    let trust = TrustStore::new(vec![cert(&r.join("CarlRSASelf.cer")), cert(&r.join("CarlDSSSelf.cer"))], vec![], vec![])
-        .unwrap();
+    let trust = TrustStore::new(
+        vec![
+            cert(&r.join("CarlRSASelf.cer")),
+            cert(&r.join("CarlDSSSelf.cer")),
+        ],
+        vec![],
+        vec![],
+    )
+    .unwrap();
     let content = fs::read(r.join("ExContent.bin")).unwrap();
-    for f in ["4.1.bin", "4.2.bin", "4.4.bin", "4.5.bin", "4.7.bin", "4.10.bin"] {
+    for f in [
+        "4.1.bin", "4.2.bin", "4.4.bin", "4.5.bin", "4.7.bin", "4.10.bin",
+    ] {
         let (rep, out) = smime::verify_cms(&fs::read(r.join(f)).unwrap(), None, &trust).unwrap();
         assert!(rep.valid, "{f}: {:?}", rep.reason);
         assert_eq!(out, content, "{f}");
@@ -154,14 +222,29 @@ fn rfc4134_signed_examples_verify() {
     assert!(rep.reason.unwrap().contains("unsupported algorithm"));
     // 4.3 is detached: it verifies with its external content, not without.
     let sig = fs::read(r.join("4.3.bin")).unwrap();
-    assert!(smime::verify_cms(&sig, Some(&content), &trust).unwrap().0.valid);
-    assert!(!smime::verify_cms(&sig, Some(b"other content"), &trust).unwrap().0.valid);
+    assert!(
+        smime::verify_cms(&sig, Some(&content), &trust)
+            .unwrap()
+            .0
+            .valid
+    );
+    assert!(
+        !smime::verify_cms(&sig, Some(b"other content"), &trust)
+            .unwrap()
+            .0
+            .valid
+    );
     for f in ["4.8.eml", "4.9.eml"] {
         let opened = smime::verify(&fs::read(r.join(f)).unwrap(), &trust, None).unwrap();
         assert!(opened.all_signatures_valid(), "{f}");
     }
     // With the wrong anchor the same mail is untrusted, with the reason.
-    let other = TrustStore::new(vec![cert(&tv.join("thunderbird/TestCA.pem"))], vec![], vec![]).unwrap();
+    let other = TrustStore::new(
+        vec![cert(&tv.join("thunderbird/TestCA.pem"))],
+        vec![],
+        vec![],
+    )
+    .unwrap();
     let opened = smime::verify(&fs::read(r.join("4.9.eml")).unwrap(), &other, None).unwrap();
     assert!(!opened.all_signatures_valid());
 }
@@ -181,7 +264,11 @@ fn rfc4134_revoked_signer_fails_with_crl() {
     let revoked = TrustStore::new(anchors(), vec![], vec![crl("CarlRSACRLForAll.crl")]).unwrap();
     let (rep, _) = smime::verify_cms(&msg, None, &revoked).unwrap();
     assert!(!rep.valid);
-    assert!(rep.reason.as_deref().unwrap_or("").contains("revoked"), "{:?}", rep.reason);
+    assert!(
+        rep.reason.as_deref().unwrap_or("").contains("revoked"),
+        "{:?}",
+        rep.reason
+    );
 }
 
 #[test]
@@ -192,7 +279,13 @@ fn gnupg_ber_indefinite_length_decrypts_with_expired_key() {
     let mut pem = fs::read(g.join("g10test1.key.pem")).unwrap();
     pem.extend(fs::read(g.join("g10test1.crt.pem")).unwrap());
     kr.add(KeyPair::from_file_bytes(&pem, None, "g10test1").unwrap());
-    for f in ["plain-1.cms.der", "plain-2.cms.der", "plain-3.cms.der", "plain-large.cms.asc", "plain-1.cms.asc"] {
+    for f in [
+        "plain-1.cms.der",
+        "plain-2.cms.der",
+        "plain-3.cms.der",
+        "plain-large.cms.asc",
+        "plain-1.cms.asc",
+    ] {
         let mut data = fs::read(g.join(f)).unwrap();
         if f.ends_with(".asc") {
             // gpgsm armour: base64 between the BEGIN and END lines.
@@ -210,10 +303,25 @@ fn header_protection_samples_decrypt_and_verify() {
     let Some(tv) = vectors() else { return };
     let h = tv.join("header-protection");
     let mut kr = MemoryKeyring::new();
-    kr.add(KeyPair::from_file_bytes(&fs::read(h.join("draft-lamps-samples-bob.key+cert.pem")).unwrap(), None, "bob").unwrap());
-    for f in ["smime-enc+legacy-disp.eml", "smime-sign+enc.eml", "smime-sign+enc+legacy-disp.eml"] {
-        let opened = smime::decrypt(&fs::read(h.join(f)).unwrap(), &kr, None).unwrap_or_else(|e| panic!("{f}: {e}"));
-        assert!(String::from_utf8_lossy(&opened.message).contains("Subject:"), "{f}");
+    kr.add(
+        KeyPair::from_file_bytes(
+            &fs::read(h.join("draft-lamps-samples-bob.key+cert.pem")).unwrap(),
+            None,
+            "bob",
+        )
+        .unwrap(),
+    );
+    for f in [
+        "smime-enc+legacy-disp.eml",
+        "smime-sign+enc.eml",
+        "smime-sign+enc+legacy-disp.eml",
+    ] {
+        let opened = smime::decrypt(&fs::read(h.join(f)).unwrap(), &kr, None)
+            .unwrap_or_else(|e| panic!("{f}: {e}"));
+        assert!(
+            String::from_utf8_lossy(&opened.message).contains("Subject:"),
+            "{f}"
+        );
     }
     // The signed samples carry their signer's certificate; the LAMPS sample
     // CA is not in the folder, so trust the issuer named in the message by
@@ -224,7 +332,10 @@ fn header_protection_samples_decrypt_and_verify() {
         let opened = smime::verify(&fs::read(h.join(f)).unwrap(), &trust, None).unwrap();
         let s = opened.signatures().next().unwrap();
         let reason = s.reason.clone().unwrap();
-        assert!(reason.contains("issuer certificate"), "{f}: signature itself broken? {reason}");
+        assert!(
+            reason.contains("issuer certificate"),
+            "{f}: signature itself broken? {reason}"
+        );
         assert_eq!(s.signers[0].emails, vec!["alice@smime.example".to_string()]);
     }
 }
@@ -233,9 +344,19 @@ fn header_protection_samples_decrypt_and_verify() {
 fn openssl_odd_and_malformed_cms_give_clear_errors() {
     let Some(tv) = vectors() else { return };
     let d = tv.join("openssl/80-test_cms_data");
-    let trust = TrustStore::new(vec![cert(&tv.join("openssl/smime-certs/smroot.pem"))], vec![], vec![]).unwrap();
+    let trust = TrustStore::new(
+        vec![cert(&tv.join("openssl/smime-certs/smroot.pem"))],
+        vec![],
+        vec![],
+    )
+    .unwrap();
     // Signed with broken attributes: must not verify, and must say why.
-    for f in ["no_md_attr.cms", "ct_multiple_attr.cms", "no_ct_attr.cms", "bad_signtime_attr.cms"] {
+    for f in [
+        "no_md_attr.cms",
+        "ct_multiple_attr.cms",
+        "no_ct_attr.cms",
+        "bad_signtime_attr.cms",
+    ] {
         let r = smime::verify_cms(&fs::read(d.join(f)).unwrap(), None, &trust);
         match r {
             Ok((rep, _)) => assert!(!rep.valid && rep.reason.is_some(), "{f} verified"),
@@ -243,18 +364,41 @@ fn openssl_odd_and_malformed_cms_give_clear_errors() {
         }
     }
     // Malformed key-agreement and key-transport structures.
-    for f in ["rsa-malformed.der", "dh-malformed.der", "ecdh-malformed.der"] {
+    for f in [
+        "rsa-malformed.der",
+        "dh-malformed.der",
+        "ecdh-malformed.der",
+    ] {
         let r = smime::decrypt(&fs::read(d.join(f)).unwrap(), &MemoryKeyring::new(), None);
         let e = r.expect_err(f);
-        assert!(matches!(e, Error::MalformedCms(_) | Error::NoMatchingKey { .. } | Error::Unsupported(_)), "{f}: {e}");
+        assert!(
+            matches!(
+                e,
+                Error::MalformedCms(_) | Error::NoMatchingKey { .. } | Error::Unsupported(_)
+            ),
+            "{f}: {e}"
+        );
     }
     // ECDH + 3DES from OpenSSL 1.1.1 opens with smec3's key.
     let mut kr = MemoryKeyring::new();
-    kr.add(KeyPair::from_file_bytes(&fs::read(tv.join("openssl/smime-certs/smec3.pem")).unwrap(), None, "smec3").unwrap());
-    let opened = smime::decrypt(&fs::read(d.join("ciphertext_from_1_1_1.cms")).unwrap(), &kr, None).unwrap();
+    kr.add(
+        KeyPair::from_file_bytes(
+            &fs::read(tv.join("openssl/smime-certs/smec3.pem")).unwrap(),
+            None,
+            "smec3",
+        )
+        .unwrap(),
+    );
+    let opened = smime::decrypt(
+        &fs::read(d.join("ciphertext_from_1_1_1.cms")).unwrap(),
+        &kr,
+        None,
+    )
+    .unwrap();
     assert!(!opened.message.is_empty());
     // The PKITS mail signed under an invalid policy mapping: not valid here.
-    let eml = fs::read(tv.join("openssl/smime-eml/SignedInvalidMappingFromanyPolicyTest7.eml")).unwrap();
+    let eml =
+        fs::read(tv.join("openssl/smime-eml/SignedInvalidMappingFromanyPolicyTest7.eml")).unwrap();
     let opened = smime::verify(&eml, &trust, None).unwrap();
     assert!(!opened.all_signatures_valid());
 }
@@ -267,10 +411,16 @@ fn oces3_pss_chain_validates() {
     let int = cert(&o.join("OCES3_Intermediate_CA_-_CTI.cer"));
     let trust = TrustStore::for_any_purpose(vec![root], vec![int], vec![]).unwrap();
     let mut checked = 0;
-    for f in ["NemLog-in_IdP_-_Test.cer", "NemLog-in_LookupService_-_Test.cer"] {
+    for f in [
+        "NemLog-in_IdP_-_Test.cer",
+        "NemLog-in_LookupService_-_Test.cer",
+    ] {
         let leaf = cert(&o.join(f));
         let alg = leaf.signature_algorithm().object().to_string();
-        assert!(alg.contains("rsassaPss") || alg.contains("RSASSA-PSS"), "{f} signed with {alg}");
+        assert!(
+            alg.contains("rsassaPss") || alg.contains("RSASSA-PSS"),
+            "{f} signed with {alg}"
+        );
         match trust.check_certificate(&leaf, &[]) {
             Ok(()) => checked += 1,
             // A test certificate may have expired since it was published:
@@ -284,7 +434,12 @@ fn oces3_pss_chain_validates() {
     let t2 = TrustStore::for_any_purpose(vec![root], vec![], vec![]).unwrap();
     t2.check_certificate(&int, &[]).unwrap();
     // And fails against the wrong root.
-    let wrong = TrustStore::for_any_purpose(vec![cert(&tv.join("thunderbird/TestCA.pem"))], vec![], vec![]).unwrap();
+    let wrong = TrustStore::for_any_purpose(
+        vec![cert(&tv.join("thunderbird/TestCA.pem"))],
+        vec![],
+        vec![],
+    )
+    .unwrap();
     assert!(wrong.check_certificate(&int, &[]).is_err());
     eprintln!("OCES3 leaves validated: {checked}");
 }

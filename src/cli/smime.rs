@@ -9,8 +9,8 @@ use std::time::Instant;
 use clap::{Args, Subcommand};
 use rayon::prelude::*;
 use smime::{
-    ContentCipher, EncryptOptions, Error, KeyPair, KeyTransport, LayerReport, MemoryKeyring, Opened,
-    SignOptions, TrustStore,
+    ContentCipher, EncryptOptions, Error, KeyPair, KeyTransport, LayerReport, MemoryKeyring,
+    Opened, SignOptions, TrustStore,
 };
 
 #[derive(Debug, Subcommand)]
@@ -117,12 +117,18 @@ struct Fail {
 
 impl From<Error> for Fail {
     fn from(e: Error) -> Self {
-        Fail { code: if e.is_crypto_failure() { 1 } else { 2 }, msg: e.to_string() }
+        Fail {
+            code: if e.is_crypto_failure() { 1 } else { 2 },
+            msg: e.to_string(),
+        }
     }
 }
 
 fn usage(msg: impl Into<String>) -> Fail {
-    Fail { code: 2, msg: msg.into() }
+    Fail {
+        code: 2,
+        msg: msg.into(),
+    }
 }
 
 pub fn run(cmd: SmimeCommand) -> ExitCode {
@@ -151,7 +157,9 @@ fn read_input(p: &Option<PathBuf>) -> Result<Vec<u8>, Fail> {
         Some(p) => read_file(p),
         None => {
             let mut v = Vec::new();
-            io::stdin().read_to_end(&mut v).map_err(|e| usage(format!("cannot read standard input: {e}")))?;
+            io::stdin()
+                .read_to_end(&mut v)
+                .map_err(|e| usage(format!("cannot read standard input: {e}")))?;
             Ok(v)
         }
     }
@@ -161,16 +169,23 @@ fn read_input(p: &Option<PathBuf>) -> Result<Vec<u8>, Fail> {
 /// leaves half a message behind.
 fn write_output(p: &Option<PathBuf>, data: &[u8]) -> Result<(), Fail> {
     match p {
-        Some(p) => write_atomic(p, data).map_err(|e| usage(format!("cannot write {}: {e}", p.display()))),
+        Some(p) => {
+            write_atomic(p, data).map_err(|e| usage(format!("cannot write {}: {e}", p.display())))
+        }
         None => {
             let mut out = io::stdout().lock();
-            out.write_all(data).and_then(|_| out.flush()).map_err(|e| usage(format!("cannot write standard output: {e}")))
+            out.write_all(data)
+                .and_then(|_| out.flush())
+                .map_err(|e| usage(format!("cannot write standard output: {e}")))
         }
     }
 }
 
 fn write_atomic(p: &Path, data: &[u8]) -> io::Result<()> {
-    let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
     let tmp = p.with_file_name(format!(".{name}.sikkermail-tmp"));
     let mut f = fs::File::create(&tmp)?;
     f.write_all(data)?;
@@ -181,7 +196,9 @@ fn write_atomic(p: &Path, data: &[u8]) -> io::Result<()> {
 fn password(var: &Option<String>) -> Result<Option<String>, Fail> {
     match var {
         None => Ok(None),
-        Some(v) => std::env::var(v).map(Some).map_err(|_| usage(format!("environment variable {v} is not set"))),
+        Some(v) => std::env::var(v)
+            .map(Some)
+            .map_err(|_| usage(format!("environment variable {v} is not set"))),
     }
 }
 
@@ -201,7 +218,10 @@ fn load_certs(paths: &[PathBuf]) -> Result<Vec<openssl::x509::X509>, Fail> {
     let mut out = Vec::new();
     for p in paths {
         let bytes = read_file(p)?;
-        out.extend(smime::keyring::certs_from_bytes(&bytes, &p.display().to_string()).map_err(|e| usage(e.to_string()))?);
+        out.extend(
+            smime::keyring::certs_from_bytes(&bytes, &p.display().to_string())
+                .map_err(|e| usage(e.to_string()))?,
+        );
     }
     Ok(out)
 }
@@ -213,7 +233,11 @@ fn describe(opened: &Opened) -> Vec<String> {
             LayerReport::Decrypted(d) => lines.push(format!(
                 "decrypted: {}{} via {} ({}) with key {}",
                 d.content_algorithm,
-                if d.authenticated { " (authenticated)" } else { "" },
+                if d.authenticated {
+                    " (authenticated)"
+                } else {
+                    ""
+                },
                 d.recipient,
                 d.key_algorithm,
                 d.key_label
@@ -222,15 +246,24 @@ fn describe(opened: &Opened) -> Vec<String> {
                 let status = if s.valid {
                     "signature valid".to_string()
                 } else {
-                    format!("signature NOT valid: {}", s.reason.as_deref().unwrap_or("unknown reason"))
+                    format!(
+                        "signature NOT valid: {}",
+                        s.reason.as_deref().unwrap_or("unknown reason")
+                    )
                 };
-                lines.push(format!("{status} ({})", if s.detached { "detached" } else { "opaque" }));
+                lines.push(format!(
+                    "{status} ({})",
+                    if s.detached { "detached" } else { "opaque" }
+                ));
                 for si in &s.signers {
                     let mut line = format!("  signer: {}", si.subject);
                     if !si.emails.is_empty() {
                         line.push_str(&format!(" <{}>", si.emails.join(", ")));
                     }
-                    line.push_str(&format!("; {} / {}", si.digest_algorithm, si.signature_algorithm));
+                    line.push_str(&format!(
+                        "; {} / {}",
+                        si.digest_algorithm, si.signature_algorithm
+                    ));
                     if let Some(t) = &si.signing_time {
                         line.push_str(&format!("; signed {t}"));
                     }
@@ -243,7 +276,10 @@ fn describe(opened: &Opened) -> Vec<String> {
                     }
                 }
                 if s.canonicalised {
-                    lines.push("  note: signature matched only after normalising line ends (CRLF/LF)".into());
+                    lines.push(
+                        "  note: signature matched only after normalising line ends (CRLF/LF)"
+                            .into(),
+                    );
                 }
             }
         }
@@ -273,7 +309,8 @@ fn bulk_decrypt(kr: &MemoryKeyring, in_dir: &Path, out_dir: &Path) -> Result<Exi
         .map(|e| e.path())
         .collect();
     files.sort();
-    fs::create_dir_all(out_dir).map_err(|e| usage(format!("cannot create {}: {e}", out_dir.display())))?;
+    fs::create_dir_all(out_dir)
+        .map_err(|e| usage(format!("cannot create {}: {e}", out_dir.display())))?;
     let bar = indicatif::ProgressBar::with_draw_target(
         Some(files.len() as u64),
         if io::stderr().is_terminal() {
@@ -295,7 +332,8 @@ fn bulk_decrypt(kr: &MemoryKeyring, in_dir: &Path, out_dir: &Path) -> Result<Exi
                 let data = fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
                 let opened = smime::decrypt(&data, kr, None).map_err(|e| e.to_string())?;
                 let name = path.file_name().ok_or("no file name")?;
-                write_atomic(&out_dir.join(name), &opened.message).map_err(|e| format!("cannot write: {e}"))
+                write_atomic(&out_dir.join(name), &opened.message)
+                    .map_err(|e| format!("cannot write: {e}"))
             })();
             bar.inc(1);
             res.err().map(|e| (path.clone(), e))
@@ -307,7 +345,11 @@ fn bulk_decrypt(kr: &MemoryKeyring, in_dir: &Path, out_dir: &Path) -> Result<Exi
     eprintln!(
         "decrypted {ok} of {} files in {secs:.2} s ({:.0} files/s) on {} threads; {} failed",
         files.len(),
-        if secs > 0.0 { files.len() as f64 / secs } else { 0.0 },
+        if secs > 0.0 {
+            files.len() as f64 / secs
+        } else {
+            0.0
+        },
         rayon::current_num_threads(),
         failures.len()
     );
@@ -316,7 +358,11 @@ fn bulk_decrypt(kr: &MemoryKeyring, in_dir: &Path, out_dir: &Path) -> Result<Exi
     for (p, why) in &failures {
         eprintln!("  FAILED {}: {why}", p.display());
     }
-    Ok(if failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn verify(a: VerifyArgs) -> Result<ExitCode, Fail> {
@@ -325,7 +371,10 @@ fn verify(a: VerifyArgs) -> Result<ExitCode, Fail> {
     let mut crls = Vec::new();
     for p in &a.crl {
         let bytes = read_file(p)?;
-        crls.extend(smime::keyring::crls_from_bytes(&bytes, &p.display().to_string()).map_err(|e| usage(e.to_string()))?);
+        crls.extend(
+            smime::keyring::crls_from_bytes(&bytes, &p.display().to_string())
+                .map_err(|e| usage(e.to_string()))?,
+        );
     }
     let trust = TrustStore::new(anchors, pool, crls)?;
     let input = read_input(&a.io.input)?;
@@ -339,7 +388,10 @@ fn verify(a: VerifyArgs) -> Result<ExitCode, Fail> {
             .find(|s| !s.valid)
             .and_then(|s| s.reason.clone())
             .unwrap_or_else(|| "no signature".into());
-        return Err(Fail { code: 1, msg: format!("signature invalid: {why}") });
+        return Err(Fail {
+            code: 1,
+            msg: format!("signature invalid: {why}"),
+        });
     }
     if a.io.output.is_some() {
         write_output(&a.io.output, &opened.message)?;
@@ -349,13 +401,20 @@ fn verify(a: VerifyArgs) -> Result<ExitCode, Fail> {
 
 fn encrypt(a: EncryptArgs) -> Result<ExitCode, Fail> {
     let cipher = ContentCipher::from_name(&a.cipher).ok_or_else(|| {
-        usage(format!("unknown cipher {:?}: use aes256-cbc, aes128-cbc, aes128-gcm or aes256-gcm", a.cipher))
+        usage(format!(
+            "unknown cipher {:?}: use aes256-cbc, aes128-cbc, aes128-gcm or aes256-gcm",
+            a.cipher
+        ))
     })?;
     let certs = load_certs(&a.to)?;
     let input = read_input(&a.io.input)?;
     let opts = EncryptOptions {
         cipher,
-        key_transport: if a.oaep { KeyTransport::RsaOaepSha256 } else { KeyTransport::RsaPkcs1 },
+        key_transport: if a.oaep {
+            KeyTransport::RsaOaepSha256
+        } else {
+            KeyTransport::RsaPkcs1
+        },
     };
     match &a.io.output {
         None => {
@@ -363,13 +422,20 @@ fn encrypt(a: EncryptArgs) -> Result<ExitCode, Fail> {
             smime::encrypt_to(&input, &certs, &opts, out)?;
         }
         Some(p) => {
-            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "out".into());
             let tmp = p.with_file_name(format!(".{name}.sikkermail-tmp"));
-            let f = fs::File::create(&tmp).map_err(|e| usage(format!("cannot write {}: {e}", p.display())))?;
+            let f = fs::File::create(&tmp)
+                .map_err(|e| usage(format!("cannot write {}: {e}", p.display())))?;
             let mut w = io::BufWriter::with_capacity(1 << 16, f);
             smime::encrypt_to(&input, &certs, &opts, &mut w)?;
-            let f = w.into_inner().map_err(|e| usage(format!("cannot write {}: {e}", p.display())))?;
-            f.sync_all().map_err(|e| usage(format!("cannot write {}: {e}", p.display())))?;
+            let f = w
+                .into_inner()
+                .map_err(|e| usage(format!("cannot write {}: {e}", p.display())))?;
+            f.sync_all()
+                .map_err(|e| usage(format!("cannot write {}: {e}", p.display())))?;
             fs::rename(&tmp, p).map_err(|e| usage(format!("cannot write {}: {e}", p.display())))?;
         }
     }
@@ -382,7 +448,14 @@ fn sign(a: SignArgs) -> Result<ExitCode, Fail> {
     let kp = KeyPair::from_file_bytes(&bytes, pw.as_deref(), &a.key.display().to_string())
         .map_err(|e| usage(e.to_string()))?;
     let input = read_input(&a.io.input)?;
-    let out = smime::sign(&input, &kp, &SignOptions { opaque: a.opaque, pss: a.pss })?;
+    let out = smime::sign(
+        &input,
+        &kp,
+        &SignOptions {
+            opaque: a.opaque,
+            pss: a.pss,
+        },
+    )?;
     write_output(&a.io.output, &out)?;
     Ok(ExitCode::SUCCESS)
 }
