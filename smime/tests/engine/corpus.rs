@@ -3,8 +3,6 @@
 //! Skips loudly when the folder is absent; fails in CI
 //! (`SIKKERMAIL_REQUIRE_PEERS=1`), where it is always present.
 
-#![allow(clippy::unwrap_used)]
-
 use std::fs;
 use std::path::{Path, PathBuf};
 

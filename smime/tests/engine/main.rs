@@ -1,0 +1,12 @@
+//! The `smime` crate's integration tests: one binary, three tiers.
+//! - `roundtrip`: every algorithm combination through our own encrypt/sign
+//!   and decrypt/verify, plus property tests on arbitrary content.
+//! - `malformed`: broken, truncated and tampered input gives typed errors.
+//! - `corpus`: real mail from other implementations (`../shared/testvectors`).
+
+#![allow(clippy::unwrap_used)]
+
+mod corpus;
+mod fixtures;
+mod malformed;
+mod roundtrip;

@@ -1,0 +1,178 @@
+//! Broken input of every kind: a typed error, never a panic.
+
+use smime::{EncryptOptions, Error, MemoryKeyring, SignOptions};
+
+use crate::fixtures::{fx, keyring, pair, trust};
+
+const MESSAGE: &[u8] = b"From: a@example.test\r\nSubject: x\r\n\r\nbody\r\n";
+
+#[test]
+fn not_smime_is_reported_with_its_content_type() {
+    let err = smime::decrypt(MESSAGE, &MemoryKeyring::new(), None).unwrap_err();
+    assert!(matches!(err, Error::NotSmime { .. }));
+    assert_eq!(
+        err.to_string(),
+        "not an S/MIME encrypted message (Content-Type: text/plain)"
+    );
+    assert!(!err.is_crypto_failure());
+    let err = smime::verify(MESSAGE, &trust(), None).unwrap_err();
+    assert!(matches!(
+        err,
+        Error::NotSmime {
+            expected: "signed",
+            ..
+        }
+    ));
+}
+
+#[test]
+fn truncated_encrypted_mail_never_panics() {
+    let f = fx();
+    let enc = smime::encrypt(MESSAGE, &[f.bob.1.clone()], &EncryptOptions::default()).unwrap();
+    let kr = keyring(&[(&f.bob, "b")]);
+    let header_end = enc.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    for cut in (header_end..enc.len() - 3).step_by(7) {
+        let r = smime::decrypt(&enc[..cut], &kr, None);
+        let e = r.expect_err("truncated mail decrypted");
+        assert!(
+            matches!(
+                e,
+                Error::MalformedCms(_) | Error::TransferEncoding { .. } | Error::DecryptFailed(_)
+            ),
+            "cut {cut}: {e}"
+        );
+    }
+}
+
+#[test]
+fn flipped_ciphertext_fails_to_decrypt() {
+    let f = fx();
+    let kr = keyring(&[(&f.bob, "b")]);
+    for cipher in [
+        smime::ContentCipher::Aes256Cbc,
+        smime::ContentCipher::Aes256Gcm,
+    ] {
+        let long = [MESSAGE, &[b'x'; 4000][..]].concat();
+        let enc = smime::encrypt(
+            &long,
+            &[f.bob.1.clone()],
+            &EncryptOptions {
+                cipher,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let der = smime::mime::Entity::parse(&enc)
+            .decoded_body()
+            .unwrap()
+            .into_owned();
+        // Flip one bit in the last ciphertext block (or the GCM tag).
+        let mut bad = der.clone();
+        let n = bad.len();
+        bad[n - 20] ^= 1;
+        let res = smime::decrypt(&bad, &kr, None);
+        if cipher == smime::ContentCipher::Aes256Gcm {
+            let err = res.unwrap_err();
+            assert!(matches!(err, Error::DecryptFailed(_)), "{err}");
+            assert!(err.is_crypto_failure());
+        } else {
+            // CBC has no authentication: the padding may by chance still be
+            // right, and then the content differs. It never comes back intact.
+            let good = smime::decrypt(&der, &kr, None).unwrap().message;
+            assert!(res.map_or(true, |o| o.message != good));
+        }
+    }
+}
+
+#[test]
+fn broken_mime_structures() {
+    let cases: &[(&[u8], &str)] = &[
+        (b"Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"\r\n\r\nx", "without a boundary"),
+        (b"Content-Type: multipart/signed; boundary=b\r\n\r\n--b\r\nA\r\n--b--\r\n", "exactly 2 parts"),
+        (b"Content-Type: multipart/signed; boundary=b\r\n\r\nno parts\r\n", "no body part"),
+        (b"Content-Type: application/pkcs7-mime\r\nContent-Transfer-Encoding: base64\r\n\r\n!!!!\r\n", "base64"),
+        (b"Content-Type: application/pkcs7-mime\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\nabc", "unknown Content-Transfer-Encoding"),
+        (b"Content-Type: application/pkcs7-mime\r\nContent-Transfer-Encoding: base64\r\n\r\nMIIBIjANBgkq\r\n", "malformed CMS"),
+        (b"Content-Type: application/pkcs7-mime\r\n\r\n", "empty CMS"),
+    ];
+    for (m, want) in cases {
+        let e = smime::verify(m, &trust(), None).unwrap_err();
+        assert!(e.to_string().contains(want), "{want}: got {e}");
+        let _ = smime::decrypt(m, &MemoryKeyring::new(), None).unwrap_err();
+        let _ = smime::inspect(m);
+    }
+}
+
+#[test]
+fn signature_part_swapped_between_messages_is_invalid() {
+    let f = fx();
+    let a = smime::sign(
+        b"Subject: a\r\n\r\none\r\n",
+        &pair(&f.alice, "a"),
+        &SignOptions::default(),
+    )
+    .unwrap();
+    let b = smime::sign(
+        b"Subject: b\r\n\r\ntwo\r\n",
+        &pair(&f.alice, "a"),
+        &SignOptions::default(),
+    )
+    .unwrap();
+    let sig_b = &b[b
+        .windows(35)
+        .rposition(|w| w == b"Content-Type: application/pkcs7-sig")
+        .unwrap()..];
+    let a_cut = a
+        .windows(35)
+        .rposition(|w| w == b"Content-Type: application/pkcs7-sig")
+        .unwrap();
+    // Boundaries differ: rewrite b's closing boundary to a's.
+    let bound_a = String::from_utf8_lossy(&a)
+        .split("boundary=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let bound_b = String::from_utf8_lossy(&b)
+        .split("boundary=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let mixed = [
+        &a[..a_cut],
+        String::from_utf8_lossy(sig_b)
+            .replace(&bound_b, &bound_a)
+            .as_bytes(),
+    ]
+    .concat();
+    let opened = smime::verify(&mixed, &trust(), None).unwrap();
+    assert!(!opened.all_signatures_valid());
+}
+
+#[test]
+fn garbage_never_panics() {
+    let kr = keyring(&[(&fx().bob, "b")]);
+    let t = trust();
+    let mut seed: u32 = 12345;
+    for len in [0usize, 1, 2, 10, 100, 1000] {
+        for _ in 0..20 {
+            let data: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                    (seed >> 16) as u8
+                })
+                .collect();
+            for prefix in [&b""[..], b"Content-Type: application/pkcs7-mime\r\nContent-Transfer-Encoding: binary\r\n\r\n", b"\x30\x80"] {
+                let m = [prefix, &data[..]].concat();
+                let _ = smime::decrypt(&m, &kr, None);
+                let _ = smime::verify(&m, &t, Some(&kr));
+                let _ = smime::inspect(&m);
+            }
+        }
+    }
+}
