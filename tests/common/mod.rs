@@ -222,7 +222,11 @@ fn issue(
 }
 
 fn make_pki() -> Pki {
-    let dir = tempfile::tempdir().unwrap();
+    // Under target/tmp: the PKI lives as long as the test process.
+    let dir = tempfile::Builder::new()
+        .prefix("pki-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
     let path = dir.path().to_path_buf();
     let now = || Asn1Time::days_from_now(0).unwrap();
     let later = || Asn1Time::days_from_now(365).unwrap();
@@ -247,12 +251,13 @@ fn make_pki() -> Pki {
         ("bob", rsa(), (now(), later()), 11),
         ("carol", ec(), (now(), later()), 12),
         // Retired years ago, like a NemID VOCES key: still opens old mail.
+        // (UTCTime: dates before 2050 must not be GeneralizedTime, RFC 5280 §4.1.2.5.)
         (
             "bob-legacy",
             rsa(),
             (
-                Asn1Time::from_str("20150101000000Z").unwrap(),
-                Asn1Time::from_str("20180101000000Z").unwrap(),
+                Asn1Time::from_str_x509("20150101000000Z").unwrap(),
+                Asn1Time::from_str_x509("20180101000000Z").unwrap(),
             ),
             13,
         ),
