@@ -28,7 +28,12 @@ fn not_smime_is_reported_with_its_content_type() {
 #[test]
 fn truncated_encrypted_mail_never_panics() {
     let f = fx();
-    let enc = smime::encrypt(MESSAGE, &[f.bob.1.clone()], &EncryptOptions::default()).unwrap();
+    let enc = smime::encrypt(
+        MESSAGE,
+        std::slice::from_ref(&f.bob.1),
+        &EncryptOptions::default(),
+    )
+    .unwrap();
     let kr = keyring(&[(&f.bob, "b")]);
     let header_end = enc.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
     for cut in (header_end..enc.len() - 3).step_by(7) {
@@ -55,7 +60,7 @@ fn flipped_ciphertext_fails_to_decrypt() {
         let long = [MESSAGE, &[b'x'; 4000][..]].concat();
         let enc = smime::encrypt(
             &long,
-            &[f.bob.1.clone()],
+            std::slice::from_ref(&f.bob.1),
             &EncryptOptions {
                 cipher,
                 ..Default::default()

@@ -116,7 +116,12 @@ fn sign_verify_detached_opaque_pkcs1_pss_ecdsa() {
 fn triple_wrapped_sign_encrypt_sign() {
     let f = fx();
     let inner = smime::sign(MESSAGE, &pair(&f.alice, "a"), &SignOptions::default()).unwrap();
-    let enc = smime::encrypt(&inner, &[f.bob.1.clone()], &EncryptOptions::default()).unwrap();
+    let enc = smime::encrypt(
+        &inner,
+        std::slice::from_ref(&f.bob.1),
+        &EncryptOptions::default(),
+    )
+    .unwrap();
     let outer = smime::sign(
         &enc,
         &pair(&f.alice, "a"),
@@ -142,7 +147,12 @@ fn triple_wrapped_sign_encrypt_sign() {
 #[test]
 fn wrong_key_says_which_recipients() {
     let f = fx();
-    let enc = smime::encrypt(MESSAGE, &[f.bob.1.clone()], &EncryptOptions::default()).unwrap();
+    let enc = smime::encrypt(
+        MESSAGE,
+        std::slice::from_ref(&f.bob.1),
+        &EncryptOptions::default(),
+    )
+    .unwrap();
     let err = smime::decrypt(&enc, &keyring(&[(&f.alice, "alice")]), None).unwrap_err();
     assert!(err.is_crypto_failure());
     assert_eq!(
@@ -154,8 +164,12 @@ fn wrong_key_says_which_recipients() {
 #[test]
 fn ec_recipient_is_refused_clearly() {
     let f = fx();
-    let err =
-        smime::encrypt(MESSAGE, &[f.carol_ec.1.clone()], &EncryptOptions::default()).unwrap_err();
+    let err = smime::encrypt(
+        MESSAGE,
+        std::slice::from_ref(&f.carol_ec.1),
+        &EncryptOptions::default(),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("non-RSA key"), "{err}");
 }
 
@@ -181,7 +195,7 @@ proptest! {
         let mut msg = b"Subject: p\r\nContent-Type: application/octet-stream\r\n\r\n".to_vec();
         msg.extend_from_slice(&body);
         let cipher = if gcm { ContentCipher::Aes256Gcm } else { ContentCipher::Aes128Cbc };
-        let enc = smime::encrypt(&msg, &[f.bob.1.clone()], &EncryptOptions { cipher, ..Default::default() }).unwrap();
+        let enc = smime::encrypt(&msg, std::slice::from_ref(&f.bob.1), &EncryptOptions { cipher, ..Default::default() }).unwrap();
         let opened = smime::decrypt(&enc, &keyring(&[(&f.bob, "b")]), None).unwrap();
         // The encrypted message gained a MIME-Version, which stays outside.
         let mut expect = b"Subject: p\r\nMIME-Version: 1.0\r\nContent-Type: application/octet-stream\r\n\r\n".to_vec();
