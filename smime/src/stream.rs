@@ -8,7 +8,7 @@ use base64::Engine as _;
 /// Input bytes per output line (57 bytes -> 76 base64 characters).
 const LINE_IN: usize = 57;
 /// Lines encoded per batch.
-const BATCH_LINES: usize = 256;
+const BATCH_LINES: usize = 1024;
 
 /// A writer that base64-encodes what it is given into CRLF-terminated
 /// 76-character lines (RFC 2045 §6.8). Call [`Base64Lines::finish`] at the end.
@@ -17,6 +17,8 @@ pub struct Base64Lines<W: Write> {
     out: W,
     /// Pending input shorter than one line.
     pending: Vec<u8>,
+    /// Scratch for one batch of base64 without line breaks.
+    flat: Vec<u8>,
     /// Scratch for one batch of encoded lines.
     enc: Vec<u8>,
 }
@@ -27,24 +29,26 @@ impl<W: Write> Base64Lines<W> {
         Base64Lines {
             out,
             pending: Vec::with_capacity(LINE_IN),
+            flat: vec![0; BATCH_LINES * 76],
             enc: vec![0; BATCH_LINES * 78],
         }
     }
 
+    /// Encodes whole lines: a batch in one call of the base64 engine, then
+    /// the line breaks put in while copying out.
     fn encode_lines(&mut self, data: &[u8]) -> io::Result<()> {
         debug_assert_eq!(data.len() % LINE_IN, 0);
         for batch in data.chunks(LINE_IN * BATCH_LINES) {
-            let mut n = 0;
-            for line in batch.chunks(LINE_IN) {
-                let w = base64::engine::general_purpose::STANDARD
-                    .encode_slice(line, &mut self.enc[n..n + 76])
-                    .map_err(io::Error::other)?;
-                n += w;
-                self.enc[n] = b'\r';
-                self.enc[n + 1] = b'\n';
-                n += 2;
+            let n = base64::engine::general_purpose::STANDARD
+                .encode_slice(batch, &mut self.flat)
+                .map_err(io::Error::other)?;
+            let mut w = 0;
+            for line in self.flat[..n].chunks(76) {
+                self.enc[w..w + line.len()].copy_from_slice(line);
+                self.enc[w + line.len()..w + line.len() + 2].copy_from_slice(b"\r\n");
+                w += line.len() + 2;
             }
-            self.out.write_all(&self.enc[..n])?;
+            self.out.write_all(&self.enc[..w])?;
         }
         Ok(())
     }
