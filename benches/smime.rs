@@ -85,6 +85,15 @@ fn benches(c: &mut Criterion) {
     g.bench_function("decrypt", |b| {
         b.iter(|| smime::decrypt(black_box(&enc10k), &kr, None).unwrap())
     });
+    // The same key as a user gives it: read from a PEM file.
+    let mut pem = key.private_key_to_pem_pkcs8().unwrap();
+    pem.extend(cert.to_pem().unwrap());
+    let mut kr_pem = MemoryKeyring::new();
+    kr_pem.add(KeyPair::from_file_bytes(&pem, None, "pem").unwrap());
+    g.bench_function("decrypt_key_from_pem", |b| {
+        b.iter(|| smime::decrypt(black_box(&enc10k), &kr_pem, None).unwrap())
+    });
+
     g.bench_function("sign_then_encrypt", |b| {
         b.iter(|| {
             let s = smime::sign(black_box(&msg10k), &signer, &SignOptions::default()).unwrap();

@@ -182,6 +182,14 @@ fn write_output(p: &Option<PathBuf>, data: &[u8]) -> Result<(), Fail> {
 }
 
 fn write_atomic(p: &Path, data: &[u8]) -> io::Result<()> {
+    write_via_temp(p, data, true)
+}
+
+/// Writes `data` to a temporary file beside `p`, then renames it over `p`:
+/// readers see the old file or the whole new one. With `durable` the data
+/// is on disk before the rename; bulk mode skips that, because its inputs
+/// stay where they are and a crash loses nothing that cannot be redone.
+fn write_via_temp(p: &Path, data: &[u8], durable: bool) -> io::Result<()> {
     let name = p
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -189,7 +197,9 @@ fn write_atomic(p: &Path, data: &[u8]) -> io::Result<()> {
     let tmp = p.with_file_name(format!(".{name}.sikkermail-tmp"));
     let mut f = fs::File::create(&tmp)?;
     f.write_all(data)?;
-    f.sync_all()?;
+    if durable {
+        f.sync_all()?;
+    }
     fs::rename(&tmp, p)
 }
 
@@ -332,7 +342,7 @@ fn bulk_decrypt(kr: &MemoryKeyring, in_dir: &Path, out_dir: &Path) -> Result<Exi
                 let data = fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
                 let opened = smime::decrypt(&data, kr, None).map_err(|e| e.to_string())?;
                 let name = path.file_name().ok_or("no file name")?;
-                write_atomic(&out_dir.join(name), &opened.message)
+                write_via_temp(&out_dir.join(name), &opened.message, false)
                     .map_err(|e| format!("cannot write: {e}"))
             })();
             bar.inc(1);
