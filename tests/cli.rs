@@ -10,6 +10,12 @@ use std::fs;
 
 use common::*;
 
+fn write_tmp(dir: &std::path::Path, name: &str, data: &[u8]) -> String {
+    let p = dir.join(name);
+    fs::write(&p, data).unwrap();
+    p.display().to_string()
+}
+
 fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -212,6 +218,40 @@ fn pkcs12_keys_with_password_from_environment() {
             .unwrap();
         assert!(ok(&o).ends_with(&plain_inner_entity()), "{p12}");
     }
+    // An encrypted PEM key takes the same --password-env.
+    let t = tempfile::tempdir().unwrap();
+    let key =
+        openssl::pkey::PKey::private_key_from_pem(&fs::read(pki.file("bob.key")).unwrap()).unwrap();
+    let mut pem = key
+        .private_key_to_pem_pkcs8_passphrase(openssl::symm::Cipher::aes_256_cbc(), b"test")
+        .unwrap();
+    pem.extend(fs::read(pki.file("bob.crt")).unwrap());
+    let enc_pem = t.path().join("bob-enc.pem");
+    fs::write(&enc_pem, &pem).unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_sikkermail"))
+        .args([
+            "smime",
+            "decrypt",
+            "--key",
+            &enc_pem.display().to_string(),
+            "--password-env",
+            "P12_PW",
+        ])
+        .args(["--in", &write_tmp(t.path(), "enc.eml", &enc)])
+        .env("P12_PW", "test")
+        .output()
+        .unwrap();
+    assert!(ok(&o).ends_with(&plain_inner_entity()));
+    let o = sikkermail(
+        &["smime", "decrypt", "--key", &enc_pem.display().to_string()],
+        &enc,
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("encrypted without --password-env"),
+        "{}",
+        stderr(&o)
+    );
     // Wrong password: a clear error, exit 2.
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_sikkermail"))
         .args([
@@ -300,7 +340,26 @@ fn bulk_decrypt_never_stops_at_a_bad_file() {
                 .ends_with(&plain_inner_entity())
         );
     }
+    // The same directory for input and output is refused: originals stay.
+    let same = inp.display().to_string();
+    let o = sikkermail(
+        &[
+            "smime",
+            "decrypt",
+            "--key",
+            &pki.file("bob.pem"),
+            "--in-dir",
+            &same,
+            "--out-dir",
+            &same,
+        ],
+        b"",
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("must not be the same directory"));
+    assert_eq!(fs::read(inp.join("m00.eml")).unwrap(), enc_bob);
     // A bad directory is a usage error.
+
     let o = sikkermail(
         &[
             "smime",

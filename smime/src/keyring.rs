@@ -174,12 +174,18 @@ impl KeyPair {
     /// file opened with `password`.
     pub fn from_file_bytes(bytes: &[u8], password: Option<&str>, label: &str) -> Result<Self> {
         if looks_like_pem(bytes) {
-            let key = PKey::private_key_from_pem(bytes).map_err(|e| {
+            // An encrypted PEM key ("ENCRYPTED PRIVATE KEY") takes the password.
+            let key = match password {
+                Some(pw) => PKey::private_key_from_pem_passphrase(bytes, pw.as_bytes()),
+                None => PKey::private_key_from_pem(bytes),
+            }
+            .map_err(|e| {
                 Error::BadKey(format!(
-                    "{label}: no readable private key in PEM ({})",
+                    "{label}: no readable private key in PEM (encrypted without --password-env, or wrong password?): {}",
                     ossl_reason(&e)
                 ))
             })?;
+
             let certs = X509::stack_from_pem(bytes)
                 .map_err(|e| Error::BadKey(format!("{label}: {}", ossl_reason(&e))))?;
             return Self::assemble(key, certs, label);

@@ -321,6 +321,13 @@ fn bulk_decrypt(kr: &MemoryKeyring, in_dir: &Path, out_dir: &Path) -> Result<Exi
     files.sort();
     fs::create_dir_all(out_dir)
         .map_err(|e| usage(format!("cannot create {}: {e}", out_dir.display())))?;
+    // Decrypted copies must never replace the encrypted originals.
+    if fs::canonicalize(in_dir).ok() == fs::canonicalize(out_dir).ok() {
+        return Err(usage(
+            "--out-dir must not be the same directory as --in-dir",
+        ));
+    }
+
     let bar = indicatif::ProgressBar::with_draw_target(
         Some(files.len() as u64),
         if io::stderr().is_terminal() {
