@@ -151,6 +151,7 @@ struct Plan<'a> {
 
 impl<'a> Plan<'a> {
     fn new(message: &'a [u8], recipients: &[X509], opts: &EncryptOptions) -> Result<Self> {
+        crate::init();
         if recipients.is_empty() {
             return Err(Error::BadKey("no recipient certificate given".into()));
         }

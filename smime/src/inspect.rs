@@ -41,7 +41,9 @@ pub enum Layer {
 /// Every layer of `message`, outside in. Fails only when the outermost
 /// layer cannot be read.
 pub fn inspect(message: &[u8]) -> Result<Vec<Layer>> {
+    crate::init();
     let mut out = Vec::new();
+
     let mut current = message.to_vec();
     for _ in 0..16 {
         let e = Entity::parse(&current);

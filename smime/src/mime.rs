@@ -35,6 +35,15 @@ impl Header<'_> {
         String::from_utf8_lossy(&v).trim().to_string()
     }
 
+    /// Appends the field with CRLF line ends (also on the last line, which a
+    /// truncated header may lack).
+    pub fn write_crlf(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&to_crlf(self.raw));
+        if !self.raw.ends_with(b"\n") {
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+
     /// True for `Content-*` fields, which describe the entity and move with it.
     pub fn is_content_field(&self) -> bool {
         self.name.len() > 8 && self.name[..8].eq_ignore_ascii_case("content-")
@@ -156,7 +165,17 @@ impl<'a> Entity<'a> {
         decode_transfer(&self.transfer_encoding(), self.body())
     }
 
+    /// The `Content-*` fields, which describe the entity and move with it.
+    pub fn content_fields(&self) -> Vec<Header<'a>> {
+        self.headers
+            .iter()
+            .filter(|h| h.is_content_field())
+            .cloned()
+            .collect()
+    }
+
     /// The raw header fields that are not `Content-*` (nor MIME-Version),
+
     /// i.e. the ones that stay on the outside when the content is replaced.
     pub fn outer_fields(&self) -> impl Iterator<Item = &Header<'a>> {
         self.headers

@@ -257,6 +257,8 @@ fn open(
     trust: Option<&TrustStore>,
     mode: Mode,
 ) -> Result<Opened> {
+    crate::init();
+
     let mut current: Cow<'_, [u8]> = Cow::Borrowed(message);
     let mut layers = Vec::new();
     let empty_trust;

@@ -23,17 +23,9 @@ pub(crate) fn prepare(message: &[u8]) -> Prepared<'_> {
     let e = Entity::parse(message);
     let mut outer = Vec::new();
     for h in e.outer_fields() {
-        outer.extend_from_slice(&mime::to_crlf(h.raw));
-        if !h.raw.ends_with(b"\n") {
-            outer.extend_from_slice(b"\r\n");
-        }
+        h.write_crlf(&mut outer);
     }
-    let content_fields: Vec<Header<'_>> = e
-        .headers
-        .iter()
-        .filter(|h| h.is_content_field())
-        .cloned()
-        .collect();
+    let content_fields = e.content_fields();
     let inner_header = header_block(&content_fields, e.body(), None);
     Prepared {
         outer,
@@ -61,10 +53,7 @@ fn header_block(fields: &[Header<'_>], body: &[u8], new_cte: Option<&str>) -> Ve
         if new_cte.is_some() && h.name.eq_ignore_ascii_case("Content-Transfer-Encoding") {
             continue;
         }
-        out.extend_from_slice(&mime::to_crlf(h.raw));
-        if !h.raw.ends_with(b"\n") {
-            out.extend_from_slice(b"\r\n");
-        }
+        h.write_crlf(&mut out);
     }
     if let Some(cte) = new_cte {
         out.extend_from_slice(format!("Content-Transfer-Encoding: {cte}\r\n").as_bytes());
@@ -104,12 +93,8 @@ fn signable_entity(fields: &[Header<'_>], body: &[u8], mime_type: &str, depth: u
         let mut out = header_block(fields, body, None);
         for part in &mp.parts {
             let pe = Entity::parse(part);
-            let pfields: Vec<Header<'_>> = pe
-                .headers
-                .iter()
-                .filter(|h| h.is_content_field())
-                .cloned()
-                .collect();
+            let pfields = pe.content_fields();
+
             out.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
             out.extend_from_slice(&signable_entity(
                 &pfields,

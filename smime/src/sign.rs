@@ -77,6 +77,7 @@ pub fn sign(message: &[u8], signer: &KeyPair, opts: &SignOptions) -> Result<Vec<
 
 /// The DER SignedData over `content` (detached unless `opts.opaque`).
 pub fn sign_der(content: &[u8], signer: &KeyPair, opts: &SignOptions) -> Result<Vec<u8>> {
+    crate::init();
     if opts.pss && signer.key.id() != Id::RSA {
         return Err(Error::BadKey("RSASSA-PSS needs an RSA key".into()));
     }
