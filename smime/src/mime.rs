@@ -175,7 +175,6 @@ impl<'a> Entity<'a> {
     }
 
     /// The raw header fields that are not `Content-*` (nor MIME-Version),
-
     /// i.e. the ones that stay on the outside when the content is replaced.
     pub fn outer_fields(&self) -> impl Iterator<Item = &Header<'a>> {
         self.headers
