@@ -10,7 +10,18 @@
 //! - [`mime`]: the byte-exact MIME splitter everything rests on.
 //! - [`cmsinfo`]: reading CMS structures (recipients, signers, algorithms).
 //!
-//! All private-key and cipher work goes through OpenSSL (the vendored 3.x,
+//! ```
+//! // The MIME layer works on bytes and keeps every byte it is given.
+//! let mail = b"Subject: x\r\nContent-Type: application/pkcs7-mime; smime-type=enveloped-data\r\n\r\nMIAG";
+//! let entity = smime::mime::Entity::parse(mail);
+//! let ct = entity.content_type();
+//! assert_eq!(ct.mime_type, "application/pkcs7-mime");
+//! assert_eq!(ct.param("smime-type"), Some("enveloped-data"));
+//! assert_eq!(entity.body(), b"MIAG");
+//! ```
+//!
+//! All private-key and cipher work goes through OpenSSL
+ (the vendored 3.x,
 //! with implicit rejection for RSA PKCS#1 v1.5); call [`init`] once at
 //! start (every entry point also does, once) so the `legacy` provider is there
 //! for RC2 and old 3DES mail.
