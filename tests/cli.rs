@@ -359,7 +359,6 @@ fn bulk_decrypt_never_stops_at_a_bad_file() {
     assert!(stderr(&o).contains("must not be the same directory"));
     assert_eq!(fs::read(inp.join("m00.eml")).unwrap(), enc_bob);
     // A bad directory is a usage error.
-
     let o = sikkermail(
         &[
             "smime",

@@ -43,7 +43,6 @@ pub enum Layer {
 pub fn inspect(message: &[u8]) -> Result<Vec<Layer>> {
     crate::init();
     let mut out = Vec::new();
-
     let mut current = message.to_vec();
     for _ in 0..16 {
         let e = Entity::parse(&current);

@@ -185,7 +185,6 @@ impl KeyPair {
                     ossl_reason(&e)
                 ))
             })?;
-
             let certs = X509::stack_from_pem(bytes)
                 .map_err(|e| Error::BadKey(format!("{label}: {}", ossl_reason(&e))))?;
             return Self::assemble(key, certs, label);

@@ -20,8 +20,7 @@
 //! assert_eq!(entity.body(), b"MIAG");
 //! ```
 //!
-//! All private-key and cipher work goes through OpenSSL
- (the vendored 3.x,
+//! All private-key and cipher work goes through OpenSSL (the vendored 3.x,
 //! with implicit rejection for RSA PKCS#1 v1.5); call [`init`] once at
 //! start (every entry point also does, once) so the `legacy` provider is there
 //! for RC2 and old 3DES mail.

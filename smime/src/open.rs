@@ -258,7 +258,6 @@ fn open(
     mode: Mode,
 ) -> Result<Opened> {
     crate::init();
-
     let mut current: Cow<'_, [u8]> = Cow::Borrowed(message);
     let mut layers = Vec::new();
     let empty_trust;
