@@ -10,7 +10,10 @@ pub fn header(tag: u8, len: usize) -> Vec<u8> {
         out.push(len as u8);
     } else {
         let bytes = len.to_be_bytes();
-        let skip = bytes.iter().position(|&b| b != 0).unwrap_or(bytes.len() - 1);
+        let skip = bytes
+            .iter()
+            .position(|&b| b != 0)
+            .unwrap_or(bytes.len() - 1);
         out.push(0x80 | (bytes.len() - skip) as u8);
         out.extend_from_slice(&bytes[skip..]);
     }
@@ -51,8 +54,15 @@ pub fn oid_str(dotted: &str) -> Vec<u8> {
 
 /// INTEGER from unsigned big-endian magnitude.
 pub fn uint(magnitude: &[u8]) -> Vec<u8> {
-    let start = magnitude.iter().position(|&b| b != 0).unwrap_or(magnitude.len().saturating_sub(1));
-    let m = if magnitude.is_empty() { &[0u8][..] } else { &magnitude[start..] };
+    let start = magnitude
+        .iter()
+        .position(|&b| b != 0)
+        .unwrap_or(magnitude.len().saturating_sub(1));
+    let m = if magnitude.is_empty() {
+        &[0u8][..]
+    } else {
+        &magnitude[start..]
+    };
     let mut v = Vec::with_capacity(m.len() + 1);
     if m[0] & 0x80 != 0 {
         v.push(0);
@@ -93,9 +103,15 @@ pub fn ctx_prim(n: u8, value: &[u8]) -> Vec<u8> {
 pub fn time(unix: i64) -> Vec<u8> {
     let (y, mo, d, h, mi, s) = civil(unix);
     if (1950..2050).contains(&y) {
-        tlv(0x17, format!("{:02}{mo:02}{d:02}{h:02}{mi:02}{s:02}Z", y % 100).as_bytes())
+        tlv(
+            0x17,
+            format!("{:02}{mo:02}{d:02}{h:02}{mi:02}{s:02}Z", y % 100).as_bytes(),
+        )
     } else {
-        tlv(0x18, format!("{y:04}{mo:02}{d:02}{h:02}{mi:02}{s:02}Z").as_bytes())
+        tlv(
+            0x18,
+            format!("{y:04}{mo:02}{d:02}{h:02}{mi:02}{s:02}Z").as_bytes(),
+        )
     }
 }
 
@@ -114,7 +130,14 @@ pub fn civil(unix: i64) -> (i64, u32, u32, u32, u32, u32) {
     let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     let y = if m <= 2 { y + 1 } else { y };
-    (y, m, d, (secs / 3600) as u32, ((secs % 3600) / 60) as u32, (secs % 60) as u32)
+    (
+        y,
+        m,
+        d,
+        (secs / 3600) as u32,
+        ((secs % 3600) / 60) as u32,
+        (secs % 60) as u32,
+    )
 }
 
 #[cfg(test)]

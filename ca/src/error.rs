@@ -20,8 +20,16 @@ pub enum CaError {
 
 impl From<openssl::error::ErrorStack> for CaError {
     fn from(e: openssl::error::ErrorStack) -> Self {
-        let mut parts: Vec<String> = e.errors().iter().map(|x| x.reason().unwrap_or("unknown").to_string()).collect();
+        let mut parts: Vec<String> = e
+            .errors()
+            .iter()
+            .map(|x| x.reason().unwrap_or("unknown").to_string())
+            .collect();
         parts.dedup();
-        CaError::Crypto(if parts.is_empty() { "unknown OpenSSL error".into() } else { parts.join(": ") })
+        CaError::Crypto(if parts.is_empty() {
+            "unknown OpenSSL error".into()
+        } else {
+            parts.join(": ")
+        })
     }
 }

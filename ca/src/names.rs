@@ -14,7 +14,9 @@ impl Cvr {
     pub fn parse(s: &str) -> Result<Self, CaError> {
         let digits: String = s.chars().filter(|c| !c.is_whitespace()).collect();
         if digits.len() != 8 || !digits.chars().all(|c| c.is_ascii_digit()) {
-            return Err(CaError::Invalid(format!("CVR must be exactly 8 digits, got {s:?}")));
+            return Err(CaError::Invalid(format!(
+                "CVR must be exactly 8 digits, got {s:?}"
+            )));
         }
         Ok(Cvr(digits))
     }
@@ -46,7 +48,9 @@ impl EmailAddress {
             )));
         }
         if !s.is_ascii() {
-            return Err(CaError::Invalid(format!("e-mail address {s:?} must be plain ASCII")));
+            return Err(CaError::Invalid(format!(
+                "e-mail address {s:?} must be plain ASCII"
+            )));
         }
         let Some((local, domain)) = s.rsplit_once('@') else {
             return Err(CaError::Invalid(format!("e-mail address {s:?} has no '@'")));
@@ -56,7 +60,9 @@ impl EmailAddress {
             && !local.starts_with('.')
             && !local.ends_with('.')
             && !local.contains("..")
-            && local.chars().all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c));
+            && local
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c));
         let labels: Vec<&str> = domain.split('.').collect();
         let domain_ok = labels.len() >= 2
             && domain.len() <= 253
@@ -68,9 +74,14 @@ impl EmailAddress {
                     && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
             });
         if !local_ok || !domain_ok {
-            return Err(CaError::Invalid(format!("{s:?} is not a valid e-mail address")));
+            return Err(CaError::Invalid(format!(
+                "{s:?} is not a valid e-mail address"
+            )));
         }
-        Ok(EmailAddress(format!("{local}@{}", domain.to_ascii_lowercase())))
+        Ok(EmailAddress(format!(
+            "{local}@{}",
+            domain.to_ascii_lowercase()
+        )))
     }
 
     /// The address.
@@ -98,10 +109,14 @@ impl DisplayName {
             return Err(CaError::Invalid(format!("{what} must not be empty")));
         }
         if t.chars().count() > 64 {
-            return Err(CaError::Invalid(format!("{what} is longer than 64 characters")));
+            return Err(CaError::Invalid(format!(
+                "{what} is longer than 64 characters"
+            )));
         }
         if t.chars().any(char::is_control) {
-            return Err(CaError::Invalid(format!("{what} contains control characters")));
+            return Err(CaError::Invalid(format!(
+                "{what} contains control characters"
+            )));
         }
         Ok(DisplayName(t.to_string()))
     }
@@ -142,7 +157,8 @@ impl OcesUuid {
         let hex: String = parts.concat();
         let mut b = [0u8; 16];
         for (i, byte) in b.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16).map_err(|_| bad())?;
+            *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16)
+                .map_err(|_| bad())?;
         }
         Ok(OcesUuid(b))
     }
@@ -151,7 +167,15 @@ impl OcesUuid {
 impl fmt::Display for OcesUuid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let h: String = self.0.iter().map(|b| format!("{b:02x}")).collect();
-        write!(f, "{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+        write!(
+            f,
+            "{}-{}-{}-{}-{}",
+            &h[..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..]
+        )
     }
 }
 
@@ -169,8 +193,13 @@ mod tests {
 
     #[test]
     fn email() {
-        assert_eq!(EmailAddress::parse("Post@Advokat.DK").unwrap().as_str(), "Post@advokat.dk");
-        let e = EmailAddress::parse("søren@advokat.dk").unwrap_err().to_string();
+        assert_eq!(
+            EmailAddress::parse("Post@Advokat.DK").unwrap().as_str(),
+            "Post@advokat.dk"
+        );
+        let e = EmailAddress::parse("søren@advokat.dk")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("Æ, Ø or Å"), "{e}");
         for bad in ["a", "a@b", "@b.dk", "a..b@c.dk", "a@-b.dk", "a b@c.dk"] {
             assert!(EmailAddress::parse(bad).is_err(), "{bad}");

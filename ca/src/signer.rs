@@ -29,7 +29,11 @@ const RSASSA_PSS: &str = "1.2.840.113549.1.1.10";
 pub fn rsassa_pss_sha256() -> Vec<u8> {
     let sha = seq(&[&oid_str(SHA256), &[0x05, 0x00]]);
     let mgf = seq(&[&oid_str(MGF1), &sha]);
-    let params = seq(&[&ctx_cons(0, &sha), &ctx_cons(1, &mgf), &ctx_cons(2, &uint(&[32]))]);
+    let params = seq(&[
+        &ctx_cons(0, &sha),
+        &ctx_cons(1, &mgf),
+        &ctx_cons(2, &uint(&[32])),
+    ]);
     seq(&[&oid_str(RSASSA_PSS), &params])
 }
 
