@@ -1,0 +1,25 @@
+//! The store's error type.
+
+/// What can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database said no (connection, constraint, migration).
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    /// Migrations failed.
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Sealing or unsealing a private key, or the master key itself.
+    #[error("{0}")]
+    Seal(String),
+    /// A row that should exist does not (in this organisation).
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The data in a row cannot be used (bad PEM, ...).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// Something already exists (e.g. the CA on `init`).
+    #[error("{0}")]
+    Conflict(String),
+}

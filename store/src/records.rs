@@ -1,0 +1,505 @@
+//! Organisations, certificates, recipients' certificates, CA state and the
+//! audit trail. Every function takes the organisation it works in.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::{Store, StoreError, now};
+
+/// An organisation's id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct OrgId(pub i64);
+
+/// An organisation.
+#[derive(Debug, Clone)]
+pub struct Organisation {
+    /// Its id.
+    pub id: OrgId,
+    /// Name.
+    pub name: String,
+    /// CVR number.
+    pub cvr: String,
+}
+
+/// A certificate to record.
+#[derive(Debug, Clone, Default)]
+pub struct NewCert {
+    /// root-ca, issuing-ca, organisation, user.
+    pub kind: String,
+    /// OCES2 or OCES3.
+    pub generation: String,
+    /// issued, imported, legacy.
+    pub source: String,
+    /// PEM.
+    pub pem: String,
+    /// Subject, one line.
+    pub subject: String,
+    /// Issuer, one line.
+    pub issuer: String,
+    /// Serial, upper-case hex.
+    pub serial: String,
+    /// OCES3 UUID, when it has one.
+    pub uuid: Option<String>,
+    /// E-mail address.
+    pub email: Option<String>,
+    /// Validity, seconds since the epoch.
+    pub not_before: i64,
+    /// Validity, seconds since the epoch.
+    pub not_after: i64,
+    /// Its private key, when we hold it.
+    pub key_id: Option<i64>,
+    /// The mailbox it serves.
+    pub mailbox_id: Option<i64>,
+}
+
+/// A certificate as stored.
+#[derive(Debug, Clone)]
+pub struct CertRow {
+    /// Id.
+    pub id: i64,
+    /// root-ca, issuing-ca, organisation, user.
+    pub kind: String,
+    /// OCES2 or OCES3.
+    pub generation: String,
+    /// issued, imported, legacy.
+    pub source: String,
+    /// active, revoked, superseded.
+    pub status: String,
+    /// PEM.
+    pub pem: String,
+    /// Subject.
+    pub subject: String,
+    /// Issuer.
+    pub issuer: String,
+    /// Serial (hex).
+    pub serial: String,
+    /// OCES3 UUID.
+    pub uuid: Option<String>,
+    /// E-mail.
+    pub email: Option<String>,
+    /// Validity.
+    pub not_before: i64,
+    /// Validity.
+    pub not_after: i64,
+    /// Private key, when held.
+    pub key_id: Option<i64>,
+    /// Mailbox.
+    pub mailbox_id: Option<i64>,
+    /// When revoked.
+    pub revoked_at: Option<i64>,
+    /// RFC 5280 reason name.
+    pub revocation_reason: Option<String>,
+    /// The certificate that replaced this one (renewal).
+    pub replaced_by: Option<i64>,
+}
+
+/// The columns [`cert_row`] reads (a macro so queries stay `&'static str`).
+macro_rules! cert_columns {
+    () => {
+        "id, kind, generation, source, status, pem, subject, issuer, serial, uuid, email, \
+         not_before, not_after, key_id, mailbox_id, revoked_at, revocation_reason, replaced_by"
+    };
+}
+
+fn cert_row(r: &AnyRow) -> Result<CertRow, StoreError> {
+    Ok(CertRow {
+        id: r.try_get("id")?,
+        kind: r.try_get("kind")?,
+        generation: r.try_get("generation")?,
+        source: r.try_get("source")?,
+        status: r.try_get("status")?,
+        pem: r.try_get("pem")?,
+        subject: r.try_get("subject")?,
+        issuer: r.try_get("issuer")?,
+        serial: r.try_get("serial")?,
+        uuid: r.try_get("uuid")?,
+        email: r.try_get("email")?,
+        not_before: r.try_get("not_before")?,
+        not_after: r.try_get("not_after")?,
+        key_id: r.try_get("key_id")?,
+        mailbox_id: r.try_get("mailbox_id")?,
+        revoked_at: r.try_get("revoked_at")?,
+        revocation_reason: r.try_get("revocation_reason")?,
+        replaced_by: r.try_get("replaced_by")?,
+    })
+}
+
+/// An outside party's certificate (court, authority, colleague elsewhere).
+#[derive(Debug, Clone)]
+pub struct RecipientRow {
+    /// Id.
+    pub id: i64,
+    /// E-mail address it is for.
+    pub address: String,
+    /// PEM.
+    pub cert_pem: String,
+    /// SHA-256 fingerprint, hex.
+    pub fingerprint: String,
+    /// Subject.
+    pub subject: String,
+    /// Expiry.
+    pub not_after: i64,
+    /// imported or harvested.
+    pub source: String,
+    /// First seen.
+    pub first_seen: i64,
+    /// Last seen.
+    pub last_seen: i64,
+    /// Pinned by an administrator.
+    pub pinned: bool,
+}
+
+/// The CA of an organisation.
+#[derive(Debug, Clone)]
+pub struct CaState {
+    /// Root CA certificate id.
+    pub root_cert_id: i64,
+    /// Issuing CA certificate id.
+    pub issuing_cert_id: i64,
+    /// Number of the last CRL issued.
+    pub crl_number: i64,
+    /// The last CRL (DER).
+    pub crl_der: Option<Vec<u8>>,
+    /// When it was made.
+    pub crl_updated_at: Option<i64>,
+}
+
+/// One audit event.
+#[derive(Debug, Clone)]
+pub struct Audit {
+    /// When.
+    pub at: i64,
+    /// Who (user name, "cli:root", ...).
+    pub actor: String,
+    /// What (cert.issue, key.import, ...).
+    pub action: String,
+    /// On what (certificate id, address, ...).
+    pub subject: String,
+    /// Details (never secrets, never CPR numbers).
+    pub detail: String,
+}
+
+fn conflict_or(e: sqlx::Error, what: &str) -> StoreError {
+    match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => {
+            StoreError::Conflict(format!("{what} already exists"))
+        }
+        _ => StoreError::Db(e),
+    }
+}
+
+impl Store {
+    /// Creates an organisation.
+    pub async fn create_organisation(&self, name: &str, cvr: &str) -> Result<OrgId, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO organisations (name, cvr, created_at) VALUES ($1, $2, $3) RETURNING id",
+        )
+        .bind(name)
+        .bind(cvr)
+        .bind(now())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(OrgId(row.try_get("id")?))
+    }
+
+    /// The first organisation (the one `init` made), if any.
+    pub async fn first_organisation(&self) -> Result<Option<Organisation>, StoreError> {
+        let row = sqlx::query("SELECT id, name, cvr FROM organisations ORDER BY id LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(Organisation {
+                id: OrgId(r.try_get("id")?),
+                name: r.try_get("name")?,
+                cvr: r.try_get("cvr")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// The mailbox `address` of `org`, created if new.
+    pub async fn ensure_mailbox(&self, org: OrgId, address: &str) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO mailboxes (org_id, address, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (org_id, address) DO UPDATE SET address = excluded.address RETURNING id",
+        )
+        .bind(org.0)
+        .bind(address.to_ascii_lowercase())
+        .bind(now())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("id")?)
+    }
+
+    /// Records a certificate.
+    pub async fn insert_certificate(&self, org: OrgId, c: &NewCert) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO certificates (org_id, kind, generation, source, status, pem, subject, issuer, serial, uuid, email, \
+             not_before, not_after, key_id, mailbox_id, created_at) \
+             VALUES ($1, $2, $3, $4, 'active', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING id",
+        )
+        .bind(org.0)
+        .bind(&c.kind)
+        .bind(&c.generation)
+        .bind(&c.source)
+        .bind(&c.pem)
+        .bind(&c.subject)
+        .bind(&c.issuer)
+        .bind(&c.serial)
+        .bind(c.uuid.clone())
+        .bind(c.email.clone())
+        .bind(c.not_before)
+        .bind(c.not_after)
+        .bind(c.key_id)
+        .bind(c.mailbox_id)
+        .bind(now())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| conflict_or(e, &format!("certificate with serial {} from this issuer", c.serial)))?;
+        Ok(row.try_get("id")?)
+    }
+
+    /// One certificate of `org`.
+    pub async fn certificate(&self, org: OrgId, id: i64) -> Result<CertRow, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            cert_columns!(),
+            " FROM certificates WHERE org_id = $1 AND id = $2"
+        ))
+        .bind(org.0)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("certificate {id}")))?;
+        cert_row(&row)
+    }
+
+    /// Every certificate of `org`, oldest first.
+    pub async fn list_certificates(&self, org: OrgId) -> Result<Vec<CertRow>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            cert_columns!(),
+            " FROM certificates WHERE org_id = $1 ORDER BY id"
+        ))
+        .bind(org.0)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(cert_row).collect()
+    }
+
+    /// Marks a certificate revoked.
+    pub async fn revoke_certificate(
+        &self,
+        org: OrgId,
+        id: i64,
+        reason: &str,
+        at: i64,
+    ) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "UPDATE certificates SET status = 'revoked', revoked_at = $1, revocation_reason = $2 \
+             WHERE org_id = $3 AND id = $4 AND status <> 'revoked'",
+        )
+        .bind(at)
+        .bind(reason)
+        .bind(org.0)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            let c = self.certificate(org, id).await?;
+            return Err(StoreError::Conflict(format!(
+                "certificate {id} is already {}",
+                c.status
+            )));
+        }
+        Ok(())
+    }
+
+    /// Marks `old` superseded by `new` (renewal).
+    pub async fn supersede(&self, org: OrgId, old: i64, new: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE certificates SET status = 'superseded', replaced_by = $1 WHERE org_id = $2 AND id = $3 AND status = 'active'")
+            .bind(new)
+            .bind(org.0)
+            .bind(old)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Revoked certificates of `org` issued by `issuer` (for the CRL).
+    pub async fn revoked_by_issuer(
+        &self,
+        org: OrgId,
+        issuer: &str,
+    ) -> Result<Vec<CertRow>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            cert_columns!(),
+            " FROM certificates WHERE org_id = $1 AND issuer = $2 AND status = 'revoked' ORDER BY id"
+        ))
+        .bind(org.0)
+        .bind(issuer)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(cert_row).collect()
+    }
+
+    /// Records `org`'s CA.
+    pub async fn set_ca_state(
+        &self,
+        org: OrgId,
+        root: i64,
+        issuing: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO ca_state (org_id, root_cert_id, issuing_cert_id, crl_number) VALUES ($1, $2, $3, 0)")
+            .bind(org.0)
+            .bind(root)
+            .bind(issuing)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| conflict_or(e, "a CA for this organisation"))?;
+        Ok(())
+    }
+
+    /// `org`'s CA, if it has one.
+    pub async fn ca_state(&self, org: OrgId) -> Result<Option<CaState>, StoreError> {
+        let row = sqlx::query(
+            "SELECT root_cert_id, issuing_cert_id, crl_number, crl_der, crl_updated_at FROM ca_state WHERE org_id = $1",
+        )
+        .bind(org.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(CaState {
+                root_cert_id: r.try_get("root_cert_id")?,
+                issuing_cert_id: r.try_get("issuing_cert_id")?,
+                crl_number: r.try_get("crl_number")?,
+                crl_der: r.try_get("crl_der")?,
+                crl_updated_at: r.try_get("crl_updated_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Takes the next CRL number (atomically: two nodes never get the same).
+    pub async fn next_crl_number(&self, org: OrgId) -> Result<i64, StoreError> {
+        let row = sqlx::query("UPDATE ca_state SET crl_number = crl_number + 1 WHERE org_id = $1 RETURNING crl_number")
+            .bind(org.0)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound("CA (run `sikkermail init`)".into()))?;
+        Ok(row.try_get("crl_number")?)
+    }
+
+    /// Keeps the CRL just made.
+    pub async fn store_crl(&self, org: OrgId, der: &[u8], at: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE ca_state SET crl_der = $1, crl_updated_at = $2 WHERE org_id = $3")
+            .bind(der.to_vec())
+            .bind(at)
+            .bind(org.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records an outside party's certificate, or notes it was seen again.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn upsert_recipient(
+        &self,
+        org: OrgId,
+        address: &str,
+        cert_pem: &str,
+        fingerprint: &str,
+        subject: &str,
+        not_after: i64,
+        source: &str,
+    ) -> Result<i64, StoreError> {
+        let t = now();
+        let row = sqlx::query(
+            "INSERT INTO recipients (org_id, address, cert_pem, fingerprint, subject, not_after, source, first_seen, last_seen) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) \
+             ON CONFLICT (org_id, address, fingerprint) DO UPDATE SET last_seen = excluded.last_seen RETURNING id",
+        )
+        .bind(org.0)
+        .bind(address.to_ascii_lowercase())
+        .bind(cert_pem)
+        .bind(fingerprint)
+        .bind(subject)
+        .bind(not_after)
+        .bind(source)
+        .bind(t)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("id")?)
+    }
+
+    /// Every outside certificate of `org`.
+    pub async fn list_recipients(&self, org: OrgId) -> Result<Vec<RecipientRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, address, cert_pem, fingerprint, subject, not_after, source, first_seen, last_seen, pinned \
+             FROM recipients WHERE org_id = $1 ORDER BY address, id",
+        )
+        .bind(org.0)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(RecipientRow {
+                    id: r.try_get("id")?,
+                    address: r.try_get("address")?,
+                    cert_pem: r.try_get("cert_pem")?,
+                    fingerprint: r.try_get("fingerprint")?,
+                    subject: r.try_get("subject")?,
+                    not_after: r.try_get("not_after")?,
+                    source: r.try_get("source")?,
+                    first_seen: r.try_get("first_seen")?,
+                    last_seen: r.try_get("last_seen")?,
+                    pinned: r.try_get::<i64, _>("pinned")? != 0,
+                })
+            })
+            .collect()
+    }
+
+    /// Appends to the audit trail.
+    pub async fn audit(
+        &self,
+        org: Option<OrgId>,
+        actor: &str,
+        action: &str,
+        subject: &str,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO audit_events (org_id, at, actor, action, subject, detail) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(org.map(|o| o.0))
+            .bind(now())
+            .bind(actor)
+            .bind(action)
+            .bind(subject)
+            .bind(detail)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The newest `limit` audit events of `org`, newest first.
+    pub async fn audit_events(&self, org: OrgId, limit: i64) -> Result<Vec<Audit>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT at, actor, action, subject, detail FROM audit_events WHERE org_id = $1 ORDER BY id DESC LIMIT $2",
+        )
+        .bind(org.0)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Audit {
+                    at: r.try_get("at")?,
+                    actor: r.try_get("actor")?,
+                    action: r.try_get("action")?,
+                    subject: r.try_get("subject")?,
+                    detail: r.try_get("detail")?,
+                })
+            })
+            .collect()
+    }
+}

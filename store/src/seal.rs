@@ -1,0 +1,194 @@
+//! Private keys sealed at rest: AES-256-GCM under a key-encryption key
+//! (KEK) that never enters the database, with the key's `key_uid` as
+//! associated data so a sealed blob cannot be moved to another row.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use openssl::symm::{Cipher, decrypt_aead, encrypt_aead};
+
+use crate::error::StoreError;
+
+/// A key-encryption key.
+#[derive(Clone)]
+pub struct Kek {
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for Kek {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Kek({})", self.id())
+    }
+}
+
+impl Kek {
+    /// A fresh random KEK.
+    pub fn generate() -> Result<Self, StoreError> {
+        let mut key = [0u8; 32];
+        openssl::rand::rand_bytes(&mut key).map_err(|e| StoreError::Seal(e.to_string()))?;
+        Ok(Kek { key })
+    }
+
+    /// From base64 text (the master.key file, or `SIKKERMAIL_MASTER_KEY`).
+    pub fn from_base64(text: &str) -> Result<Self, StoreError> {
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .map_err(|_| StoreError::Seal("master key is not base64".into()))?;
+        let key: [u8; 32] = raw.try_into().map_err(|_| {
+            StoreError::Seal("master key must be 32 bytes (base64 of 32 random bytes)".into())
+        })?;
+        Ok(Kek { key })
+    }
+
+    /// The base64 text form.
+    pub fn to_base64(&self) -> String {
+        base64::engine::general_purpose::STANDARD.encode(self.key)
+    }
+
+    /// A short public identifier: the first 8 bytes of SHA-256 of the key, hex.
+    pub fn id(&self) -> String {
+        let h = openssl::sha::sha256(&self.key);
+        h[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Seals `plain` for the row `key_uid`: nonce (12) || ciphertext || tag (16).
+    pub fn seal(&self, key_uid: &str, plain: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let mut nonce = [0u8; 12];
+        openssl::rand::rand_bytes(&mut nonce).map_err(|e| StoreError::Seal(e.to_string()))?;
+        let mut tag = [0u8; 16];
+        let ct = encrypt_aead(
+            Cipher::aes_256_gcm(),
+            &self.key,
+            Some(&nonce),
+            key_uid.as_bytes(),
+            plain,
+            &mut tag,
+        )
+        .map_err(|e| StoreError::Seal(e.to_string()))?;
+        Ok([&nonce[..], &ct, &tag].concat())
+    }
+
+    /// Opens what [`Kek::seal`] made for the same `key_uid`.
+    pub fn unseal(&self, key_uid: &str, sealed: &[u8]) -> Result<Vec<u8>, StoreError> {
+        if sealed.len() < 28 {
+            return Err(StoreError::Seal(format!(
+                "sealed key {key_uid} is truncated"
+            )));
+        }
+        let (nonce, rest) = sealed.split_at(12);
+        let (ct, tag) = rest.split_at(rest.len() - 16);
+        decrypt_aead(Cipher::aes_256_gcm(), &self.key, Some(nonce), key_uid.as_bytes(), ct, tag).map_err(|_| {
+            StoreError::Seal(format!("sealed key {key_uid} does not open with master key {} (wrong master key, or tampered)", self.id()))
+        })
+    }
+}
+
+/// Where the KEKs come from.
+#[derive(Debug, Clone)]
+pub struct MasterKeys {
+    /// The current KEK.
+    pub current: Kek,
+    /// During a rotation: the new KEK (`master.key.new`), which some rows may
+    /// already be sealed under if a rotation was interrupted.
+    pub next: Option<Kek>,
+    /// The file `current` was read from, if any.
+    pub file: Option<PathBuf>,
+}
+
+/// The environment variable that may hold the master key (base64).
+pub const MASTER_KEY_ENV: &str = "SIKKERMAIL_MASTER_KEY";
+
+impl MasterKeys {
+    /// Loads `SIKKERMAIL_MASTER_KEY`, or `<data_dir>/master.key` (and
+    /// `master.key.new` when a rotation was interrupted).
+    pub fn load(data_dir: &Path) -> Result<Self, StoreError> {
+        if let Ok(v) = std::env::var(MASTER_KEY_ENV) {
+            return Ok(MasterKeys {
+                current: Kek::from_base64(&v)?,
+                next: None,
+                file: None,
+            });
+        }
+        let file = data_dir.join("master.key");
+        let text = fs::read_to_string(&file).map_err(|e| {
+            StoreError::Seal(format!(
+                "cannot read master key {} ({e}); run `sikkermail init` or set {MASTER_KEY_ENV}",
+                file.display()
+            ))
+        })?;
+        let next_file = data_dir.join("master.key.new");
+        let next = match fs::read_to_string(&next_file) {
+            Ok(t) => Some(Kek::from_base64(&t)?),
+            Err(_) => None,
+        };
+        Ok(MasterKeys {
+            current: Kek::from_base64(&text)?,
+            next,
+            file: Some(file),
+        })
+    }
+
+    /// Creates `<data_dir>/master.key` with mode 0600 unless the key comes
+    /// from the environment or the file exists.
+    pub fn create(data_dir: &Path) -> Result<Self, StoreError> {
+        if std::env::var(MASTER_KEY_ENV).is_ok() || data_dir.join("master.key").exists() {
+            return Self::load(data_dir);
+        }
+        let kek = Kek::generate()?;
+        write_secret(&data_dir.join("master.key"), &kek.to_base64())?;
+        Ok(MasterKeys {
+            current: kek,
+            next: None,
+            file: Some(data_dir.join("master.key")),
+        })
+    }
+
+    /// The KEK with this id, if held.
+    pub fn by_id(&self, id: &str) -> Option<&Kek> {
+        if self.current.id() == id {
+            return Some(&self.current);
+        }
+        self.next.as_ref().filter(|k| k.id() == id)
+    }
+}
+
+/// Writes a secret file with mode 0600, durably, via a temporary name.
+pub fn write_secret(path: &Path, text: &str) -> Result<(), StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| StoreError::Seal(format!("cannot write {}: {e}", tmp.display())))?;
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.write_all(b"\n"))
+        .and_then(|_| f.sync_all())
+        .map_err(|e| StoreError::Seal(format!("cannot write {}: {e}", tmp.display())))?;
+    fs::rename(&tmp, path)
+        .map_err(|e| StoreError::Seal(format!("cannot write {}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_binds_the_key_uid() {
+        let k = Kek::generate().unwrap();
+        let s = k.seal("uid-1", b"secret").unwrap();
+        assert_eq!(k.unseal("uid-1", &s).unwrap(), b"secret");
+        assert!(k.unseal("uid-2", &s).is_err());
+        assert!(Kek::generate().unwrap().unseal("uid-1", &s).is_err());
+        let mut t = s.clone();
+        t[14] ^= 1;
+        assert!(k.unseal("uid-1", &t).is_err());
+        assert!(k.unseal("uid-1", &s[..10]).is_err());
+        assert_eq!(Kek::from_base64(&k.to_base64()).unwrap().id(), k.id());
+        assert!(Kek::from_base64("c2hvcnQ=").is_err());
+    }
+}
