@@ -16,6 +16,20 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Create the data directory, master key, database and the internal CA.
+    Init(cli::ca_cmd::InitArgs),
+    /// The internal CA: show it, make a CRL.
+    #[command(subcommand)]
+    Ca(cli::ca_cmd::CaCommand),
+    /// Issue, list, show, renew, revoke and export certificates.
+    #[command(subcommand)]
+    Cert(cli::ca_cmd::CertCommand),
+    /// Import keys (MitID Erhverv, legacy OCES2), list them, rotate the master key.
+    #[command(subcommand)]
+    Key(cli::keys_cmd::KeyCommand),
+    /// Outside parties' certificates (courts, authorities).
+    #[command(subcommand)]
+    Recipient(cli::keys_cmd::RecipientCommand),
     /// Decrypt, verify, encrypt, sign and inspect S/MIME messages.
     #[command(subcommand)]
     Smime(cli::smime::SmimeCommand),
@@ -28,14 +42,15 @@ fn main() -> ExitCode {
         Err(e) => {
             let _ = e.print();
             // clap's --help and --version are successes, everything else usage errors.
-            return if e.use_stderr() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            };
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
         }
     };
-    match cli.command {
-        Command::Smime(cmd) => cli::smime::run(cmd),
-    }
+    cli::io::finish(match cli.command {
+        Command::Init(a) => cli::ca_cmd::init(a),
+        Command::Ca(c) => cli::ca_cmd::ca(c),
+        Command::Cert(c) => cli::ca_cmd::cert(c),
+        Command::Key(c) => cli::keys_cmd::key(c),
+        Command::Recipient(c) => cli::keys_cmd::recipient(c),
+        Command::Smime(c) => cli::smime::run(c),
+    })
 }

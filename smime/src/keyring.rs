@@ -329,6 +329,11 @@ impl MemoryKeyring {
         self.keys.push(Arc::new(key));
     }
 
+    /// Takes over every key of `other`.
+    pub fn merge(&mut self, other: MemoryKeyring) {
+        self.keys.extend(other.keys);
+    }
+
     /// Number of keys held.
     pub fn len(&self) -> usize {
         self.keys.len()

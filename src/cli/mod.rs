@@ -2,4 +2,8 @@
 //! map results to exit statuses: 0 success, 1 the cryptographic operation
 //! failed, 2 usage or unreadable input.
 
+pub mod ca_cmd;
+pub mod context;
+pub mod io;
+pub mod keys_cmd;
 pub mod smime;

@@ -1,15 +1,17 @@
 //! `sikkermail smime ...`: the S/MIME engine on files and pipes.
 
 use std::fs;
-use std::io::{self, IsTerminal, Read, Write};
+use std::io::{self, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Args, Subcommand};
+
+use super::io::{Fail, password, read_file, read_input, usage, write_output, write_via_temp};
 use rayon::prelude::*;
 use smime::{
-    ContentCipher, EncryptOptions, Error, KeyPair, KeyTransport, LayerReport, MemoryKeyring,
+    ContentCipher, EncryptOptions, KeyPair, KeyTransport, LayerReport, MemoryKeyring,
     Opened, SignOptions, TrustStore,
 };
 
@@ -40,7 +42,7 @@ pub struct IoArgs {
 #[derive(Debug, Args)]
 pub struct KeyArgs {
     /// PEM file with a private key and its certificate, or a PKCS#12 file. Repeatable.
-    #[arg(long = "key", value_name = "PEM", required = true)]
+    #[arg(long = "key", value_name = "PEM")]
     keys: Vec<PathBuf>,
     /// Environment variable holding the PKCS#12 password.
     #[arg(long = "password-env", value_name = "VAR")]
@@ -51,6 +53,9 @@ pub struct KeyArgs {
 pub struct DecryptArgs {
     #[command(flatten)]
     keys: KeyArgs,
+    /// Also use every key in this data directory's store (current and legacy).
+    #[command(flatten)]
+    store: super::context::StoreArgs,
     #[command(flatten)]
     io: IoArgs,
     /// Decrypt every file in this directory (bulk mode, in parallel).
@@ -109,106 +114,13 @@ pub struct SignArgs {
     io: IoArgs,
 }
 
-/// A failure with its exit status.
-struct Fail {
-    code: u8,
-    msg: String,
-}
-
-impl From<Error> for Fail {
-    fn from(e: Error) -> Self {
-        Fail {
-            code: if e.is_crypto_failure() { 1 } else { 2 },
-            msg: e.to_string(),
-        }
-    }
-}
-
-fn usage(msg: impl Into<String>) -> Fail {
-    Fail {
-        code: 2,
-        msg: msg.into(),
-    }
-}
-
-pub fn run(cmd: SmimeCommand) -> ExitCode {
-    let res = match cmd {
+pub fn run(cmd: SmimeCommand) -> Result<ExitCode, Fail> {
+    match cmd {
         SmimeCommand::Decrypt(a) => decrypt(a),
         SmimeCommand::Verify(a) => verify(a),
         SmimeCommand::Encrypt(a) => encrypt(a),
         SmimeCommand::Sign(a) => sign(a),
         SmimeCommand::Inspect(a) => inspect(a),
-    };
-    match res {
-        Ok(code) => code,
-        Err(f) => {
-            eprintln!("sikkermail: {}", f.msg);
-            ExitCode::from(f.code)
-        }
-    }
-}
-
-fn read_file(p: &Path) -> Result<Vec<u8>, Fail> {
-    fs::read(p).map_err(|e| usage(format!("cannot read {}: {e}", p.display())))
-}
-
-fn read_input(p: &Option<PathBuf>) -> Result<Vec<u8>, Fail> {
-    match p {
-        Some(p) => read_file(p),
-        None => {
-            let mut v = Vec::new();
-            io::stdin()
-                .read_to_end(&mut v)
-                .map_err(|e| usage(format!("cannot read standard input: {e}")))?;
-            Ok(v)
-        }
-    }
-}
-
-/// Writes through a temporary file and a rename, so a failed run never
-/// leaves half a message behind.
-fn write_output(p: &Option<PathBuf>, data: &[u8]) -> Result<(), Fail> {
-    match p {
-        Some(p) => {
-            write_atomic(p, data).map_err(|e| usage(format!("cannot write {}: {e}", p.display())))
-        }
-        None => {
-            let mut out = io::stdout().lock();
-            out.write_all(data)
-                .and_then(|_| out.flush())
-                .map_err(|e| usage(format!("cannot write standard output: {e}")))
-        }
-    }
-}
-
-fn write_atomic(p: &Path, data: &[u8]) -> io::Result<()> {
-    write_via_temp(p, data, true)
-}
-
-/// Writes `data` to a temporary file beside `p`, then renames it over `p`:
-/// readers see the old file or the whole new one. With `durable` the data
-/// is on disk before the rename; bulk mode skips that, because its inputs
-/// stay where they are and a crash loses nothing that cannot be redone.
-fn write_via_temp(p: &Path, data: &[u8], durable: bool) -> io::Result<()> {
-    let name = p
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "out".into());
-    let tmp = p.with_file_name(format!(".{name}.sikkermail-tmp"));
-    let mut f = fs::File::create(&tmp)?;
-    f.write_all(data)?;
-    if durable {
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, p)
-}
-
-fn password(var: &Option<String>) -> Result<Option<String>, Fail> {
-    match var {
-        None => Ok(None),
-        Some(v) => std::env::var(v)
-            .map(Some)
-            .map_err(|_| usage(format!("environment variable {v} is not set"))),
     }
 }
 
@@ -298,7 +210,14 @@ fn describe(opened: &Opened) -> Vec<String> {
 }
 
 fn decrypt(a: DecryptArgs) -> Result<ExitCode, Fail> {
-    let kr = load_keyring(&a.keys)?;
+    let mut kr = load_keyring(&a.keys)?;
+    if a.store.given() {
+        let ctx = super::context::open(&a.store)?;
+        kr.merge(ctx.rt.block_on(ctx.store.keyring(ctx.org.id))?);
+    }
+    if kr.is_empty() {
+        return Err(usage("no keys: give --key FILE (repeatable) and/or --data-dir DIR"));
+    }
     if let (Some(in_dir), Some(out_dir)) = (&a.in_dir, &a.out_dir) {
         return bulk_decrypt(&kr, in_dir, out_dir);
     }

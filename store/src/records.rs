@@ -19,6 +19,20 @@ pub struct Organisation {
     pub name: String,
     /// CVR number.
     pub cvr: String,
+    /// Settings, `key=value` lines.
+    pub settings: String,
+}
+
+impl Organisation {
+    /// Every value of setting `key`, in order.
+    pub fn setting(&self, key: &str) -> Vec<String> {
+        self.settings
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .filter(|(k, _)| k.trim() == key)
+            .map(|(_, v)| v.trim().to_string())
+            .collect()
+    }
 }
 
 /// A certificate to record.
@@ -204,7 +218,7 @@ impl Store {
 
     /// The first organisation (the one `init` made), if any.
     pub async fn first_organisation(&self) -> Result<Option<Organisation>, StoreError> {
-        let row = sqlx::query("SELECT id, name, cvr FROM organisations ORDER BY id LIMIT 1")
+        let row = sqlx::query("SELECT id, name, cvr, settings FROM organisations ORDER BY id LIMIT 1")
             .fetch_optional(&self.pool)
             .await?;
         row.map(|r| {
@@ -212,9 +226,20 @@ impl Store {
                 id: OrgId(r.try_get("id")?),
                 name: r.try_get("name")?,
                 cvr: r.try_get("cvr")?,
+                settings: r.try_get("settings")?,
             })
         })
         .transpose()
+    }
+
+    /// Replaces `org`'s settings (`key=value` lines).
+    pub async fn set_settings(&self, org: OrgId, settings: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE organisations SET settings = $1 WHERE id = $2")
+            .bind(settings)
+            .bind(org.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// The mailbox `address` of `org`, created if new.
