@@ -30,6 +30,8 @@ enum Command {
     /// Outside parties' certificates (courts, authorities).
     #[command(subcommand)]
     Recipient(cli::keys_cmd::RecipientCommand),
+    /// The audit trail, newest first.
+    Audit(cli::keys_cmd::AuditArgs),
     /// Decrypt, verify, encrypt, sign and inspect S/MIME messages.
     #[command(subcommand)]
     Smime(cli::smime::SmimeCommand),
@@ -42,7 +44,11 @@ fn main() -> ExitCode {
         Err(e) => {
             let _ = e.print();
             // clap's --help and --version are successes, everything else usage errors.
-            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     cli::io::finish(match cli.command {
@@ -51,6 +57,7 @@ fn main() -> ExitCode {
         Command::Cert(c) => cli::ca_cmd::cert(c),
         Command::Key(c) => cli::keys_cmd::key(c),
         Command::Recipient(c) => cli::keys_cmd::recipient(c),
+        Command::Audit(a) => cli::keys_cmd::audit(a),
         Command::Smime(c) => cli::smime::run(c),
     })
 }

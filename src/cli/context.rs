@@ -20,14 +20,21 @@ pub struct StoreArgs {
     /// PostgreSQL URL (postgres://...) instead of the SQLite file in the data
     /// directory. The master key still comes from the data directory or
     /// SIKKERMAIL_MASTER_KEY.
-    #[arg(long, value_name = "URL", env = "SIKKERMAIL_DATABASE_URL", global = true)]
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "SIKKERMAIL_DATABASE_URL",
+        global = true
+    )]
     pub database_url: Option<String>,
 }
 
 impl StoreArgs {
     /// The data directory (default `./sikkermail-data`).
     pub fn dir(&self) -> PathBuf {
-        self.data_dir.clone().unwrap_or_else(|| PathBuf::from("./sikkermail-data"))
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("./sikkermail-data"))
     }
 
     /// True when the user named a data directory or database.
@@ -36,7 +43,9 @@ impl StoreArgs {
     }
 
     fn url(&self) -> String {
-        self.database_url.clone().unwrap_or_else(|| store::sqlite_url(&self.dir()))
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| store::sqlite_url(&self.dir()))
     }
 }
 
@@ -52,7 +61,10 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, Fail> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| Fail { code: 1, msg: format!("cannot start the runtime: {e}") })
+        .map_err(|e| Fail {
+            code: 1,
+            msg: format!("cannot start the runtime: {e}"),
+        })
 }
 
 /// Opens an initialised data directory (or database).
@@ -71,13 +83,19 @@ pub fn open(args: &StoreArgs) -> Result<Ctx, Fail> {
     let org = rt
         .block_on(store.first_organisation())?
         .ok_or_else(|| usage("the database has no organisation: run `sikkermail init` first"))?;
-    Ok(Ctx { rt, store, org, dir })
+    Ok(Ctx {
+        rt,
+        store,
+        org,
+        dir,
+    })
 }
 
 /// Opens (creating) the store for `init`.
 pub fn open_for_init(args: &StoreArgs) -> Result<(tokio::runtime::Runtime, Store, PathBuf), Fail> {
     let dir = args.dir();
-    std::fs::create_dir_all(&dir).map_err(|e| usage(format!("cannot create {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| usage(format!("cannot create {}: {e}", dir.display())))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -91,7 +109,10 @@ pub fn open_for_init(args: &StoreArgs) -> Result<(tokio::runtime::Runtime, Store
 
 /// Who does things from the command line, for the audit trail.
 pub fn actor() -> String {
-    format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
+    format!(
+        "cli:{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+    )
 }
 
 /// Parses a certificate's PEM from the store.
@@ -110,17 +131,31 @@ pub struct Authority {
 impl Ctx {
     /// Appends to the audit trail.
     pub fn audit(&self, action: &str, subject: &str, detail: &str) -> Result<(), Fail> {
-        self.rt.block_on(self.store.audit(Some(self.org.id), &actor(), action, subject, detail))?;
+        self.rt.block_on(
+            self.store
+                .audit(Some(self.org.id), &actor(), action, subject, detail),
+        )?;
         Ok(())
     }
 
     /// Loads the CA (opens the issuing key).
     pub fn authority(&self) -> Result<Authority, Fail> {
-        let st = self.rt.block_on(self.store.ca_state(self.org.id))?.ok_or_else(|| usage("this organisation has no CA"))?;
-        let root = self.rt.block_on(self.store.certificate(self.org.id, st.root_cert_id))?;
-        let issuing = self.rt.block_on(self.store.certificate(self.org.id, st.issuing_cert_id))?;
-        let key_id = issuing.key_id.ok_or_else(|| usage("the issuing CA's key is missing"))?;
-        let key = self.rt.block_on(self.store.private_key(self.org.id, key_id))?;
+        let st = self
+            .rt
+            .block_on(self.store.ca_state(self.org.id))?
+            .ok_or_else(|| usage("this organisation has no CA"))?;
+        let root = self
+            .rt
+            .block_on(self.store.certificate(self.org.id, st.root_cert_id))?;
+        let issuing = self
+            .rt
+            .block_on(self.store.certificate(self.org.id, st.issuing_cert_id))?;
+        let key_id = issuing
+            .key_id
+            .ok_or_else(|| usage("the issuing CA's key is missing"))?;
+        let key = self
+            .rt
+            .block_on(self.store.private_key(self.org.id, key_id))?;
         Ok(Authority {
             root: cert_of(&root.pem)?,
             issuing: cert_of(&issuing.pem)?,
@@ -133,21 +168,33 @@ impl Ctx {
     /// in the store and returns its DER.
     pub fn regenerate_crl(&self, ca: &Authority) -> Result<Vec<u8>, Fail> {
         let issuer = smime::keyring::name_to_string(ca.issuing.subject_name());
-        let revoked = self.rt.block_on(self.store.revoked_by_issuer(self.org.id, &issuer))?;
+        let revoked = self
+            .rt
+            .block_on(self.store.revoked_by_issuer(self.org.id, &issuer))?;
         let entries: Vec<RevokedEntry> = revoked
             .iter()
             .map(|r| {
                 Ok(RevokedEntry {
                     serial_hex: r.serial.clone(),
                     revoked_at: r.revoked_at.unwrap_or_else(store::now),
-                    reason: RevocationReason::parse(r.revocation_reason.as_deref().unwrap_or("unspecified"))?,
+                    reason: RevocationReason::parse(
+                        r.revocation_reason.as_deref().unwrap_or("unspecified"),
+                    )?,
                 })
             })
             .collect::<Result<_, ca::CaError>>()?;
         let number = self.rt.block_on(self.store.next_crl_number(self.org.id))?;
         let now = store::now();
-        let der = ca::crl(&ca.issuing, &ca.signer, &entries, number as u64, now, now + 7 * 86_400)?;
-        self.rt.block_on(self.store.store_crl(self.org.id, &der, now))?;
+        let der = ca::crl(
+            &ca.issuing,
+            &ca.signer,
+            &entries,
+            number as u64,
+            now,
+            now + 7 * 86_400,
+        )?;
+        self.rt
+            .block_on(self.store.store_crl(self.org.id, &der, now))?;
         Ok(der)
     }
 }
@@ -176,12 +223,18 @@ pub fn validity(cert: &X509) -> (i64, i64) {
 
 /// `YYYY-MM-DD HH:MM:SSZ` for seconds since the epoch.
 pub fn date(unix: i64) -> String {
-    openssl::asn1::Asn1Time::from_unix(unix).map(|t| t.to_string()).unwrap_or_else(|_| unix.to_string())
+    openssl::asn1::Asn1Time::from_unix(unix)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| unix.to_string())
 }
 
 /// Upper-case hex serial of a certificate.
 pub fn serial_hex(cert: &X509) -> String {
-    cert.serial_number().to_bn().ok().and_then(|b| b.to_hex_str().ok().map(|s| s.to_string())).unwrap_or_default()
+    cert.serial_number()
+        .to_bn()
+        .ok()
+        .and_then(|b| b.to_hex_str().ok().map(|s| s.to_string()))
+        .unwrap_or_default()
 }
 
 /// SHA-256 fingerprint, hex.

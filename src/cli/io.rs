@@ -14,7 +14,10 @@ pub struct Fail {
 
 impl From<smime::Error> for Fail {
     fn from(e: smime::Error) -> Self {
-        Fail { code: if e.is_crypto_failure() { 1 } else { 2 }, msg: e.to_string() }
+        Fail {
+            code: if e.is_crypto_failure() { 1 } else { 2 },
+            msg: e.to_string(),
+        }
     }
 }
 

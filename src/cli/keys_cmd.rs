@@ -64,11 +64,18 @@ pub enum RecipientCommand {
 /// `sikkermail key ...`.
 pub fn key(cmd: KeyCommand) -> Result<ExitCode, Fail> {
     match cmd {
-        KeyCommand::Import { store, file, password_env, legacy, mailbox } => {
+        KeyCommand::Import {
+            store,
+            file,
+            password_env,
+            legacy,
+            mailbox,
+        } => {
             let der = read_file(&file)?;
             let pw = password(&password_env)?.unwrap_or_default();
             // Open the file completely before anything is written.
-            let imp = ca::pkcs12::import(&der, &pw).map_err(|e| usage(format!("{}: {e}", file.display())))?;
+            let imp = ca::pkcs12::import(&der, &pw)
+                .map_err(|e| usage(format!("{}: {e}", file.display())))?;
             if let Some(m) = &mailbox {
                 ca::EmailAddress::parse(m)?;
             }
@@ -81,11 +88,33 @@ pub fn key(cmd: KeyCommand) -> Result<ExitCode, Fail> {
                 _ => "organisation",
             };
             let source = if legacy { "legacy" } else { "imported" };
-            let id = record(&ctx, &imp.cert, kind, source, Some(&imp.key), legacy, mailbox.as_deref())?;
-            ctx.audit("key.import", &id.to_string(), &format!("generation={generation} legacy={legacy} serial={}", serial_hex(&imp.cert)))?;
+            let id = record(
+                &ctx,
+                &imp.cert,
+                kind,
+                source,
+                Some(&imp.key),
+                legacy,
+                mailbox.as_deref(),
+            )?;
+            ctx.audit(
+                "key.import",
+                &id.to_string(),
+                &format!(
+                    "generation={generation} legacy={legacy} serial={}",
+                    serial_hex(&imp.cert)
+                ),
+            )?;
             let (_, not_after) = validity(&imp.cert);
-            let expired = if not_after < store::now() { " (expired: kept for decryption)" } else { "" };
-            println!("{id}\t{generation}\t{source}\t{}{expired}", smime::keyring::name_to_string(imp.cert.subject_name()));
+            let expired = if not_after < store::now() {
+                " (expired: kept for decryption)"
+            } else {
+                ""
+            };
+            println!(
+                "{id}\t{generation}\t{source}\t{}{expired}",
+                smime::keyring::name_to_string(imp.cert.subject_name())
+            );
             Ok(ExitCode::SUCCESS)
         }
         KeyCommand::List { store } => {
@@ -99,7 +128,13 @@ pub fn key(cmd: KeyCommand) -> Result<ExitCode, Fail> {
                     k.algorithm,
                     if k.legacy { "legacy" } else { "current" },
                     k.kek_id,
-                    c.map_or("(no certificate)".to_string(), |c| format!("cert {} {} {} until {}", c.id, c.kind, c.subject, date(c.not_after)))
+                    c.map_or("(no certificate)".to_string(), |c| format!(
+                        "cert {} {} {} until {}",
+                        c.id,
+                        c.kind,
+                        c.subject,
+                        date(c.not_after)
+                    ))
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -139,7 +174,10 @@ fn rotate(args: &StoreArgs) -> Result<ExitCode, Fail> {
     };
     let mut master = ctx.store.master_keys().clone();
     master.next = Some(new.clone());
-    let url = args.database_url.clone().unwrap_or_else(|| store::sqlite_url(&ctx.dir));
+    let url = args
+        .database_url
+        .clone()
+        .unwrap_or_else(|| store::sqlite_url(&ctx.dir));
     ctx.rt.block_on(ctx.store.close());
     let st = ctx.rt.block_on(Store::open(&url, master))?;
     let n = ctx.rt.block_on(st.reseal_all(&new))?;
@@ -147,11 +185,19 @@ fn rotate(args: &StoreArgs) -> Result<ExitCode, Fail> {
         std::fs::rename(ctx.dir.join("master.key.new"), ctx.dir.join("master.key"))
             .map_err(|e| usage(format!("re-sealed {n} keys, but could not replace master.key: {e}; master.key.new holds the new key")))?;
     }
-    ctx.rt.block_on(st.audit(Some(ctx.org.id), &super::context::actor(), "key.rotate-master", &new.id(), &format!("resealed={n}")))?;
+    ctx.rt.block_on(st.audit(
+        Some(ctx.org.id),
+        &super::context::actor(),
+        "key.rotate-master",
+        &new.id(),
+        &format!("resealed={n}"),
+    ))?;
     let _ = MasterKeys::load(&ctx.dir);
     println!("re-sealed {n} private keys under master key {}", new.id());
     if from_env {
-        println!("now set SIKKERMAIL_MASTER_KEY to the value of SIKKERMAIL_NEW_MASTER_KEY everywhere it is used");
+        println!(
+            "now set SIKKERMAIL_MASTER_KEY to the value of SIKKERMAIL_NEW_MASTER_KEY everywhere it is used"
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -159,9 +205,14 @@ fn rotate(args: &StoreArgs) -> Result<ExitCode, Fail> {
 /// `sikkermail recipient ...`.
 pub fn recipient(cmd: RecipientCommand) -> Result<ExitCode, Fail> {
     match cmd {
-        RecipientCommand::Import { store, file, address } => {
+        RecipientCommand::Import {
+            store,
+            file,
+            address,
+        } => {
             let bytes = read_file(&file)?;
-            let certs = smime::keyring::certs_from_bytes(&bytes, &file.display().to_string()).map_err(|e| usage(e.to_string()))?;
+            let certs = smime::keyring::certs_from_bytes(&bytes, &file.display().to_string())
+                .map_err(|e| usage(e.to_string()))?;
             if let Some(a) = &address {
                 ca::EmailAddress::parse(a)?;
             }
@@ -182,12 +233,25 @@ pub fn recipient(cmd: RecipientCommand) -> Result<ExitCode, Fail> {
             }
             let ctx = open(&store)?;
             for (c, addrs) in plan {
-                let pem = String::from_utf8(c.to_pem().map_err(|e| usage(e.to_string()))?).map_err(|e| usage(e.to_string()))?;
+                let pem = String::from_utf8(c.to_pem().map_err(|e| usage(e.to_string()))?)
+                    .map_err(|e| usage(e.to_string()))?;
                 let subject = smime::keyring::name_to_string(c.subject_name());
                 let (_, not_after) = validity(c);
                 for a in addrs {
-                    let id = ctx.rt.block_on(ctx.store.upsert_recipient(ctx.org.id, &a, &pem, &fingerprint(c), &subject, not_after, "imported"))?;
-                    ctx.audit("recipient.import", &a, &format!("id={id} fingerprint={}", fingerprint(c)))?;
+                    let id = ctx.rt.block_on(ctx.store.upsert_recipient(
+                        ctx.org.id,
+                        &a,
+                        &pem,
+                        &fingerprint(c),
+                        &subject,
+                        not_after,
+                        "imported",
+                    ))?;
+                    ctx.audit(
+                        "recipient.import",
+                        &a,
+                        &format!("id={id} fingerprint={}", fingerprint(c)),
+                    )?;
                     println!("{id}\t{a}\t{subject}");
                 }
             }
@@ -209,4 +273,32 @@ pub fn recipient(cmd: RecipientCommand) -> Result<ExitCode, Fail> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// How many events.
+    #[arg(long, default_value_t = 50)]
+    limit: i64,
+}
+
+/// `sikkermail audit`: one event per line, newest first.
+pub fn audit(a: AuditArgs) -> Result<ExitCode, Fail> {
+    let ctx = open(&a.store)?;
+    for e in ctx
+        .rt
+        .block_on(ctx.store.audit_events(ctx.org.id, a.limit.max(1)))?
+    {
+        println!(
+            "{}\t{}\t{}\t{}\t{}",
+            date(e.at),
+            e.actor,
+            e.action,
+            e.subject,
+            e.detail
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -11,8 +11,8 @@ use clap::{Args, Subcommand};
 use super::io::{Fail, password, read_file, read_input, usage, write_output, write_via_temp};
 use rayon::prelude::*;
 use smime::{
-    ContentCipher, EncryptOptions, KeyPair, KeyTransport, LayerReport, MemoryKeyring,
-    Opened, SignOptions, TrustStore,
+    ContentCipher, EncryptOptions, KeyPair, KeyTransport, LayerReport, MemoryKeyring, Opened,
+    SignOptions, TrustStore,
 };
 
 #[derive(Debug, Subcommand)]
@@ -215,8 +215,10 @@ fn decrypt(a: DecryptArgs) -> Result<ExitCode, Fail> {
         let ctx = super::context::open(&a.store)?;
         kr.merge(ctx.rt.block_on(ctx.store.keyring(ctx.org.id))?);
     }
-    if kr.is_empty() {
-        return Err(usage("no keys: give --key FILE (repeatable) and/or --data-dir DIR"));
+    if kr.is_empty() && !a.store.given() {
+        return Err(usage(
+            "no keys: give --key FILE (repeatable) and/or --data-dir DIR",
+        ));
     }
     if let (Some(in_dir), Some(out_dir)) = (&a.in_dir, &a.out_dir) {
         return bulk_decrypt(&kr, in_dir, out_dir);

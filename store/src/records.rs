@@ -218,9 +218,10 @@ impl Store {
 
     /// The first organisation (the one `init` made), if any.
     pub async fn first_organisation(&self) -> Result<Option<Organisation>, StoreError> {
-        let row = sqlx::query("SELECT id, name, cvr, settings FROM organisations ORDER BY id LIMIT 1")
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT id, name, cvr, settings FROM organisations ORDER BY id LIMIT 1")
+                .fetch_optional(&self.pool)
+                .await?;
         row.map(|r| {
             Ok(Organisation {
                 id: OrgId(r.try_get("id")?),
