@@ -478,6 +478,51 @@ fn legacy_oces2_key_opens_old_mail_through_the_store() {
         // Old mail opens with the store's keys.
         let dec = site.ok(&["smime", "decrypt", "--in", &site.path("old.eml")]);
         assert!(dec.ends_with("Dom i sag 2019-44.\r\n"), "{dec}");
+
+        // A current organisation certificate from MitID Erhverv (here: an
+        // OCES3-shaped one from another CA) imports as OCES3, not legacy.
+        sh(
+            &d,
+            "openssl req -x509 -newkey rsa:3072 -nodes -keyout mitid.key -out mitid.crt -days 1095 -sha256 -utf8 \
+            -subj '/CN=Advokatfirma Jørgensen/serialNumber=UI:DK-O:G:a040fe26-ce78-4328-ac0e-29eeb12f46df/O=Advokatfirma Jørgensen/organizationIdentifier=NTRDK-12345678/C=DK' \
+            -addext subjectAltName=email:post@joergensen.dk 2>/dev/null",
+        );
+        sh(
+            &d,
+            "openssl pkcs12 -export -in mitid.crt -inkey mitid.key -passout pass:ny -out mitid.p12",
+        );
+        let out = site.run_env(
+            &[
+                "key",
+                "import",
+                &site.path("mitid.p12"),
+                "--password-env",
+                "PW",
+            ],
+            &[("PW", "ny")],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("OCES3\timported"));
+        let list = site.ok(&["cert", "list"]);
+        assert!(
+            list.lines()
+                .any(|l| l.contains("\torganisation\tactive\tOCES3\t")
+                    && l.contains("UI:DK-O:G:a040fe26")),
+            "{list}"
+        );
+        sh(
+            &d,
+            "openssl cms -encrypt -aes-256-cbc -in old.txt -out new.eml mitid.crt",
+        );
+        let dec = site.ok(&["smime", "decrypt", "--in", &site.path("new.eml")]);
+        assert!(dec.ends_with("Dom i sag 2019-44.\r\n"), "{dec}");
+        // Both keys serve at once: the archive and the new mail.
+        let dec = site.ok(&["smime", "decrypt", "--in", &site.path("old.eml")]);
+        assert!(dec.ends_with("Dom i sag 2019-44.\r\n"), "{dec}");
     }
 }
 
@@ -670,38 +715,39 @@ fn recipients_import_and_list() {
     if !peer("openssl") {
         return;
     }
-    let site = Site::new(false).unwrap();
-    site.ok(&["init", "--org-name", "Advokat", "--cvr", "12345678"]);
-    let d = site.dir.parent().unwrap().to_path_buf();
-    sh(
-        &d,
-        "openssl req -x509 -newkey rsa:2048 -nodes -keyout c1.key -out c1.pem -days 30 -subj '/CN=Retten i Aarhus' -addext subjectAltName=email:post@domstol.dk 2>/dev/null",
-    );
-    sh(
-        &d,
-        "openssl req -x509 -newkey rsa:2048 -nodes -keyout c2.key -out c2.pem -days 30 -subj '/CN=Ankestyrelsen' 2>/dev/null && cat c1.pem c2.pem > both.pem",
-    );
-    site.fails(
-        &["recipient", "import", &site.path("both.pem")],
-        2,
-        "has no e-mail address",
-    );
-    assert_eq!(site.ok(&["recipient", "list"]), "");
-    site.ok(&["recipient", "import", &site.path("c1.pem")]);
-    site.ok(&[
-        "recipient",
-        "import",
-        &site.path("c2.pem"),
-        "--address",
-        "post@ast.dk",
-    ]);
-    site.ok(&["recipient", "import", &site.path("c1.pem")]);
-    let list = site.ok(&["recipient", "list"]);
-    assert_eq!(list.lines().count(), 2, "{list}");
-    assert!(
-        list.contains("post@domstol.dk")
-            && list.contains("post@ast.dk")
-            && list.contains("imported"),
-        "{list}"
-    );
+    for site in sites() {
+        site.ok(&["init", "--org-name", "Advokat", "--cvr", "12345678"]);
+        let d = site.dir.parent().unwrap().to_path_buf();
+        sh(
+            &d,
+            "openssl req -x509 -newkey rsa:2048 -nodes -keyout c1.key -out c1.pem -days 30 -subj '/CN=Retten i Aarhus' -addext subjectAltName=email:post@domstol.dk 2>/dev/null",
+        );
+        sh(
+            &d,
+            "openssl req -x509 -newkey rsa:2048 -nodes -keyout c2.key -out c2.pem -days 30 -subj '/CN=Ankestyrelsen' 2>/dev/null && cat c1.pem c2.pem > both.pem",
+        );
+        site.fails(
+            &["recipient", "import", &site.path("both.pem")],
+            2,
+            "has no e-mail address",
+        );
+        assert_eq!(site.ok(&["recipient", "list"]), "");
+        site.ok(&["recipient", "import", &site.path("c1.pem")]);
+        site.ok(&[
+            "recipient",
+            "import",
+            &site.path("c2.pem"),
+            "--address",
+            "post@ast.dk",
+        ]);
+        site.ok(&["recipient", "import", &site.path("c1.pem")]);
+        let list = site.ok(&["recipient", "list"]);
+        assert_eq!(list.lines().count(), 2, "{list}");
+        assert!(
+            list.contains("post@domstol.dk")
+                && list.contains("post@ast.dk")
+                && list.contains("imported"),
+            "{list}"
+        );
+    }
 }
