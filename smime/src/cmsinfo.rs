@@ -241,6 +241,16 @@ fn issuer_serial(ias: &cms::cert::IssuerAndSerialNumber) -> Result<RecipientId> 
     })
 }
 
+/// The encapsulated content of a SignedData (opaque signature), if any.
+pub(crate) fn econtent(sd: &SignedData) -> Option<Vec<u8>> {
+    let c = sd.encap_content_info.econtent.as_ref()?;
+    Some(
+        c.decode_as::<der::asn1::OctetString>()
+            .map(|o| o.as_bytes().to_vec())
+            .unwrap_or_else(|_| c.value().to_vec()),
+    )
+}
+
 /// A readable name for an algorithm OID (falls back to the dotted form).
 pub fn alg_name(oid: &ObjectIdentifier) -> String {
     let s = oid.to_string();

@@ -122,11 +122,7 @@ fn signed_layer(p: &cmsinfo::Parsed, detached: bool) -> Result<(Layer, Option<Ve
             time.map(|t| t.to_date_time().to_string()),
         ));
     }
-    let content = sd.encap_content_info.econtent.as_ref().map(|c| {
-        c.decode_as::<der::asn1::OctetString>()
-            .map(|o| o.as_bytes().to_vec())
-            .unwrap_or_else(|_| c.value().to_vec())
-    });
+    let content = cmsinfo::econtent(&sd);
     let certificates = sd.certificates.as_ref().map_or(0, |c| c.0.len());
     Ok((
         Layer::Signed {

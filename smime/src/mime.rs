@@ -46,7 +46,8 @@ impl Header<'_> {
 
     /// True for `Content-*` fields, which describe the entity and move with it.
     pub fn is_content_field(&self) -> bool {
-        self.name.len() > 8 && self.name[..8].eq_ignore_ascii_case("content-")
+        // Byte-wise: a name is UTF-8, and byte 8 may fall inside a character.
+        self.name.len() > 8 && self.name.as_bytes()[..8].eq_ignore_ascii_case(b"content-")
     }
 }
 
@@ -577,6 +578,14 @@ mod tests {
             );
             assert_eq!(e.body(), format!("body{eol}").as_bytes());
         }
+    }
+
+    #[test]
+    fn non_ascii_header_names_do_not_panic() {
+        // Byte 8 falls inside 'ø' (a regression found in review).
+        let e = Entity::parse("Contentø-X: 1\r\nFrom: a\r\n\r\nbody".as_bytes());
+        assert!(e.headers.iter().all(|h| !h.is_content_field()));
+        assert_eq!(e.outer_fields().count(), 2);
     }
 
     #[test]

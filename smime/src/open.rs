@@ -43,6 +43,9 @@ pub struct Opened {
     pub message: Vec<u8>,
     /// Layers from outside in.
     pub layers: Vec<LayerReport>,
+    /// Why unwrapping stopped before the innermost content, when an inner
+    /// layer could not be opened (the outer layers stay removed).
+    pub stopped: Option<String>,
 }
 
 impl Opened {
@@ -268,82 +271,110 @@ fn open(
             &empty_trust
         }
     };
+    let mut stopped = None;
     for _ in 0..MAX_LAYERS {
         let entity = Entity::parse(&current);
-        let next = match shape(&entity)? {
-            Shape::Plain(ct) => {
-                if layers.is_empty() {
-                    let expected = if mode == Mode::Decrypt {
-                        "encrypted"
-                    } else {
-                        "signed"
-                    };
-                    return Err(Error::NotSmime {
-                        expected,
-                        content_type: ct,
-                    });
-                }
+        let step = next_layer(&entity, &mut layers, keyring, trust, trust_or_empty, mode);
+        match step {
+            Ok(Some(next)) => current = Cow::Owned(next),
+            Ok(None) => break,
+            // Nothing taken off yet: the message itself is the problem.
+            Err(e) if layers.is_empty() => return Err(e),
+            // A layer is off already: keep what was opened, say why it stopped.
+            Err(e) => {
+                stopped = Some(e.to_string());
                 break;
             }
-            Shape::Cms(parsed) => match parsed.kind {
-                CmsKind::Enveloped | CmsKind::AuthEnveloped => {
-                    let Some(kr) = keyring else {
-                        if layers.is_empty() {
-                            return Err(Error::NotSmime {
-                                expected: "signed",
-                                content_type: "encrypted (decrypt it first, or give keys)".into(),
-                            });
-                        }
-                        break;
-                    };
-                    let (plain, rep) = decrypt_cms(&parsed, kr)?;
-                    layers.push(LayerReport::Decrypted(rep));
-                    replace_content(&entity, &plain)
-                }
-                CmsKind::Signed => {
-                    if mode == Mode::Decrypt && !signed_wraps_encryption(&parsed, 0)? {
-                        if layers.is_empty() {
-                            return Err(Error::NotSmime {
-                                expected: "encrypted",
-                                content_type: "signed only (use verify)".into(),
-                            });
-                        }
-                        break;
-                    }
-                    let (rep, content) = verify_signed(*parsed, None, trust_or_empty)?;
-                    let rep = no_trust_note(rep, trust.is_none());
-                    layers.push(LayerReport::Signed(rep));
-                    replace_content(&entity, &content)
-                }
-                CmsKind::Other => {
-                    return Err(Error::Unsupported(format!(
-                        "CMS content type {}",
-                        parsed.oid
-                    )));
-                }
-            },
-            Shape::Detached { content, signature } => {
-                if mode == Mode::Decrypt && !entity_is_encrypted(content, 0) {
-                    if layers.is_empty() {
-                        return Err(Error::NotSmime {
-                            expected: "encrypted",
-                            content_type: "multipart/signed (use verify)".into(),
-                        });
-                    }
-                    break;
-                }
-                let (rep, _) = verify_signed(*signature, Some(content), trust_or_empty)?;
-                let rep = no_trust_note(rep, trust.is_none());
-                layers.push(LayerReport::Signed(rep));
-                replace_content(&entity, content)
-            }
-        };
-        current = Cow::Owned(next);
+        }
     }
     Ok(Opened {
         message: current.into_owned(),
         layers,
+        stopped,
     })
+}
+
+/// Takes one layer off `entity`: the next message, `None` to stop here.
+fn next_layer(
+    entity: &Entity<'_>,
+    layers: &mut Vec<LayerReport>,
+    keyring: Option<&dyn Keyring>,
+    trust: Option<&TrustStore>,
+    trust_or_empty: &TrustStore,
+    mode: Mode,
+) -> Result<Option<Vec<u8>>> {
+    Ok(Some(match shape(entity)? {
+        Shape::Plain(ct) => {
+            if layers.is_empty() {
+                let expected = if mode == Mode::Decrypt {
+                    "encrypted"
+                } else {
+                    "signed"
+                };
+                return Err(Error::NotSmime {
+                    expected,
+                    content_type: ct,
+                });
+            }
+            return Ok(None);
+        }
+        Shape::Cms(parsed) => match parsed.kind {
+            CmsKind::Enveloped | CmsKind::AuthEnveloped => {
+                let Some(kr) = keyring else {
+                    if layers.is_empty() {
+                        return Err(Error::NotSmime {
+                            expected: "signed",
+                            content_type: "encrypted (decrypt it first, or give keys)".into(),
+                        });
+                    }
+                    return Ok(None);
+                };
+                let (plain, rep) = decrypt_cms(&parsed, kr)?;
+                layers.push(LayerReport::Decrypted(rep));
+                replace_content(entity, &plain)
+            }
+            CmsKind::Signed => {
+                if mode == Mode::Decrypt && !signed_wraps_encryption(&parsed, 0)? {
+                    if layers.is_empty() {
+                        return Err(Error::NotSmime {
+                            expected: "encrypted",
+                            content_type: "signed only (use verify)".into(),
+                        });
+                    }
+                    return Ok(None);
+                }
+                let (rep, content) = verify_signed(*parsed, None, trust_or_empty)?;
+                let rep = no_trust_note(rep, trust.is_none());
+                let empty = content.is_empty();
+                layers.push(LayerReport::Signed(rep));
+                if empty {
+                    // Never replace a layer by nothing.
+                    return Ok(None);
+                }
+                replace_content(entity, &content)
+            }
+            CmsKind::Other => {
+                return Err(Error::Unsupported(format!(
+                    "CMS content type {}",
+                    parsed.oid
+                )));
+            }
+        },
+        Shape::Detached { content, signature } => {
+            if mode == Mode::Decrypt && !entity_is_encrypted(content, 0) {
+                if layers.is_empty() {
+                    return Err(Error::NotSmime {
+                        expected: "encrypted",
+                        content_type: "multipart/signed (use verify)".into(),
+                    });
+                }
+                return Ok(None);
+            }
+            let (rep, _) = verify_signed(*signature, Some(content), trust_or_empty)?;
+            layers.push(LayerReport::Signed(no_trust_note(rep, trust.is_none())));
+            replace_content(entity, content)
+        }
+    }))
 }
 
 fn no_trust_note(mut rep: SignatureReport, no_trust: bool) -> SignatureReport {
@@ -357,14 +388,7 @@ fn no_trust_note(mut rep: SignatureReport, no_trust: bool) -> SignatureReport {
 /// For decrypt: does an opaque signature hold an encrypted entity?
 fn signed_wraps_encryption(parsed: &Parsed, depth: usize) -> Result<bool> {
     let sd = parsed.signed_data()?;
-    let Some(content) = sd.encap_content_info.econtent else {
-        return Ok(false);
-    };
-    let bytes = content
-        .decode_as::<der::asn1::OctetString>()
-        .map(|o| o.as_bytes().to_vec())
-        .unwrap_or_else(|_| content.value().to_vec());
-    Ok(entity_is_encrypted(&bytes, depth + 1))
+    Ok(cmsinfo::econtent(&sd).is_some_and(|bytes| entity_is_encrypted(&bytes, depth + 1)))
 }
 
 /// Is there an encryption layer in this entity, directly or under signatures?

@@ -213,8 +213,12 @@ pub(crate) fn verify_signed(
             }
         }
     }
-    if detached.is_some() {
-        content = detached.map(<[u8]>::to_vec).unwrap_or_default();
+    if let Some(d) = detached {
+        content = d.to_vec();
+    } else if sig_result.is_err() {
+        // OpenSSL hands out the content only when the signature is good;
+        // a bad signature must not lose what it wraps.
+        content = cmsinfo::econtent(&sd).unwrap_or_default();
     }
     let mut reason = sig_result
         .err()

@@ -150,6 +150,9 @@ fn load_certs(paths: &[PathBuf]) -> Result<Vec<openssl::x509::X509>, Fail> {
 
 fn describe(opened: &Opened) -> Vec<String> {
     let mut lines = Vec::new();
+    if let Some(why) = &opened.stopped {
+        lines.push(format!("note: an inner layer was left as it is: {why}"));
+    }
     for l in &opened.layers {
         match l {
             LayerReport::Decrypted(d) => lines.push(format!(

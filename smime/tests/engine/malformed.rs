@@ -181,3 +181,70 @@ fn garbage_never_panics() {
         }
     }
 }
+
+#[test]
+fn bad_outer_signature_does_not_lose_the_encrypted_content() {
+    // Review finding: OpenSSL only returns opaque content when the signature
+    // is good, so a broken outer signature used to empty the message.
+    let f = fx();
+    let enc = smime::encrypt(
+        MESSAGE,
+        std::slice::from_ref(&f.bob.1),
+        &EncryptOptions::default(),
+    )
+    .unwrap();
+    let signed = smime::sign(
+        &enc,
+        &pair(&f.alice, "a"),
+        &SignOptions {
+            opaque: true,
+            pss: false,
+        },
+    )
+    .unwrap();
+    // Corrupt the signature value (the last bytes of the DER) in the base64.
+    let e = smime::mime::Entity::parse(&signed);
+    let mut der = e.decoded_body().unwrap().into_owned();
+    let n = der.len();
+    der[n - 5] ^= 0xff;
+    let mut broken = e.header_bytes().to_vec();
+    broken.extend_from_slice(b"\r\n\r\n");
+    broken.extend_from_slice(&smime::mime::encode_base64_lines(&der));
+    let opened = smime::decrypt(&broken, &keyring(&[(&f.bob, "b")]), Some(&trust())).unwrap();
+    assert!(matches!(&opened.layers[0], smime::LayerReport::Signed(s) if !s.valid));
+    assert!(matches!(
+        &opened.layers[1],
+        smime::LayerReport::Decrypted(_)
+    ));
+    assert!(
+        opened.message.ends_with(b"body\r\n"),
+        "{}",
+        String::from_utf8_lossy(&opened.message)
+    );
+}
+
+#[test]
+fn broken_inner_layer_keeps_what_was_decrypted() {
+    let f = fx();
+    let inner =
+        b"Subject: x\r\nContent-Type: application/pkcs7-mime; smime-type=enveloped-data\r\n\
+Content-Transfer-Encoding: base64\r\n\r\nMIIBIjANBgkq\r\n";
+    let enc = smime::encrypt(
+        inner,
+        std::slice::from_ref(&f.bob.1),
+        &EncryptOptions::default(),
+    )
+    .unwrap();
+    let opened = smime::decrypt(&enc, &keyring(&[(&f.bob, "b")]), None).unwrap();
+    assert_eq!(opened.layers.len(), 1);
+    assert!(
+        opened
+            .stopped
+            .as_deref()
+            .unwrap_or("")
+            .contains("malformed CMS"),
+        "{:?}",
+        opened.stopped
+    );
+    assert!(opened.message.ends_with(b"MIIBIjANBgkq\r\n"));
+}
