@@ -535,6 +535,16 @@ fn bad_input_is_refused_and_changes_nothing() {
         2,
         "CVR must be exactly 8 digits",
     );
+    site.fails(
+        &["init", "--cvr", "12345678", "--policy-oid", "3.1"],
+        2,
+        "not a valid OID",
+    );
+    site.fails(
+        &["init", "--cvr", "12345678", "--crl-url", "http://x y"],
+        2,
+        "is not a URL",
+    );
     assert!(!site.dir.exists());
     site.fails(&["cert", "list"], 2, "run `sikkermail init");
     site.ok(&["init", "--org-name", "Advokat", "--cvr", "12345678"]);

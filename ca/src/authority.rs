@@ -65,8 +65,14 @@ pub fn issue(
     policy: &IssuancePolicy,
     not_before: i64,
 ) -> Result<Issued, CaError> {
+    policy.validate()?;
     let serial = random_serial()?;
-    let not_after = not_before + profile.validity_seconds();
+    let mut not_after = not_before + profile.validity_seconds();
+    // Nothing outlives its issuer (RFC 5280 §6.1.3: an expired issuer
+    // breaks the chain).
+    if let Some(c) = issuer.cert {
+        not_after = not_after.min(asn1_unix(c.not_after()));
+    }
     let subject = profile.subject();
     let (issuer_name, issuer_key_id) = match issuer.cert {
         Some(c) => (c.subject_name().to_der()?, issuer_key_id(c)?),
@@ -186,12 +192,17 @@ pub fn crl(
     let mut entries = Vec::new();
     for r in revoked {
         let serial = parse_hex(&r.serial_hex)?;
-        let reason = extension("2.5.29.21", false, &[0x0a, 0x01, r.reason.code()]);
-        entries.push(seq(&[
-            &uint(&serial),
-            &time(r.revoked_at),
-            &seq(&[&reason]),
-        ]));
+        // RFC 5280 §5.3.1: the reasonCode SHOULD be absent for unspecified.
+        let exts = if r.reason == RevocationReason::Unspecified {
+            Vec::new()
+        } else {
+            seq(&[&extension(
+                "2.5.29.21",
+                false,
+                &[0x0a, 0x01, r.reason.code()],
+            )])
+        };
+        entries.push(seq(&[&uint(&serial), &time(r.revoked_at), &exts]));
     }
     let entry_refs: Vec<&[u8]> = entries.iter().map(Vec::as_slice).collect();
     let crl_exts = seq(&[
@@ -234,4 +245,12 @@ fn parse_hex(s: &str) -> Result<Vec<u8>, CaError> {
                 .map_err(|_| CaError::Invalid(format!("bad serial {s:?}")))
         })
         .collect()
+}
+
+/// An ASN.1 time as seconds since the epoch.
+pub fn asn1_unix(t: &openssl::asn1::Asn1TimeRef) -> i64 {
+    openssl::asn1::Asn1Time::from_unix(0)
+        .ok()
+        .and_then(|epoch| epoch.diff(t).ok())
+        .map_or(0, |d| i64::from(d.days) * 86_400 + i64::from(d.secs))
 }

@@ -33,6 +33,35 @@ pub struct IssuancePolicy {
     pub ocsp_url: Option<String>,
 }
 
+impl IssuancePolicy {
+    /// Checks that every policy OID is a valid OBJECT IDENTIFIER and every
+    /// URL is plain ASCII (IA5String).
+    pub fn validate(&self) -> Result<(), CaError> {
+        for o in &self.policy_oids {
+            check_oid(o)?;
+        }
+        for u in [&self.crl_url, &self.ca_issuers_url, &self.ocsp_url]
+            .into_iter()
+            .flatten()
+        {
+            if !u.is_ascii() || u.is_empty() || u.contains(char::is_whitespace) {
+                return Err(CaError::Invalid(format!(
+                    "{u:?} is not a URL (ASCII, no spaces)"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks a dotted OID (X.660: first arc 0-2, second below 40 unless the
+/// first is 2).
+pub fn check_oid(dotted: &str) -> Result<(), CaError> {
+    const_oid::ObjectIdentifier::new(dotted)
+        .map(|_| ())
+        .map_err(|e| CaError::Invalid(format!("{dotted:?} is not a valid OID: {e}")))
+}
+
 /// The two kinds of end-entity certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -242,12 +271,10 @@ impl Profile for CaCertificate {
             extension("2.5.29.19", true, &bc),
             extension("2.5.29.15", true, &tlv(0x03, &[0x01, 0x06])),
         ];
-        if self.path_len.is_some() {
-            out.extend(common_extensions(&IssuancePolicy {
-                policy_oids: Vec::new(),
-                ..policy.clone()
-            }));
-        }
+        // No CRL distribution point or AIA on CA certificates: the URLs in
+        // the policy are the issuing CA's own, and pointing the issuing CA
+        // at its own CRL is wrong (RFC 5280 §4.2.1.13).
+        let _ = policy;
         out
     }
     fn validity_seconds(&self) -> i64 {

@@ -484,3 +484,106 @@ proptest! {
         prop_assert_eq!(parsed.fields, ee);
     }
 }
+
+#[test]
+fn nothing_outlives_its_issuer_and_bad_policies_are_refused() {
+    let p = pki();
+    // An issuing CA that expires in 10 days: the end entity is clamped.
+    let short = CaCertificate {
+        common_name: DisplayName::parse("n", "Short-lived CA").unwrap(),
+        organisation: DisplayName::parse("n", "Advokatfirma Test").unwrap(),
+        path_len: Some(0),
+        validity_days: 10,
+    };
+    let signer = RsaPssSigner::new(generate_rsa(2048).unwrap()).unwrap();
+    let issuing = issue(
+        &short,
+        &signer.public_key_info().unwrap(),
+        &IssuerRef {
+            cert: Some(&p.root),
+            signer: &p.issuing_signer,
+        },
+        &p.policy,
+        now(),
+    )
+    .map(|i| X509::from_der(&i.der).unwrap());
+    // (signed by the issuing CA's key but named under the root: only the dates matter here)
+    let issuing = issuing.unwrap();
+    let leaf = issue(
+        &OrganisationCertificate(end_entity("Clamped", "c@advokat.dk")),
+        &p.leaf_key.public_key_to_der().unwrap(),
+        &IssuerRef {
+            cert: Some(&issuing),
+            signer: &signer,
+        },
+        &p.policy,
+        now(),
+    )
+    .unwrap();
+    assert!(leaf.not_after <= now() + 10 * 86_400);
+    assert!(leaf.not_after - leaf.not_before < 11 * 86_400);
+    // Invalid policy OIDs and URLs are refused, not encoded as garbage.
+    for bad in [
+        IssuancePolicy {
+            policy_oids: vec!["3.1".into()],
+            ..IssuancePolicy::default()
+        },
+        IssuancePolicy {
+            policy_oids: vec!["1.40".into()],
+            ..IssuancePolicy::default()
+        },
+        IssuancePolicy {
+            crl_url: Some("http://a b".into()),
+            ..IssuancePolicy::default()
+        },
+    ] {
+        let r = issue(
+            &OrganisationCertificate(end_entity("X", "x@advokat.dk")),
+            &p.leaf_key.public_key_to_der().unwrap(),
+            &IssuerRef {
+                cert: Some(&p.issuing),
+                signer: &p.issuing_signer,
+            },
+            &bad,
+            now(),
+        );
+        assert!(matches!(r, Err(ca::CaError::Invalid(_))), "{bad:?}");
+    }
+}
+
+#[test]
+fn unspecified_revocations_carry_no_reason_code() {
+    let p = pki();
+    let der = crl(
+        &p.issuing,
+        &p.issuing_signer,
+        &[
+            RevokedEntry {
+                serial_hex: "0A".into(),
+                revoked_at: now(),
+                reason: RevocationReason::Unspecified,
+            },
+            RevokedEntry {
+                serial_hex: "0B".into(),
+                revoked_at: now(),
+                reason: RevocationReason::Superseded,
+            },
+        ],
+        9,
+        now(),
+        now() + 3600,
+    )
+    .unwrap();
+    let c = openssl::x509::X509Crl::from_der(&der).unwrap();
+    let revoked = c.get_revoked().unwrap();
+    assert_eq!(revoked.len(), 2);
+    // The reasonCode extension (OID 2.5.29.21) appears once: for 0B only.
+    let reason_oid = [0x06, 0x03, 0x55, 0x1d, 0x15];
+    assert_eq!(der.windows(5).filter(|w| *w == reason_oid).count(), 1);
+    // CA certificates carry no CRL distribution point of their own.
+    assert!(
+        !String::from_utf8(p.issuing.to_text().unwrap())
+            .unwrap()
+            .contains("CRL Distribution")
+    );
+}

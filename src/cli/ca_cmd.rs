@@ -152,9 +152,13 @@ pub fn init(a: InitArgs) -> Result<ExitCode, Fail> {
             .as_deref()
             .unwrap_or(&format!("{org_name} udstedende-CA 1")),
     )?;
-    for oid in &a.policy_oids {
-        const_oid_check(oid)?;
+    ca::IssuancePolicy {
+        policy_oids: a.policy_oids.clone(),
+        crl_url: a.crl_url.clone(),
+        ca_issuers_url: a.ca_issuers_url.clone(),
+        ocsp_url: None,
     }
+    .validate()?;
     let (rt, store, dir) = open_for_init(&a.store)?;
     if let Some(org) = rt.block_on(store.first_organisation())? {
         return Err(usage(format!(
@@ -272,18 +276,6 @@ pub fn init(a: InitArgs) -> Result<ExitCode, Fail> {
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn const_oid_check(oid: &str) -> Result<(), Fail> {
-    let valid = oid.split('.').count() >= 2
-        && oid
-            .split('.')
-            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()));
-    if valid {
-        Ok(())
-    } else {
-        Err(usage(format!("{oid:?} is not an OID (dotted digits)")))
-    }
 }
 
 /// Stores a certificate (and its key) and returns the certificate's id.
