@@ -244,6 +244,11 @@ fn issue_verify_export_revoke_renew_on_every_backend() {
         ] {
             assert!(text.contains(want), "{want} missing");
         }
+        let p12_mode = fs::metadata(d.join("org.p12")).unwrap();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&p12_mode.permissions()) & 0o777,
+            0o600
+        );
         // The PKCS#12 files open, in OpenSSL, NSS (modern) and gpgsm (compatible).
         sh(
             &d,

@@ -90,6 +90,11 @@ fn files_in_and_out_and_round_trip() {
     let content = fs::read_to_string(d.join("content.eml")).unwrap();
     assert!(content.contains("Subject: Sag 2026-117"));
     assert!(content.contains("K=C3=A6re Retten"));
+    // Decrypted mail is readable by its owner only.
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &fs::metadata(d.join("dec.eml")).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
     // No temporary files are left behind.
     let leftovers: Vec<_> = fs::read_dir(d)
         .unwrap()

@@ -261,21 +261,19 @@ impl Profile for CaCertificate {
             &atv(OID_CN, UTF8, self.common_name.as_str()),
         ])
     }
-    fn extensions(&self, policy: &IssuancePolicy) -> Vec<Vec<u8>> {
+    /// No CRL distribution point or AIA on CA certificates: the URLs in the
+    /// policy are the issuing CA's own, and pointing the issuing CA at its
+    /// own CRL would be wrong (RFC 5280 §4.2.1.13).
+    fn extensions(&self, _policy: &IssuancePolicy) -> Vec<Vec<u8>> {
         let bc = match self.path_len {
             Some(n) => seq(&[&true_(), &uint(&[n])]),
             None => seq(&[&true_()]),
         };
         // keyCertSign (bit 5) + cRLSign (bit 6).
-        let mut out = vec![
+        vec![
             extension("2.5.29.19", true, &bc),
             extension("2.5.29.15", true, &tlv(0x03, &[0x01, 0x06])),
-        ];
-        // No CRL distribution point or AIA on CA certificates: the URLs in
-        // the policy are the issuing CA's own, and pointing the issuing CA
-        // at its own CRL is wrong (RFC 5280 §4.2.1.13).
-        let _ = policy;
-        out
+        ]
     }
     fn validity_seconds(&self) -> i64 {
         self.validity_days * 86_400 - 1

@@ -475,11 +475,6 @@ fn write_p12(
     )?;
     write_via_temp(path, &der, true)
         .map_err(|e| usage(format!("cannot write {}: {e}", path.display())))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
-    }
     ctx.audit(
         "cert.export",
         &id.to_string(),

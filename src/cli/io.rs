@@ -87,7 +87,7 @@ pub fn write_via_temp(p: &Path, data: &[u8], durable: bool) -> io::Result<()> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "out".into());
     let tmp = p.with_file_name(format!(".{name}.sikkermail-tmp"));
-    let mut f = fs::File::create(&tmp)?;
+    let mut f = create_private(&tmp)?;
     f.write_all(data)?;
     if durable {
         f.sync_all()?;
@@ -113,4 +113,22 @@ pub fn finish(res: Result<std::process::ExitCode, Fail>) -> std::process::ExitCo
             std::process::ExitCode::from(f.code)
         }
     }
+}
+
+/// Creates `path` for writing, readable by the owner only (decrypted mail,
+/// PKCS#12 files), never through a symbolic link: a leftover file of that
+/// name from an earlier crash is removed first, then the file is created
+/// exclusively.
+pub fn create_private(path: &Path) -> io::Result<fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
 }

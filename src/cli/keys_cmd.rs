@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use store::{Kek, MasterKeys, Store};
+use store::{Kek, Store};
 
 use super::ca_cmd::{generation_of, record};
 use super::context::{Ctx, StoreArgs, date, fingerprint, open, serial_hex, validity};
@@ -158,7 +158,7 @@ fn rotate(args: &StoreArgs) -> Result<ExitCode, Fail> {
     let ctx: Ctx = open(args)?;
     let from_env = std::env::var(store::seal::MASTER_KEY_ENV).is_ok();
     let new = if from_env {
-        let v = std::env::var("SIKKERMAIL_NEW_MASTER_KEY").map_err(|_| {
+        let v = std::env::var(store::seal::NEW_MASTER_KEY_ENV).map_err(|_| {
             usage("the master key comes from SIKKERMAIL_MASTER_KEY: put the new one (base64 of 32 random bytes) in SIKKERMAIL_NEW_MASTER_KEY")
         })?;
         Kek::from_base64(&v)?
@@ -184,6 +184,7 @@ fn rotate(args: &StoreArgs) -> Result<ExitCode, Fail> {
     if !from_env {
         std::fs::rename(ctx.dir.join("master.key.new"), ctx.dir.join("master.key"))
             .map_err(|e| usage(format!("re-sealed {n} keys, but could not replace master.key: {e}; master.key.new holds the new key")))?;
+        store::seal::sync_dir(&ctx.dir.join("master.key"))?;
     }
     ctx.rt.block_on(st.audit(
         Some(ctx.org.id),
@@ -192,7 +193,6 @@ fn rotate(args: &StoreArgs) -> Result<ExitCode, Fail> {
         &new.id(),
         &format!("resealed={n}"),
     ))?;
-    let _ = MasterKeys::load(&ctx.dir);
     println!("re-sealed {n} private keys under master key {}", new.id());
     if from_env {
         println!(

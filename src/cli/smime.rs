@@ -368,7 +368,7 @@ fn encrypt(a: EncryptArgs) -> Result<ExitCode, Fail> {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "out".into());
             let tmp = p.with_file_name(format!(".{name}.sikkermail-tmp"));
-            let f = fs::File::create(&tmp)
+            let f = super::io::create_private(&tmp)
                 .map_err(|e| usage(format!("cannot write {}: {e}", p.display())))?;
             let mut w = io::BufWriter::with_capacity(1 << 16, f);
             smime::encrypt_to(&input, &certs, &opts, &mut w)?;

@@ -43,6 +43,16 @@ fn algorithm(key: &PKey<Private>) -> String {
     }
 }
 
+/// The associated data of a seal: the row's organisation, its key uid and
+/// whether it is a legacy key, so a sealed blob can neither be moved to
+/// another organisation nor have its legacy flag flipped unnoticed.
+fn aad(org: i64, uid: &str, legacy: bool) -> String {
+    format!(
+        "sikkermail-key:v1:org={org}:uid={uid}:legacy={}",
+        u8::from(legacy)
+    )
+}
+
 fn random_uid() -> Result<String, StoreError> {
     let mut b = [0u8; 16];
     openssl::rand::rand_bytes(&mut b).map_err(|e| StoreError::Seal(e.to_string()))?;
@@ -58,7 +68,10 @@ impl Store {
                 .map_err(|e| StoreError::Seal(e.to_string()))?,
         );
         let uid = random_uid()?;
-        let sealed = self.master.current.seal(&uid, &der.0)?;
+        let sealed = self
+            .master
+            .current
+            .seal(&aad(org.0, &uid, k.legacy), &der.0)?;
         let row = sqlx::query(
             "INSERT INTO private_keys (org_id, key_uid, kek_id, sealed, algorithm, legacy, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
@@ -78,15 +91,18 @@ impl Store {
     /// Opens a private key of `org`.
     pub async fn private_key(&self, org: OrgId, id: i64) -> Result<PKey<Private>, StoreError> {
         let row = sqlx::query(
-            "SELECT key_uid, kek_id, sealed FROM private_keys WHERE org_id = $1 AND id = $2",
+            "SELECT key_uid, kek_id, sealed, legacy FROM private_keys WHERE org_id = $1 AND id = $2",
         )
         .bind(org.0)
         .bind(id)
         .fetch_optional(&self.pool)
         .await?
         .ok_or_else(|| StoreError::NotFound(format!("private key {id}")))?;
+        let uid: String = row.try_get("key_uid")?;
+        let legacy = row.try_get::<i64, _>("legacy")? != 0;
         self.open_row(
-            &row.try_get::<String, _>("key_uid")?,
+            &uid,
+            &aad(org.0, &uid, legacy),
             &row.try_get::<String, _>("kek_id")?,
             &row.try_get::<Vec<u8>, _>("sealed")?,
         )
@@ -95,6 +111,7 @@ impl Store {
     fn open_row(
         &self,
         uid: &str,
+        aad: &str,
         kek_id: &str,
         sealed: &[u8],
     ) -> Result<PKey<Private>, StoreError> {
@@ -103,7 +120,7 @@ impl Store {
                 "key {uid} is sealed under master key {kek_id}, which is not loaded"
             ))
         })?;
-        let der = zeroizing(kek.unseal(uid, sealed)?);
+        let der = zeroizing(kek.unseal(aad, sealed)?);
         PKey::private_key_from_pkcs8(&der.0)
             .map_err(|e| StoreError::Corrupt(format!("key {uid}: {e}")))
     }
@@ -156,9 +173,18 @@ impl Store {
     /// `new` the current master key afterwards (see `MasterKeys`).
     pub async fn reseal_all(&self, new: &Kek) -> Result<usize, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let rows = sqlx::query("SELECT id, key_uid, kek_id, sealed FROM private_keys ORDER BY id")
-            .fetch_all(&mut *tx)
-            .await?;
+        if self.backend == crate::Backend::Postgres {
+            // Another node must not add a key sealed under the old master
+            // key between this read and the commit.
+            sqlx::query("LOCK TABLE private_keys IN SHARE ROW EXCLUSIVE MODE")
+                .execute(&mut *tx)
+                .await?;
+        }
+        let rows = sqlx::query(
+            "SELECT id, org_id, key_uid, kek_id, sealed, legacy FROM private_keys ORDER BY id",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
         let mut n = 0;
         for r in &rows {
             let id: i64 = r.try_get("id")?;
@@ -172,8 +198,13 @@ impl Store {
                     "key {uid} is sealed under master key {kek_id}, which is not loaded"
                 ))
             })?;
-            let plain = zeroizing(kek.unseal(&uid, &r.try_get::<Vec<u8>, _>("sealed")?)?);
-            let sealed = new.seal(&uid, &plain.0)?;
+            let ad = aad(
+                r.try_get("org_id")?,
+                &uid,
+                r.try_get::<i64, _>("legacy")? != 0,
+            );
+            let plain = zeroizing(kek.unseal(&ad, &r.try_get::<Vec<u8>, _>("sealed")?)?);
+            let sealed = new.seal(&ad, &plain.0)?;
             sqlx::query("UPDATE private_keys SET sealed = $1, kek_id = $2 WHERE id = $3")
                 .bind(sealed)
                 .bind(new.id())

@@ -99,15 +99,23 @@ pub struct MasterKeys {
 
 /// The environment variable that may hold the master key (base64).
 pub const MASTER_KEY_ENV: &str = "SIKKERMAIL_MASTER_KEY";
+/// The new master key during a rotation of an environment key.
+pub const NEW_MASTER_KEY_ENV: &str = "SIKKERMAIL_NEW_MASTER_KEY";
 
 impl MasterKeys {
     /// Loads `SIKKERMAIL_MASTER_KEY`, or `<data_dir>/master.key` (and
     /// `master.key.new` when a rotation was interrupted).
     pub fn load(data_dir: &Path) -> Result<Self, StoreError> {
         if let Ok(v) = std::env::var(MASTER_KEY_ENV) {
+            // During a rotation of an environment key, nodes that still run
+            // with the old one must open rows already re-sealed.
+            let next = match std::env::var(NEW_MASTER_KEY_ENV) {
+                Ok(n) => Some(Kek::from_base64(&n)?),
+                Err(_) => None,
+            };
             return Ok(MasterKeys {
                 current: Kek::from_base64(&v)?,
-                next: None,
+                next,
                 file: None,
             });
         }
@@ -170,7 +178,20 @@ pub fn write_secret(path: &Path, text: &str) -> Result<(), StoreError> {
         .and_then(|_| f.sync_all())
         .map_err(|e| StoreError::Seal(format!("cannot write {}: {e}", tmp.display())))?;
     fs::rename(&tmp, path)
-        .map_err(|e| StoreError::Seal(format!("cannot write {}: {e}", path.display())))
+        .map_err(|e| StoreError::Seal(format!("cannot write {}: {e}", path.display())))?;
+    sync_dir(path)
+}
+
+/// Makes a rename in `path`'s directory durable (the directory entry itself
+/// must reach the disk, not only the file's data).
+pub fn sync_dir(path: &Path) -> Result<(), StoreError> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::Seal(format!("cannot sync {}: {e}", dir.display())))
 }
 
 #[cfg(test)]

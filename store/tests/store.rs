@@ -473,3 +473,69 @@ async fn certificates_ca_state_recipients_and_audit() {
         drop_db(&db).await;
     }
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn sealed_keys_cannot_be_moved_between_organisations_or_unretired() {
+    for db in databases().await {
+        let s = Store::open(&db.url, master(&Kek::generate().unwrap()))
+            .await
+            .unwrap();
+        let a = s.create_organisation("A", "11111111").await.unwrap();
+        let b = s.create_organisation("B", "22222222").await.unwrap();
+        let ka = s
+            .insert_key(
+                a,
+                NewKey {
+                    key: &rsa(),
+                    legacy: true,
+                },
+            )
+            .await
+            .unwrap();
+        let kb = s
+            .insert_key(
+                b,
+                NewKey {
+                    key: &rsa(),
+                    legacy: false,
+                },
+            )
+            .await
+            .unwrap();
+        let mut c = sqlx::AnyConnection::connect(&db.url).await.unwrap();
+        // Someone with write access to the database moves A's key row to B:
+        // it must not open as B's.
+        sqlx::query("UPDATE private_keys SET org_id = $1 WHERE id = $2")
+            .bind(b.0)
+            .bind(ka)
+            .execute(&mut c)
+            .await
+            .unwrap();
+        let moved = s.private_key(b, ka).await;
+        assert!(s.private_key(b, kb).await.is_ok());
+        assert!(
+            moved.is_err(),
+            "a sealed key moved to another organisation opened"
+        );
+        sqlx::query("UPDATE private_keys SET org_id = $1 WHERE id = $2")
+            .bind(a.0)
+            .bind(ka)
+            .execute(&mut c)
+            .await
+            .unwrap();
+        assert!(s.private_key(a, ka).await.is_ok());
+        // Flipping the legacy flag breaks the seal too.
+        sqlx::query("UPDATE private_keys SET legacy = 0 WHERE id = $1")
+            .bind(ka)
+            .execute(&mut c)
+            .await
+            .unwrap();
+        assert!(matches!(
+            s.private_key(a, ka).await,
+            Err(StoreError::Seal(_))
+        ));
+        c.close().await.unwrap();
+        s.close().await;
+        drop_db(&db).await;
+    }
+}
