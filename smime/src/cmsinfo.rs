@@ -49,10 +49,11 @@ pub enum CmsKind {
     Other,
 }
 
-/// A parsed CMS object: OpenSSL's handle plus the DER re-encoding.
+/// A parsed CMS object: OpenSSL's handle plus the structure read (once)
+/// from its DER re-encoding.
 pub(crate) struct Parsed {
     pub ossl: CmsContentInfo,
-    pub der: Vec<u8>,
+    ci: ContentInfo,
     pub kind: CmsKind,
     pub oid: ObjectIdentifier,
 }
@@ -61,7 +62,7 @@ impl std::fmt::Debug for Parsed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Parsed")
             .field("kind", &self.kind)
-            .field("len", &self.der.len())
+            .field("oid", &self.oid)
             .finish()
     }
 }
@@ -93,20 +94,16 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Parsed> {
     };
     Ok(Parsed {
         ossl,
-        der,
+        ci,
         kind,
         oid,
     })
 }
 
 impl Parsed {
-    fn content_info(&self) -> Result<ContentInfo> {
-        ContentInfo::from_der(&self.der).map_err(|e| Error::MalformedCms(e.to_string()))
-    }
-
     /// Recipients and content-encryption algorithm of (Auth)EnvelopedData.
     pub fn envelope(&self) -> Result<Envelope> {
-        let ci = self.content_info()?;
+        let ci = &self.ci;
         let (ris, alg) = match self.kind {
             CmsKind::Enveloped => {
                 let ed: EnvelopedData = ci
@@ -136,7 +133,7 @@ impl Parsed {
 
     /// The SignedData structure.
     pub fn signed_data(&self) -> Result<SignedData> {
-        let ci = self.content_info()?;
+        let ci = &self.ci;
         ci.content
             .decode_as()
             .map_err(|e| Error::MalformedCms(format!("SignedData: {e}")))
