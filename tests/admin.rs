@@ -536,17 +536,33 @@ fn bad_input_is_refused_and_changes_nothing() {
     let site = Site::new(false).unwrap();
     // Bad CVR at init: nothing is created.
     site.fails(
-        &["init", "--cvr", "1234567"],
+        &["init", "--org-name", "Advokat", "--cvr", "1234567"],
         2,
         "CVR must be exactly 8 digits",
     );
     site.fails(
-        &["init", "--cvr", "12345678", "--policy-oid", "3.1"],
+        &[
+            "init",
+            "--org-name",
+            "Advokat",
+            "--cvr",
+            "12345678",
+            "--policy-oid",
+            "3.1",
+        ],
         2,
         "not a valid OID",
     );
     site.fails(
-        &["init", "--cvr", "12345678", "--crl-url", "http://x y"],
+        &[
+            "init",
+            "--org-name",
+            "Advokat",
+            "--cvr",
+            "12345678",
+            "--crl-url",
+            "http://x y",
+        ],
         2,
         "is not a URL",
     );

@@ -4,30 +4,28 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use ca::pkcs12::Flavour;
-use ca::{
-    CaCertificate, Cvr, DisplayName, EmailAddress, EndEntity, IssuerRef, Kind, OcesUuid,
-    OrganisationCertificate, ParsedEndEntity, Profile, RevocationReason, RsaPssSigner, Signer,
-    UserCertificate,
-};
+use ca::{Cvr, DisplayName, EmailAddress, Kind, RevocationReason};
 use clap::{Args, Subcommand};
-use openssl::x509::X509;
-use store::{NewCert, NewKey};
+use service::certs::{IssueRequest, P12Request};
+use service::{Actor, InitRequest};
 
-use super::context::{
-    Authority, Ctx, StoreArgs, cert_of, date, open, open_for_init, serial_hex, validity,
-};
+use super::context::{StoreArgs, date, open, runtime, serial_hex, validity};
 use super::io::{Fail, password, usage, write_output, write_via_temp};
 
 #[derive(Debug, Args)]
 pub struct InitArgs {
     #[command(flatten)]
     store: StoreArgs,
-    /// The organisation's name (O in its certificates).
-    #[arg(long, default_value = "Min organisation")]
-    org_name: String,
+    /// The organisation's name (O in its certificates, forever).
+    #[arg(long, required_unless_present = "test")]
+    org_name: Option<String>,
     /// The organisation's CVR number (8 digits).
-    #[arg(long, default_value = "00000000")]
-    cvr: String,
+    #[arg(long, required_unless_present = "test")]
+    cvr: Option<String>,
+    /// A throw-away test installation: "Testorganisation", CVR 00000000,
+    /// unless --org-name/--cvr say otherwise.
+    #[arg(long)]
+    test: bool,
     /// Root CA name (default "<org> rod-CA").
     #[arg(long)]
     root_name: Option<String>,
@@ -52,14 +50,19 @@ pub enum CaCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
-    /// Make a fresh CRL and print it (PEM, or DER with --der).
+    /// Make both CRLs anew: the issuing CA's (end entities) and the root's
+    /// ARL (the issuing CA). PEM: both in --out unless --root-out is given.
     Crl {
         #[command(flatten)]
         store: StoreArgs,
         /// Output file (default: standard output).
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
-        /// DER instead of PEM.
+        /// Where the root's ARL goes (default: after the issuing CA's CRL in
+        /// --out; with --der, only written when this is given).
+        #[arg(long, value_name = "FILE")]
+        root_out: Option<PathBuf>,
+        /// DER instead of PEM (one list per file).
         #[arg(long)]
         der: bool,
     },
@@ -132,211 +135,80 @@ pub enum CertCommand {
         id: i64,
         #[command(flatten)]
         p12: P12Out,
+        /// Export even a key whose certificate was revoked for keyCompromise.
+        #[arg(long)]
+        force: bool,
     },
 }
 
 /// `sikkermail init`.
 pub fn init(a: InitArgs) -> Result<ExitCode, Fail> {
     // Check every input before anything is written.
-    let org_name = DisplayName::parse("organisation name", &a.org_name)?;
-    let cvr = Cvr::parse(&a.cvr)?;
-    let root_name = DisplayName::parse(
-        "root CA name",
-        a.root_name
-            .as_deref()
-            .unwrap_or(&format!("{org_name} rod-CA")),
+    let org_name = DisplayName::parse(
+        "organisation name",
+        a.org_name.as_deref().unwrap_or("Testorganisation"),
     )?;
-    let issuing_name = DisplayName::parse(
-        "issuing CA name",
-        a.issuing_name
-            .as_deref()
-            .unwrap_or(&format!("{org_name} udstedende-CA 1")),
-    )?;
-    ca::IssuancePolicy {
+    let cvr = Cvr::parse(a.cvr.as_deref().unwrap_or("00000000"))?;
+    let root_name = a
+        .root_name
+        .as_deref()
+        .map(|n| DisplayName::parse("root CA name", n))
+        .transpose()?;
+    let issuing_name = a
+        .issuing_name
+        .as_deref()
+        .map(|n| DisplayName::parse("issuing CA name", n))
+        .transpose()?;
+    let policy = ca::IssuancePolicy {
         policy_oids: a.policy_oids.clone(),
         crl_url: a.crl_url.clone(),
         ca_issuers_url: a.ca_issuers_url.clone(),
         ocsp_url: None,
-    }
-    .validate()?;
-    let (rt, store, dir) = open_for_init(&a.store)?;
-    if let Some(org) = rt.block_on(store.first_organisation())? {
-        return Err(usage(format!(
-            "{} is already initialised for {} (CVR {})",
-            dir.display(),
-            org.name,
-            org.cvr
-        )));
-    }
-    eprintln!("making the root CA (RSA 4096) and the issuing CA (RSA 3072) ...");
-    let root_signer = RsaPssSigner::new(ca::generate_rsa(4096)?)?;
-    let issuing_signer = RsaPssSigner::new(ca::generate_rsa(3072)?)?;
-    let mut settings = String::new();
-    for o in &a.policy_oids {
-        settings.push_str(&format!("policy_oid={o}\n"));
-    }
-    if let Some(u) = &a.crl_url {
-        settings.push_str(&format!("crl_url={u}\n"));
-    }
-    if let Some(u) = &a.ca_issuers_url {
-        settings.push_str(&format!("ca_issuers_url={u}\n"));
-    }
-    let org_id = rt.block_on(store.create_organisation(org_name.as_str(), cvr.as_str()))?;
-    rt.block_on(store.set_settings(org_id, &settings))?;
-    let org = rt
-        .block_on(store.first_organisation())?
-        .ok_or_else(|| usage("organisation vanished"))?;
-    let policy = super::context::policy_of(&org);
-    let now = store::now() - 60;
-    let root_profile = CaCertificate {
-        common_name: root_name,
-        organisation: org_name.clone(),
-        path_len: None,
-        validity_days: 20 * 365,
     };
-    let root = ca::issue(
-        &root_profile,
-        &root_signer.public_key_info()?,
-        &IssuerRef {
-            cert: None,
-            signer: &root_signer,
+    policy.validate()?;
+    let loc = a.store.location();
+    let rt = runtime()?;
+    let dir = loc.data_dir.clone();
+    let out = rt.block_on(service::init(
+        &loc,
+        InitRequest {
+            org_name: org_name.clone(),
+            cvr: cvr.clone(),
+            root_name,
+            issuing_name,
+            policy,
         },
-        &policy,
-        now,
-    )?;
-    let root_x = X509::from_der(&root.der).map_err(|e| usage(e.to_string()))?;
-    let issuing_profile = CaCertificate {
-        common_name: issuing_name,
-        organisation: org_name,
-        path_len: Some(0),
-        validity_days: 10 * 365,
-    };
-    let issuing = ca::issue(
-        &issuing_profile,
-        &issuing_signer.public_key_info()?,
-        &IssuerRef {
-            cert: Some(&root_x),
-            signer: &root_signer,
+        Actor::from_process(),
+        || {
+            eprintln!(
+                "waiting for another sikkermail command on {} ...",
+                dir.display()
+            )
         },
-        &policy,
-        now,
-    )?;
-    let issuing_x = X509::from_der(&issuing.der).map_err(|e| usage(e.to_string()))?;
-    let ctx = Ctx {
-        rt,
-        store,
-        org,
-        dir,
-    };
-    let root_id = record(
-        &ctx,
-        &root_x,
-        "root-ca",
-        "issued",
-        Some(root_signer.key()),
-        false,
-        None,
-    )?;
-    let issuing_id = record(
-        &ctx,
-        &issuing_x,
-        "issuing-ca",
-        "issued",
-        Some(issuing_signer.key()),
-        false,
-        None,
-    )?;
-    ctx.rt
-        .block_on(ctx.store.set_ca_state(ctx.org.id, root_id, issuing_id))?;
-    let authority = ctx.authority()?;
-    ctx.regenerate_crl(&authority)?;
-    ctx.audit(
-        "init",
-        &ctx.org.name,
-        &format!("cvr={} root={root_id} issuing={issuing_id}", ctx.org.cvr),
-    )?;
+    ))?;
     println!(
         "initialised {} for {} (CVR {})",
-        ctx.dir.display(),
-        ctx.org.name,
-        ctx.org.cvr
+        dir.display(),
+        org_name,
+        cvr.as_str()
     );
     println!(
-        "root CA    {root_id}: {}",
-        smime::keyring::name_to_string(root_x.subject_name())
+        "root CA    {}: {}",
+        out.root.0,
+        smime::keyring::name_to_string(out.root.1.subject_name())
     );
     println!(
-        "issuing CA {issuing_id}: {}",
-        smime::keyring::name_to_string(issuing_x.subject_name())
+        "issuing CA {}: {}",
+        out.issuing.0,
+        smime::keyring::name_to_string(out.issuing.1.subject_name())
     );
-    if std::env::var(store::seal::MASTER_KEY_ENV).is_err() {
+    if let Some(f) = &out.master_key_file {
         println!(
             "master key: {} (keep it safe and backed up; without it no key opens)",
-            ctx.dir.join("master.key").display()
+            f.display()
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Stores a certificate (and its key) and returns the certificate's id.
-pub fn record(
-    ctx: &Ctx,
-    cert: &X509,
-    kind: &str,
-    source: &str,
-    key: Option<&openssl::pkey::PKey<openssl::pkey::Private>>,
-    legacy: bool,
-    mailbox: Option<&str>,
-) -> Result<i64, Fail> {
-    let org = ctx.org.id;
-    let generation = generation_of(cert);
-    let parsed = ParsedEndEntity::from_x509(cert).ok();
-    let email = smime::keyring::cert_emails(cert).into_iter().next();
-    let mailbox_id = match mailbox.map(str::to_string).or_else(|| {
-        if kind.ends_with("-ca") {
-            None
-        } else {
-            email.clone()
-        }
-    }) {
-        Some(m) => Some(ctx.rt.block_on(ctx.store.ensure_mailbox(org, &m))?),
-        None => None,
-    };
-    let key_id = match key {
-        Some(k) => Some(
-            ctx.rt
-                .block_on(ctx.store.insert_key(org, NewKey { key: k, legacy }))?,
-        ),
-        None => None,
-    };
-    let (not_before, not_after) = validity(cert);
-    let pem = String::from_utf8(cert.to_pem().map_err(|e| usage(e.to_string()))?)
-        .map_err(|e| usage(e.to_string()))?;
-    let new = NewCert {
-        kind: kind.to_string(),
-        generation: generation.to_string(),
-        source: source.to_string(),
-        pem,
-        subject: smime::keyring::name_to_string(cert.subject_name()),
-        issuer: smime::keyring::name_to_string(cert.issuer_name()),
-        serial: serial_hex(cert),
-        uuid: parsed.map(|p| p.fields.uuid.to_string()),
-        email,
-        not_before,
-        not_after,
-        key_id,
-        mailbox_id,
-    };
-    Ok(ctx.rt.block_on(ctx.store.insert_certificate(org, &new))?)
-}
-
-/// OCES2 subjects carry `serialNumber=CVR:<cvr>-RID|UID|FID:...`.
-pub fn generation_of(cert: &X509) -> &'static str {
-    let oces2 = cert
-        .subject_name()
-        .entries_by_nid(openssl::nid::Nid::SERIALNUMBER)
-        .any(|e| e.data().to_string().is_ok_and(|s| s.starts_with("CVR:")));
-    if oces2 { "OCES2" } else { "OCES3" }
 }
 
 /// `sikkermail ca ...`.
@@ -344,12 +216,12 @@ pub fn ca(cmd: CaCommand) -> Result<ExitCode, Fail> {
     match cmd {
         CaCommand::Show { store } => {
             let ctx = open(&store)?;
-            let a = ctx.authority()?;
+            let a = ctx.rt.block_on(ctx.svc.authority())?;
             let st = ctx
                 .rt
-                .block_on(ctx.store.ca_state(ctx.org.id))?
+                .block_on(ctx.store().ca_state(ctx.org().id))?
                 .ok_or_else(|| usage("no CA"))?;
-            println!("organisation: {} (CVR {})", ctx.org.name, ctx.org.cvr);
+            println!("organisation: {} (CVR {})", ctx.org().name, ctx.org().cvr);
             for (what, c) in [("root CA", &a.root), ("issuing CA", &a.issuing)] {
                 let (nb, na) = validity(c);
                 println!(
@@ -388,111 +260,101 @@ pub fn ca(cmd: CaCommand) -> Result<ExitCode, Fail> {
             println!("CRL URL: {}", p.crl_url.as_deref().unwrap_or("(none)"));
             Ok(ExitCode::SUCCESS)
         }
-        CaCommand::Crl { store, out, der } => {
+        CaCommand::Crl {
+            store,
+            out,
+            root_out,
+            der,
+        } => {
+            for p in out.iter().chain(&root_out) {
+                check_output_dir(p)?;
+            }
             let ctx = open(&store)?;
-            let a = ctx.authority()?;
-            let crl = ctx.regenerate_crl(&a)?;
-            ctx.audit("ca.crl", "issuing-ca", "")?;
-            let bytes = if der {
-                crl
-            } else {
-                openssl::x509::X509Crl::from_der(&crl)
+            let crls = ctx.rt.block_on(ctx.svc.make_crls())?;
+            let pem = |d: &[u8]| {
+                openssl::x509::X509Crl::from_der(d)
                     .and_then(|c| c.to_pem())
-                    .map_err(|e| usage(e.to_string()))?
+                    .map_err(|e| usage(e.to_string()))
             };
-            write_output(&out, &bytes)?;
+            if der {
+                write_output(&out, &crls.issuing)?;
+                if root_out.is_some() {
+                    write_output(&root_out, &crls.root)?;
+                } else {
+                    eprintln!(
+                        "note: the root's ARL was not written (DER holds one list: give --root-out FILE)"
+                    );
+                }
+            } else if root_out.is_some() {
+                write_output(&out, &pem(&crls.issuing)?)?;
+                write_output(&root_out, &pem(&crls.root)?)?;
+            } else {
+                let mut both = pem(&crls.issuing)?;
+                both.extend(pem(&crls.root)?);
+                write_output(&out, &both)?;
+            }
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
-fn issue_end_entity(
-    a: &Authority,
-    kind: Kind,
-    ee: EndEntity,
-) -> Result<(X509, openssl::pkey::PKey<openssl::pkey::Private>), Fail> {
-    let key = ca::generate_rsa(3072)?;
-    let spki = key.public_key_to_der().map_err(|e| usage(e.to_string()))?;
-    let profile: Box<dyn Profile> = match kind {
-        Kind::Organisation => Box::new(OrganisationCertificate(ee)),
-        Kind::User => Box::new(UserCertificate(ee)),
-    };
-    let issued = ca::issue(
-        profile.as_ref(),
-        &spki,
-        &IssuerRef {
-            cert: Some(&a.issuing),
-            signer: &a.signer,
-        },
-        &a.policy,
-        store::now() - 60,
-    )?;
-    Ok((
-        X509::from_der(&issued.der).map_err(|e| usage(e.to_string()))?,
-        key,
-    ))
+/// Fails at once when `path` cannot be created because its directory is
+/// missing (before any key is made or anything is stored).
+fn check_output_dir(path: &std::path::Path) -> Result<(), Fail> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    if !dir.is_dir() {
+        return Err(usage(format!(
+            "cannot write {}: directory {} does not exist (nothing was changed)",
+            path.display(),
+            dir.display()
+        )));
+    }
+    Ok(())
 }
 
-fn p12_password(p: &P12Out) -> Result<Option<String>, Fail> {
-    if p.out_p12.is_none() {
+fn p12_request(p: &P12Out) -> Result<Option<P12Request>, Fail> {
+    let Some(path) = &p.out_p12 else {
         return Ok(None);
-    }
+    };
+    check_output_dir(path)?;
     let pw = password(&p.password_env)?
         .ok_or_else(|| usage("--out-p12 needs --password-env VAR with the PKCS#12 password"))?;
     if pw.is_empty() {
         return Err(usage("the PKCS#12 password must not be empty"));
     }
-    Ok(Some(pw))
+    Ok(Some(P12Request {
+        password: pw,
+        flavour: if p.compatible {
+            Flavour::Compatible
+        } else {
+            Flavour::Modern
+        },
+    }))
 }
 
-fn write_p12(
-    ctx: &Ctx,
-    a: &Authority,
-    p: &P12Out,
-    pw: &str,
-    key: &openssl::pkey::PKey<openssl::pkey::Private>,
-    cert: &X509,
-    id: i64,
-) -> Result<(), Fail> {
-    let Some(path) = &p.out_p12 else {
-        return Ok(());
-    };
-    let flavour = if p.compatible {
-        Flavour::Compatible
-    } else {
-        Flavour::Modern
-    };
-    let name = ParsedEndEntity::from_x509(cert)
-        .map(|e| e.fields.common_name.to_string())
-        .unwrap_or_else(|_| format!("sikkermail {id}"));
-    let der = ca::pkcs12::export(
-        key,
-        cert,
-        &[a.issuing.clone(), a.root.clone()],
-        &name,
-        pw,
-        flavour,
-    )?;
-    write_via_temp(path, &der, true)
-        .map_err(|e| usage(format!("cannot write {}: {e}", path.display())))?;
-    ctx.audit(
-        "cert.export",
-        &id.to_string(),
-        &format!(
-            "flavour={}",
-            if p.compatible { "compatible" } else { "modern" }
-        ),
-    )?;
-    eprintln!(
-        "wrote {} ({})",
-        path.display(),
-        if p.compatible {
-            "compatible: 3DES/SHA-1"
-        } else {
-            "modern: AES-256/PBKDF2/SHA-256"
-        }
-    );
-    Ok(())
+/// Writes the PKCS#12 file; called by the service before it commits, so a
+/// failure here leaves nothing issued.
+fn deliver(p: &P12Out) -> impl FnOnce(&[u8]) -> Result<(), String> + '_ {
+    move |der: &[u8]| {
+        let Some(path) = &p.out_p12 else {
+            return Ok(());
+        };
+        write_via_temp(path, der, true)
+            .map_err(|e| format!("cannot write {}: {e} (nothing was changed)", path.display()))?;
+        eprintln!(
+            "wrote {} ({})",
+            path.display(),
+            if p.compatible {
+                "compatible: 3DES/SHA-1"
+            } else {
+                "modern: AES-256/PBKDF2/SHA-256"
+            }
+        );
+        Ok(())
+    }
 }
 
 /// `sikkermail cert ...`.
@@ -505,47 +367,28 @@ pub fn cert(cmd: CertCommand) -> Result<ExitCode, Fail> {
             email,
             p12,
         } => {
-            let kind = Kind::parse(&kind)?;
-            let name = DisplayName::parse("name", &name)?;
-            let email = EmailAddress::parse(&email)?;
-            let pw = p12_password(&p12)?;
-            let ctx = open(&store)?;
-            let a = ctx.authority()?;
-            let ee = EndEntity {
-                common_name: name,
-                uuid: OcesUuid::new_random()?,
-                organisation: DisplayName::parse("organisation", &ctx.org.name)?,
-                cvr: Cvr::parse(&ctx.org.cvr)?,
-                email: Some(email),
+            let req = IssueRequest {
+                kind: Kind::parse(&kind)?,
+                name: DisplayName::parse("name", &name)?,
+                email: EmailAddress::parse(&email)?,
+                p12: p12_request(&p12)?,
             };
-            let (cert, key) = issue_end_entity(&a, kind, ee)?;
-            let id = record(
-                &ctx,
-                &cert,
-                kind.as_str(),
-                "issued",
-                Some(&key),
-                false,
-                None,
-            )?;
-            ctx.audit(
-                "cert.issue",
-                &id.to_string(),
-                &format!("kind={} serial={}", kind.as_str(), serial_hex(&cert)),
-            )?;
-            if let Some(pw) = pw {
-                write_p12(&ctx, &a, &p12, &pw, &key, &cert, id)?;
-            }
+            let ctx = open(&store)?;
+            let issued = ctx.rt.block_on(ctx.svc.issue(req, deliver(&p12)))?;
             println!(
-                "{id}\t{}\t{}",
-                serial_hex(&cert),
-                smime::keyring::name_to_string(cert.subject_name())
+                "{}\t{}\t{}",
+                issued.id,
+                serial_hex(&issued.cert),
+                smime::keyring::name_to_string(issued.cert.subject_name())
             );
             Ok(ExitCode::SUCCESS)
         }
         CertCommand::List { store } => {
             let ctx = open(&store)?;
-            for c in ctx.rt.block_on(ctx.store.list_certificates(ctx.org.id))? {
+            for c in ctx
+                .rt
+                .block_on(ctx.store().list_certificates(ctx.org().id))?
+            {
                 println!(
                     "{}\t{}\t{}\t{}\t{}\t{}\t{}",
                     c.id,
@@ -561,7 +404,7 @@ pub fn cert(cmd: CertCommand) -> Result<ExitCode, Fail> {
         }
         CertCommand::Show { store, id } => {
             let ctx = open(&store)?;
-            let c = ctx.rt.block_on(ctx.store.certificate(ctx.org.id, id))?;
+            let c = ctx.rt.block_on(ctx.store().certificate(ctx.org().id, id))?;
             println!(
                 "id: {}\nkind: {}\nstatus: {}\ngeneration: {}\nsource: {}",
                 c.id, c.kind, c.status, c.generation, c.source
@@ -592,88 +435,37 @@ pub fn cert(cmd: CertCommand) -> Result<ExitCode, Fail> {
             Ok(ExitCode::SUCCESS)
         }
         CertCommand::Renew { store, id, p12 } => {
-            let pw = p12_password(&p12)?;
+            let req = p12_request(&p12)?;
             let ctx = open(&store)?;
-            let old = ctx.rt.block_on(ctx.store.certificate(ctx.org.id, id))?;
-            if old.source != "issued" || old.kind.ends_with("-ca") {
-                return Err(usage(format!(
-                    "certificate {id} was not issued by this CA as an end entity: it cannot be renewed here"
-                )));
-            }
-            if old.status == "revoked" {
-                return Err(usage(format!(
-                    "certificate {id} is revoked: issue a new one instead"
-                )));
-            }
-            let old_cert = cert_of(&old.pem)?;
-            let parsed = ParsedEndEntity::from_x509(&old_cert)?;
-            let a = ctx.authority()?;
-            let (cert, key) = issue_end_entity(&a, parsed.kind, parsed.fields)?;
-            let new_id = record(
-                &ctx,
-                &cert,
-                parsed.kind.as_str(),
-                "issued",
-                Some(&key),
-                false,
-                None,
-            )?;
-            ctx.rt
-                .block_on(ctx.store.supersede(ctx.org.id, id, new_id))?;
-            ctx.audit(
-                "cert.renew",
-                &id.to_string(),
-                &format!("new={new_id} serial={}", serial_hex(&cert)),
-            )?;
-            if let Some(pw) = pw {
-                write_p12(&ctx, &a, &p12, &pw, &key, &cert, new_id)?;
-            }
+            let issued = ctx.rt.block_on(ctx.svc.renew(id, req, deliver(&p12)))?;
             println!(
-                "{new_id}\t{}\t{}",
-                serial_hex(&cert),
-                smime::keyring::name_to_string(cert.subject_name())
+                "{}\t{}\t{}",
+                issued.id,
+                serial_hex(&issued.cert),
+                smime::keyring::name_to_string(issued.cert.subject_name())
             );
             Ok(ExitCode::SUCCESS)
         }
         CertCommand::Revoke { store, id, reason } => {
             let reason = RevocationReason::parse(&reason)?;
             let ctx = open(&store)?;
-            let c = ctx.rt.block_on(ctx.store.certificate(ctx.org.id, id))?;
-            if c.kind.ends_with("-ca") {
-                return Err(usage("the CA's own certificates are not revoked this way"));
-            }
-            ctx.rt.block_on(ctx.store.revoke_certificate(
-                ctx.org.id,
-                id,
-                reason.as_str(),
-                store::now(),
-            ))?;
-            ctx.audit(
-                "cert.revoke",
-                &id.to_string(),
-                &format!("reason={}", reason.as_str()),
-            )?;
-            let a = ctx.authority()?;
-            ctx.regenerate_crl(&a)?;
+            ctx.rt.block_on(ctx.svc.revoke(id, reason))?;
             println!("revoked {id} ({}); CRL updated", reason.as_str());
             Ok(ExitCode::SUCCESS)
         }
-        CertCommand::Export { store, id, p12 } => {
+        CertCommand::Export {
+            store,
+            id,
+            p12,
+            force,
+        } => {
             if p12.out_p12.is_none() {
                 return Err(usage("export needs --out-p12 FILE"));
             }
-            let pw = p12_password(&p12)?.ok_or_else(|| usage("export needs --password-env VAR"))?;
+            let req = p12_request(&p12)?.ok_or_else(|| usage("export needs --password-env VAR"))?;
             let ctx = open(&store)?;
-            let c = ctx.rt.block_on(ctx.store.certificate(ctx.org.id, id))?;
-            if c.kind.ends_with("-ca") {
-                return Err(usage("CA keys are never exported"));
-            }
-            let key_id = c
-                .key_id
-                .ok_or_else(|| usage(format!("the private key of certificate {id} is not held")))?;
-            let key = ctx.rt.block_on(ctx.store.private_key(ctx.org.id, key_id))?;
-            let a = ctx.authority()?;
-            write_p12(&ctx, &a, &p12, &pw, &key, &cert_of(&c.pem)?, id)?;
+            ctx.rt
+                .block_on(ctx.svc.export(id, req, force, deliver(&p12)))?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -4,10 +4,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use store::{Kek, Store};
+use service::Actor;
+use service::keys::ImportRequest;
 
-use super::ca_cmd::{generation_of, record};
-use super::context::{Ctx, StoreArgs, date, fingerprint, open, serial_hex, validity};
+use super::context::{StoreArgs, date, open, runtime};
 use super::io::{Fail, password, read_file, usage};
 
 #[derive(Debug, Subcommand)]
@@ -72,62 +72,62 @@ pub fn key(cmd: KeyCommand) -> Result<ExitCode, Fail> {
             mailbox,
         } => {
             let der = read_file(&file)?;
-            let pw = password(&password_env)?.unwrap_or_default();
-            // Open the file completely before anything is written.
-            let imp = ca::pkcs12::import(&der, &pw)
-                .map_err(|e| usage(format!("{}: {e}", file.display())))?;
-            if let Some(m) = &mailbox {
-                ca::EmailAddress::parse(m)?;
-            }
+            let pw = password(&password_env)?;
+            // Open the file completely before anything is written. Without
+            // --password-env only a file with an empty password opens.
+            let imp = ca::pkcs12::import(&der, pw.as_deref().unwrap_or("")).map_err(|e| {
+                if pw.is_none() && e.to_string().contains("wrong password") {
+                    usage(format!(
+                        "{}: the file needs a password and none was given: put it in an environment variable and name it with --password-env VAR",
+                        file.display()
+                    ))
+                } else {
+                    usage(format!("{}: {e}", file.display()))
+                }
+            })?;
+            let mailbox = mailbox
+                .as_deref()
+                .map(ca::EmailAddress::parse)
+                .transpose()?;
+            let subject = smime::keyring::name_to_string(imp.cert.subject_name());
             let ctx = open(&store)?;
-            let generation = generation_of(&imp.cert);
-            let parsed = ca::ParsedEndEntity::from_x509(&imp.cert).ok();
-            let kind = match (&parsed, generation) {
-                (Some(p), _) => p.kind.as_str(),
-                (None, _) if is_oces2_person(&imp.cert) => "user",
-                _ => "organisation",
-            };
-            let source = if legacy { "legacy" } else { "imported" };
-            let id = record(
-                &ctx,
-                &imp.cert,
-                kind,
-                source,
-                Some(&imp.key),
+            let done = ctx.rt.block_on(ctx.svc.import_key(ImportRequest {
+                p12: imp,
                 legacy,
-                mailbox.as_deref(),
-            )?;
-            ctx.audit(
-                "key.import",
-                &id.to_string(),
-                &format!(
-                    "generation={generation} legacy={legacy} serial={}",
-                    serial_hex(&imp.cert)
-                ),
-            )?;
-            let (_, not_after) = validity(&imp.cert);
-            let expired = if not_after < store::now() {
-                " (expired: kept for decryption)"
-            } else {
-                ""
-            };
+                mailbox,
+            }))?;
             println!(
-                "{id}\t{generation}\t{source}\t{}{expired}",
-                smime::keyring::name_to_string(imp.cert.subject_name())
+                "{}\t{}\t{}\t{subject}{}",
+                done.id,
+                done.generation,
+                done.source,
+                if done.expired {
+                    " (expired: kept for decryption)"
+                } else {
+                    ""
+                }
             );
             Ok(ExitCode::SUCCESS)
         }
         KeyCommand::List { store } => {
             let ctx = open(&store)?;
-            let certs = ctx.rt.block_on(ctx.store.list_certificates(ctx.org.id))?;
-            for k in ctx.rt.block_on(ctx.store.list_keys(ctx.org.id))? {
+            let org = ctx.org().id;
+            let certs = ctx.rt.block_on(ctx.store().list_certificates(org))?;
+            let kr = ctx.rt.block_on(ctx.svc.keyring())?;
+            for k in ctx.rt.block_on(ctx.store().list_keys(org))? {
                 let c = certs.iter().find(|c| c.key_id == Some(k.id));
+                let state = if !k.kek_loaded {
+                    format!("UNOPENABLE (master key {} not loaded)", k.kek_id)
+                } else if kr.skipped.iter().any(|u| u.key_id == k.id) {
+                    format!("UNOPENABLE (does not open with master {})", k.kek_id)
+                } else {
+                    format!("master {}", k.kek_id)
+                };
                 println!(
-                    "{}\t{}\t{}\tmaster {}\t{}",
+                    "{}\t{}\t{}\t{state}\t{}",
                     k.id,
                     k.algorithm,
                     if k.legacy { "legacy" } else { "current" },
-                    k.kek_id,
                     c.map_or("(no certificate)".to_string(), |c| format!(
                         "cert {} {} {} until {}",
                         c.id,
@@ -143,60 +143,47 @@ pub fn key(cmd: KeyCommand) -> Result<ExitCode, Fail> {
     }
 }
 
-fn is_oces2_person(cert: &openssl::x509::X509) -> bool {
-    cert.subject_name()
-        .entries_by_nid(openssl::nid::Nid::SERIALNUMBER)
-        .any(|e| e.data().to_string().is_ok_and(|s| s.contains("-RID:")))
-}
-
-/// Master-key rotation that survives a crash at any point: the new key is
-/// written to `master.key.new` first, rows are re-sealed in one
-/// transaction (each row records which key sealed it), and only then does
-/// `master.key.new` replace `master.key`. Loading reads both while the new
-/// file exists.
+/// `key rotate-master`: see [`service::rotate_master`].
 fn rotate(args: &StoreArgs) -> Result<ExitCode, Fail> {
-    let ctx: Ctx = open(args)?;
-    let from_env = std::env::var(store::seal::MASTER_KEY_ENV).is_ok();
-    let new = if from_env {
-        let v = std::env::var(store::seal::NEW_MASTER_KEY_ENV).map_err(|_| {
-            usage("the master key comes from SIKKERMAIL_MASTER_KEY: put the new one (base64 of 32 random bytes) in SIKKERMAIL_NEW_MASTER_KEY")
-        })?;
-        Kek::from_base64(&v)?
-    } else {
-        match &ctx.store.master_keys().next {
-            Some(n) => n.clone(), // finish an interrupted rotation
-            None => {
-                let k = Kek::generate()?;
-                store::seal::write_secret(&ctx.dir.join("master.key.new"), &k.to_base64())?;
-                k
-            }
+    let loc = args.location();
+    let rt = runtime()?;
+    let dir = loc.data_dir.clone();
+    let out = rt.block_on(service::rotate_master(&loc, Actor::from_process(), || {
+        eprintln!(
+            "waiting for other sikkermail commands on {} to finish ...",
+            dir.display()
+        )
+    }))?;
+    let r = &out.report;
+    println!(
+        "re-sealed {} private keys under master key {}{}",
+        r.resealed,
+        out.new_id,
+        if r.already > 0 {
+            format!(" ({} already were)", r.already)
+        } else {
+            String::new()
         }
-    };
-    let mut master = ctx.store.master_keys().clone();
-    master.next = Some(new.clone());
-    let url = args
-        .database_url
-        .clone()
-        .unwrap_or_else(|| store::sqlite_url(&ctx.dir));
-    ctx.rt.block_on(ctx.store.close());
-    let st = ctx.rt.block_on(Store::open(&url, master))?;
-    let n = ctx.rt.block_on(st.reseal_all(&new))?;
-    if !from_env {
-        std::fs::rename(ctx.dir.join("master.key.new"), ctx.dir.join("master.key"))
-            .map_err(|e| usage(format!("re-sealed {n} keys, but could not replace master.key: {e}; master.key.new holds the new key")))?;
-        store::seal::sync_dir(&ctx.dir.join("master.key"))?;
+    );
+    for u in &r.unopenable {
+        eprintln!("warning: left as it was: {u}");
     }
-    ctx.rt.block_on(st.audit(
-        Some(ctx.org.id),
-        &super::context::actor(),
-        "key.rotate-master",
-        &new.id(),
-        &format!("resealed={n}"),
-    ))?;
-    println!("re-sealed {n} private keys under master key {}", new.id());
-    if from_env {
+    if !r.unopenable.is_empty() {
+        eprintln!(
+            "warning: {} key(s) stay unusable until their master key is given: set {} to it (base64) and run `sikkermail key rotate-master` again",
+            r.unopenable.len(),
+            store::seal::EXTRA_MASTER_KEYS_ENV
+        );
+    }
+    if out.from_env {
         println!(
-            "now set SIKKERMAIL_MASTER_KEY to the value of SIKKERMAIL_NEW_MASTER_KEY everywhere it is used"
+            "now set SIKKERMAIL_MASTER_KEY to the value of SIKKERMAIL_NEW_MASTER_KEY everywhere it is used, and back it up"
+        );
+    }
+    if let Some(f) = &out.key_file {
+        println!(
+            "back up the new master key now: {} (the old one no longer opens anything; copy the new one to every node that uses this database)",
+            f.display()
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -231,35 +218,17 @@ pub fn recipient(cmd: RecipientCommand) -> Result<ExitCode, Fail> {
                 }
                 plan.push((c, addrs));
             }
+            let plan: Vec<(openssl::x509::X509, Vec<String>)> =
+                plan.into_iter().map(|(c, a)| (c.clone(), a)).collect();
             let ctx = open(&store)?;
-            for (c, addrs) in plan {
-                let pem = String::from_utf8(c.to_pem().map_err(|e| usage(e.to_string()))?)
-                    .map_err(|e| usage(e.to_string()))?;
-                let subject = smime::keyring::name_to_string(c.subject_name());
-                let (_, not_after) = validity(c);
-                for a in addrs {
-                    let id = ctx.rt.block_on(ctx.store.upsert_recipient(
-                        ctx.org.id,
-                        &a,
-                        &pem,
-                        &fingerprint(c),
-                        &subject,
-                        not_after,
-                        "imported",
-                    ))?;
-                    ctx.audit(
-                        "recipient.import",
-                        &a,
-                        &format!("id={id} fingerprint={}", fingerprint(c)),
-                    )?;
-                    println!("{id}\t{a}\t{subject}");
-                }
+            for (id, a, subject) in ctx.rt.block_on(ctx.svc.import_recipients(&plan))? {
+                println!("{id}\t{a}\t{subject}");
             }
             Ok(ExitCode::SUCCESS)
         }
         RecipientCommand::List { store } => {
             let ctx = open(&store)?;
-            for r in ctx.rt.block_on(ctx.store.list_recipients(ctx.org.id))? {
+            for r in ctx.rt.block_on(ctx.store().list_recipients(ctx.org().id))? {
                 println!(
                     "{}\t{}\t{}\tuntil {}\t{}\t{}",
                     r.id,
@@ -279,18 +248,15 @@ pub fn recipient(cmd: RecipientCommand) -> Result<ExitCode, Fail> {
 pub struct AuditArgs {
     #[command(flatten)]
     store: StoreArgs,
-    /// How many events.
+    /// How many events (0: none).
     #[arg(long, default_value_t = 50)]
-    limit: i64,
+    limit: u32,
 }
 
 /// `sikkermail audit`: one event per line, newest first.
 pub fn audit(a: AuditArgs) -> Result<ExitCode, Fail> {
     let ctx = open(&a.store)?;
-    for e in ctx
-        .rt
-        .block_on(ctx.store.audit_events(ctx.org.id, a.limit.max(1)))?
-    {
+    for e in ctx.rt.block_on(ctx.svc.audit_events(a.limit))? {
         println!(
             "{}\t{}\t{}\t{}\t{}",
             date(e.at),

@@ -19,7 +19,11 @@ pub enum StoreError {
     /// The data in a row cannot be used (bad PEM, ...).
     #[error("corrupt row: {0}")]
     Corrupt(String),
-    /// Something already exists (e.g. the CA on `init`).
+    /// Something already exists (e.g. the CA on `init`), or the row is not
+    /// in the state the operation needs (renewing what is not active).
     #[error("{0}")]
     Conflict(String),
+    /// The data directory's lock could not be taken.
+    #[error("{0}")]
+    Lock(String),
 }

@@ -8,7 +8,7 @@ use sqlx::Row;
 
 use crate::records::OrgId;
 use crate::seal::Kek;
-use crate::{Store, StoreError, now};
+use crate::{Backend, Store, StoreError, Tx, in_tx, now};
 
 /// A key to store.
 #[derive(Debug)]
@@ -31,8 +31,47 @@ pub struct KeyInfo {
     pub legacy: bool,
     /// Master key that sealed it.
     pub kek_id: String,
+    /// Whether this process holds that master key.
+    pub kek_loaded: bool,
     /// When stored.
     pub created_at: i64,
+}
+
+/// A stored key that could not be opened, and why.
+#[derive(Debug, Clone)]
+pub struct Unopenable {
+    /// The key's id.
+    pub key_id: i64,
+    /// The master key it is sealed under.
+    pub kek_id: String,
+    /// Why it did not open.
+    pub reason: String,
+}
+
+impl std::fmt::Display for Unopenable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "private key {}: {}", self.key_id, self.reason)
+    }
+}
+
+/// Every key that opened, and every one that did not.
+#[derive(Debug)]
+pub struct StoreKeyring {
+    /// The keys that opened, with their certificates.
+    pub ring: MemoryKeyring,
+    /// The keys that did not open: named, never fatal to the others.
+    pub skipped: Vec<Unopenable>,
+}
+
+/// What a master-key rotation did.
+#[derive(Debug, Default)]
+pub struct ResealReport {
+    /// Keys re-sealed under the new master key now.
+    pub resealed: usize,
+    /// Keys already under it (an interrupted rotation did them).
+    pub already: usize,
+    /// Keys left as they were because no loaded master key opens them.
+    pub unopenable: Vec<Unopenable>,
 }
 
 fn algorithm(key: &PKey<Private>) -> String {
@@ -59,85 +98,127 @@ fn random_uid() -> Result<String, StoreError> {
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
-impl Store {
+fn not_loaded(kek_id: &str, held: &[String]) -> String {
+    format!(
+        "sealed under master key {kek_id}, which is not loaded (this process holds {}); \
+         give that master key in {} to open it",
+        held.join(", "),
+        crate::seal::EXTRA_MASTER_KEYS_ENV
+    )
+}
+
+impl Tx<'_> {
+    /// The master key that new keys are sealed under, as the database
+    /// records it. On PostgreSQL this first takes the sealing lock in shared
+    /// mode, so a rotation on another node either finished before (and this
+    /// sees its new key) or waits for this transaction to commit (and then
+    /// re-seals what it wrote).
+    pub async fn sealing_kek(&mut self) -> Result<Kek, StoreError> {
+        if self.store.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+                .bind(crate::SEAL_LOCK)
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        let recorded: Option<String> = sqlx::query("SELECT kek_id FROM master_state WHERE id = 1")
+            .fetch_optional(&mut *self.tx)
+            .await?
+            .map(|r| r.try_get("kek_id"))
+            .transpose()?;
+        match recorded {
+            Some(id) => self.store.kek(&id).ok_or_else(|| {
+                StoreError::Seal(format!(
+                    "the master key was rotated to {id} by another process or node, and this one \
+                     does not hold it: copy the current master.key (or SIKKERMAIL_MASTER_KEY) here and retry"
+                ))
+            }),
+            None => {
+                // A database from before this table: what this process
+                // holds is the current key (a rotation in progress has not
+                // committed, or there would be a row).
+                let cur = self.store.master_keys().current;
+                self.set_sealing_kek(&cur).await?;
+                Ok(cur)
+            }
+        }
+    }
+
+    /// Records `kek` as the master key new keys are sealed under.
+    pub async fn set_sealing_kek(&mut self, kek: &Kek) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO master_state (id, kek_id, rotated_at) VALUES (1, $1, $2) \
+             ON CONFLICT (id) DO UPDATE SET kek_id = excluded.kek_id, rotated_at = excluded.rotated_at",
+        )
+        .bind(kek.id())
+        .bind(now())
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
     /// Seals and stores a private key of `org`.
-    pub async fn insert_key(&self, org: OrgId, k: NewKey<'_>) -> Result<i64, StoreError> {
+    pub async fn insert_key(&mut self, org: OrgId, k: NewKey<'_>) -> Result<i64, StoreError> {
         let der = zeroizing(
             k.key
                 .private_key_to_pkcs8()
                 .map_err(|e| StoreError::Seal(e.to_string()))?,
         );
+        let kek = self.sealing_kek().await?;
         let uid = random_uid()?;
-        let sealed = self
-            .master
-            .current
-            .seal(&aad(org.0, &uid, k.legacy), &der.0)?;
+        let sealed = kek.seal(&aad(org.0, &uid, k.legacy), &der.0)?;
         let row = sqlx::query(
             "INSERT INTO private_keys (org_id, key_uid, kek_id, sealed, algorithm, legacy, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
         )
         .bind(org.0)
         .bind(&uid)
-        .bind(self.master.current.id())
+        .bind(kek.id())
         .bind(sealed)
         .bind(algorithm(k.key))
         .bind(i64::from(k.legacy))
         .bind(now())
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *self.tx)
         .await?;
         Ok(row.try_get("id")?)
     }
 
     /// Opens a private key of `org`.
-    pub async fn private_key(&self, org: OrgId, id: i64) -> Result<PKey<Private>, StoreError> {
+    pub async fn private_key(&mut self, org: OrgId, id: i64) -> Result<PKey<Private>, StoreError> {
         let row = sqlx::query(
             "SELECT key_uid, kek_id, sealed, legacy FROM private_keys WHERE org_id = $1 AND id = $2",
         )
         .bind(org.0)
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.tx)
         .await?
         .ok_or_else(|| StoreError::NotFound(format!("private key {id}")))?;
         let uid: String = row.try_get("key_uid")?;
         let legacy = row.try_get::<i64, _>("legacy")? != 0;
-        self.open_row(
-            &uid,
-            &aad(org.0, &uid, legacy),
-            &row.try_get::<String, _>("kek_id")?,
-            &row.try_get::<Vec<u8>, _>("sealed")?,
-        )
-    }
-
-    fn open_row(
-        &self,
-        uid: &str,
-        aad: &str,
-        kek_id: &str,
-        sealed: &[u8],
-    ) -> Result<PKey<Private>, StoreError> {
-        let kek = self.master.by_id(kek_id).ok_or_else(|| {
-            StoreError::Seal(format!(
-                "key {uid} is sealed under master key {kek_id}, which is not loaded"
-            ))
-        })?;
-        let der = zeroizing(kek.unseal(aad, sealed)?);
-        PKey::private_key_from_pkcs8(&der.0)
-            .map_err(|e| StoreError::Corrupt(format!("key {uid}: {e}")))
+        self.store
+            .open_row(
+                id,
+                &aad(org.0, &uid, legacy),
+                &row.try_get::<String, _>("kek_id")?,
+                &row.try_get::<Vec<u8>, _>("sealed")?,
+            )
+            .map_err(|u| StoreError::Seal(u.to_string()))
     }
 
     /// Every key of `org` (not opened).
-    pub async fn list_keys(&self, org: OrgId) -> Result<Vec<KeyInfo>, StoreError> {
+    pub async fn list_keys(&mut self, org: OrgId) -> Result<Vec<KeyInfo>, StoreError> {
         let rows = sqlx::query("SELECT id, algorithm, legacy, kek_id, created_at FROM private_keys WHERE org_id = $1 ORDER BY id")
             .bind(org.0)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.tx)
             .await?;
         rows.iter()
             .map(|r| {
+                let kek_id: String = r.try_get("kek_id")?;
                 Ok(KeyInfo {
                     id: r.try_get("id")?,
                     algorithm: r.try_get("algorithm")?,
                     legacy: r.try_get::<i64, _>("legacy")? != 0,
-                    kek_id: r.try_get("kek_id")?,
+                    kek_loaded: self.store.kek(&kek_id).is_some(),
+                    kek_id,
                     created_at: r.try_get("created_at")?,
                 })
             })
@@ -146,15 +227,28 @@ impl Store {
 
     /// A decryption keyring with every key `org` has ever held and its
     /// certificate(s): current, renewed, revoked, expired and legacy OCES2.
-    /// CA keys are left out: they never decrypt mail.
-    pub async fn keyring(&self, org: OrgId) -> Result<MemoryKeyring, StoreError> {
-        let mut kr = MemoryKeyring::new();
+    /// CA keys are left out: they never decrypt mail. A key that does not
+    /// open is named in `skipped` and the others are still there.
+    pub async fn keyring(&mut self, org: OrgId) -> Result<StoreKeyring, StoreError> {
+        let mut ring = MemoryKeyring::new();
+        let mut skipped = Vec::new();
         for c in self.list_certificates(org).await? {
             let Some(key_id) = c.key_id else { continue };
             if c.kind.ends_with("-ca") {
                 continue;
             }
-            let key = self.private_key(org, key_id).await?;
+            let key = match self.private_key(org, key_id).await {
+                Ok(k) => k,
+                Err(e) => {
+                    let kek_id = self.kek_of(key_id).await?.unwrap_or_default();
+                    skipped.push(Unopenable {
+                        key_id,
+                        kek_id,
+                        reason: format!("certificate {} ({}): {e}", c.id, c.subject),
+                    });
+                    continue;
+                }
+            };
             let cert = X509::from_pem(c.pem.as_bytes())
                 .map_err(|e| StoreError::Corrupt(format!("certificate {}: {e}", c.id)))?;
             let label = format!(
@@ -163,59 +257,132 @@ impl Store {
             );
             let pair = KeyPair::new(key, cert, Vec::new(), &label)
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            kr.add(pair);
+            ring.add(pair);
         }
-        Ok(kr)
+        Ok(StoreKeyring { ring, skipped })
     }
 
-    /// Re-seals every private key (of every organisation) under `new`, in
-    /// one transaction. Returns how many were re-sealed. The caller makes
-    /// `new` the current master key afterwards (see `MasterKeys`).
-    pub async fn reseal_all(&self, new: &Kek) -> Result<usize, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        if self.backend == crate::Backend::Postgres {
-            // Another node must not add a key sealed under the old master
-            // key between this read and the commit.
-            sqlx::query("LOCK TABLE private_keys IN SHARE ROW EXCLUSIVE MODE")
-                .execute(&mut *tx)
+    async fn kek_of(&mut self, key_id: i64) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query("SELECT kek_id FROM private_keys WHERE id = $1")
+            .bind(key_id)
+            .fetch_optional(&mut *self.tx)
+            .await?
+            .map(|r| r.try_get("kek_id"))
+            .transpose()?)
+    }
+
+    /// Re-seals every private key (of every organisation) under `new` and
+    /// records `new` as the sealing key, in this transaction. On PostgreSQL
+    /// the sealing lock is taken exclusively first: every transaction that
+    /// sealed under the old key has committed (and is re-sealed here), and
+    /// every later one sees `new`. A key that no loaded master key opens is
+    /// left as it is and reported; it never stops the others.
+    pub async fn reseal_all(&mut self, new: &Kek) -> Result<ResealReport, StoreError> {
+        if self.store.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(crate::SEAL_LOCK)
+                .execute(&mut *self.tx)
                 .await?;
         }
         let rows = sqlx::query(
             "SELECT id, org_id, key_uid, kek_id, sealed, legacy FROM private_keys ORDER BY id",
         )
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut *self.tx)
         .await?;
-        let mut n = 0;
+        let mut report = ResealReport::default();
         for r in &rows {
             let id: i64 = r.try_get("id")?;
             let uid: String = r.try_get("key_uid")?;
             let kek_id: String = r.try_get("kek_id")?;
             if kek_id == new.id() {
-                continue; // an interrupted rotation already did this one
+                report.already += 1; // an interrupted rotation did this one
+                continue;
             }
-            let kek = self.master.by_id(&kek_id).ok_or_else(|| {
-                StoreError::Seal(format!(
-                    "key {uid} is sealed under master key {kek_id}, which is not loaded"
-                ))
-            })?;
             let ad = aad(
                 r.try_get("org_id")?,
                 &uid,
                 r.try_get::<i64, _>("legacy")? != 0,
             );
-            let plain = zeroizing(kek.unseal(&ad, &r.try_get::<Vec<u8>, _>("sealed")?)?);
+            let sealed: Vec<u8> = r.try_get("sealed")?;
+            let plain = match self.store.kek(&kek_id) {
+                None => {
+                    report.unopenable.push(Unopenable {
+                        key_id: id,
+                        reason: not_loaded(&kek_id, &self.store.master_keys().ids()),
+                        kek_id,
+                    });
+                    continue;
+                }
+                Some(kek) => match kek.unseal(&ad, &sealed) {
+                    Ok(p) => zeroizing(p),
+                    Err(e) => {
+                        report.unopenable.push(Unopenable {
+                            key_id: id,
+                            kek_id,
+                            reason: e.to_string(),
+                        });
+                        continue;
+                    }
+                },
+            };
             let sealed = new.seal(&ad, &plain.0)?;
             sqlx::query("UPDATE private_keys SET sealed = $1, kek_id = $2 WHERE id = $3")
                 .bind(sealed)
                 .bind(new.id())
                 .bind(id)
-                .execute(&mut *tx)
+                .execute(&mut *self.tx)
                 .await?;
-            n += 1;
+            report.resealed += 1;
         }
-        tx.commit().await?;
-        Ok(n)
+        self.set_sealing_kek(new).await?;
+        Ok(report)
     }
+}
+
+impl Store {
+    /// Opens one sealed row, loading the master keys again once if it names
+    /// one this process does not hold.
+    fn open_row(
+        &self,
+        key_id: i64,
+        aad: &str,
+        kek_id: &str,
+        sealed: &[u8],
+    ) -> Result<PKey<Private>, Unopenable> {
+        let fail = |reason: String| Unopenable {
+            key_id,
+            kek_id: kek_id.to_string(),
+            reason,
+        };
+        let kek = self
+            .kek(kek_id)
+            .ok_or_else(|| fail(not_loaded(kek_id, &self.master_keys().ids())))?;
+        let der = zeroizing(kek.unseal(aad, sealed).map_err(|e| fail(e.to_string()))?);
+        PKey::private_key_from_pkcs8(&der.0).map_err(|e| fail(format!("corrupt key: {e}")))
+    }
+
+    /// Re-seals every key under `new` in one transaction of its own.
+    pub async fn reseal_all(&self, new: &Kek) -> Result<ResealReport, StoreError> {
+        let mut tx = self.begin().await?;
+        let r = tx.reseal_all(new).await?;
+        tx.commit().await?;
+        Ok(r)
+    }
+}
+
+in_tx! { begin:
+    /// Seals and stores a private key of `org`.
+    fn insert_key(&self, org: OrgId, k: NewKey<'_>) -> i64;
+}
+
+in_tx! { begin_read:
+    /// Opens a private key of `org`.
+    fn private_key(&self, org: OrgId, id: i64) -> PKey<Private>;
+    /// Every key of `org` (not opened).
+    fn list_keys(&self, org: OrgId) -> Vec<KeyInfo>;
+    /// Every key `org` has held, as a keyring; keys that do not open are
+    /// named in `skipped`.
+    fn keyring(&self, org: OrgId) -> StoreKeyring;
 }
 
 /// Key material that is wiped when dropped.

@@ -16,17 +16,20 @@
 
 pub mod error;
 pub mod keys;
+pub mod lock;
 pub mod records;
 pub mod seal;
 
 use std::path::Path;
-use std::sync::Once;
+use std::sync::{Arc, Once, RwLock};
+use std::time::Duration;
 
-use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
+use sqlx::{Any, AnyPool, Executor};
 
 pub use error::StoreError;
-pub use keys::{KeyInfo, NewKey};
+pub use keys::{KeyInfo, NewKey, ResealReport, StoreKeyring, Unopenable};
+pub use lock::{DirLock, LockMode};
 pub use records::{Audit, CaState, CertRow, NewCert, OrgId, Organisation, RecipientRow};
 pub use seal::{Kek, MasterKeys};
 
@@ -40,11 +43,16 @@ pub enum Backend {
 }
 
 /// A connection pool plus the master keys.
+///
+/// The master keys can change under a running process (another process
+/// rotated them): when a row names a master key this process does not hold,
+/// the keys are loaded again from where they came from, once, before giving
+/// up on that row.
 #[derive(Debug, Clone)]
 pub struct Store {
     pub(crate) pool: AnyPool,
     pub(crate) backend: Backend,
-    pub(crate) master: MasterKeys,
+    pub(crate) master: Arc<RwLock<MasterKeys>>,
 }
 
 /// The SQLite URL for a data directory.
@@ -53,6 +61,56 @@ pub fn sqlite_url(data_dir: &Path) -> String {
         "sqlite://{}?mode=rwc",
         data_dir.join("sikkermail.db").display()
     )
+}
+
+/// The PostgreSQL advisory lock (a transaction-level one) that orders
+/// sealing against master-key rotation across nodes: shared while a key is
+/// sealed and stored, exclusive while every key is re-sealed.
+pub(crate) const SEAL_LOCK: i64 = 0x5ea1_0001;
+/// The PostgreSQL advisory lock taken by `init`, so two nodes never create
+/// two organisations.
+pub(crate) const INIT_LOCK: i64 = 0x5ea1_0002;
+
+/// One transaction. Everything an operation writes goes through one of
+/// these and lands together at [`Tx::commit`], or not at all: dropping it
+/// rolls back. On SQLite it is `BEGIN IMMEDIATE`, so two writers (in any
+/// processes) are ordered instead of failing on a lock upgrade.
+#[derive(Debug)]
+pub struct Tx<'s> {
+    pub(crate) tx: sqlx::Transaction<'static, Any>,
+    pub(crate) store: &'s Store,
+}
+
+impl Tx<'_> {
+    /// Makes every write of this transaction durable, together.
+    pub async fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+
+    /// Undoes every write of this transaction.
+    pub async fn rollback(self) -> Result<(), StoreError> {
+        self.tx.rollback().await?;
+        Ok(())
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> Backend {
+        self.store.backend
+    }
+
+    /// PostgreSQL: takes `init`'s advisory lock until the end of the
+    /// transaction (two nodes initialising at once are ordered). SQLite's
+    /// `BEGIN IMMEDIATE` already orders them.
+    pub async fn lock_init(&mut self) -> Result<(), StoreError> {
+        if self.store.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(INIT_LOCK)
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        Ok(())
+    }
 }
 
 impl Store {
@@ -70,19 +128,32 @@ impl Store {
                 "unsupported database URL {url:?}: use sqlite://FILE or postgres://HOST/DB"
             )));
         };
-        let max = if backend == Backend::Sqlite { 1 } else { 8 };
-        let pool = AnyPoolOptions::new()
-            .max_connections(max)
-            .connect(url)
-            .await?;
+        let mut opts = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 4 } else { 8 })
+            .acquire_timeout(Duration::from_secs(120));
+        if backend == Backend::Sqlite {
+            // Several processes share the file (serve, commands): writers
+            // wait for each other instead of failing after sqlx's 5 s.
+            opts = opts.after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute("PRAGMA busy_timeout = 60000").await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = opts.connect(url).await?;
         match backend {
             Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
-            Backend::Postgres => sqlx::migrate!("./migrations/postgres").run(&pool).await?,
+            Backend::Postgres => {
+                // Two processes starting on a fresh database both migrate:
+                // sqlx takes its own advisory lock for that.
+                sqlx::migrate!("./migrations/postgres").run(&pool).await?
+            }
         }
         Ok(Store {
             pool,
             backend,
-            master,
+            master: Arc::new(RwLock::new(master)),
         })
     }
 
@@ -91,9 +162,51 @@ impl Store {
         self.backend
     }
 
-    /// The master keys in use.
-    pub fn master_keys(&self) -> &MasterKeys {
-        &self.master
+    /// The master keys in use (a copy).
+    pub fn master_keys(&self) -> MasterKeys {
+        match self.master.read() {
+            Ok(m) => m.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the master keys this process holds.
+    pub fn set_master_keys(&self, keys: MasterKeys) {
+        match self.master.write() {
+            Ok(mut m) => *m = keys,
+            Err(p) => *p.into_inner() = keys,
+        }
+    }
+
+    /// The key with id `kek_id`, loading the master keys again from their
+    /// source when this process does not hold it (another process may have
+    /// rotated them since this one started).
+    pub(crate) fn kek(&self, kek_id: &str) -> Option<Kek> {
+        let keys = self.master_keys();
+        if let Some(k) = keys.by_id(kek_id) {
+            return Some(k.clone());
+        }
+        let fresh = keys.reload().ok()?;
+        let k = fresh.by_id(kek_id).cloned();
+        self.set_master_keys(fresh);
+        k
+    }
+
+    /// Starts a transaction that will write.
+    pub async fn begin(&self) -> Result<Tx<'_>, StoreError> {
+        let tx = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        };
+        Ok(Tx { tx, store: self })
+    }
+
+    /// Starts a transaction that only reads (a consistent view).
+    pub async fn begin_read(&self) -> Result<Tx<'_>, StoreError> {
+        Ok(Tx {
+            tx: self.pool.begin().await?,
+            store: self,
+        })
     }
 
     /// Closes the pool.
@@ -101,6 +214,24 @@ impl Store {
         self.pool.close().await;
     }
 }
+
+/// Store methods that run one [`Tx`] method in a transaction of their own.
+macro_rules! in_tx {
+    ($begin:ident: $( $(#[$m:meta])* fn $name:ident(&self $(, $a:ident: $t:ty)*) -> $r:ty; )*) => {
+        impl Store {
+            $(
+                $(#[$m])*
+                pub async fn $name(&self $(, $a: $t)*) -> Result<$r, StoreError> {
+                    let mut tx = self.$begin().await?;
+                    let r = tx.$name($($a),*).await?;
+                    tx.commit().await?;
+                    Ok(r)
+                }
+            )*
+        }
+    };
+}
+pub(crate) use in_tx;
 
 /// Seconds since the epoch, now.
 pub fn now() -> i64 {

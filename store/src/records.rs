@@ -4,7 +4,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::{Store, StoreError, now};
+use crate::{Store, StoreError, Tx, in_tx, now};
 
 /// An organisation's id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -176,6 +176,11 @@ pub struct CaState {
     pub crl_der: Option<Vec<u8>>,
     /// When it was made.
     pub crl_updated_at: Option<i64>,
+    /// The root's last authority revocation list (DER): the CA
+    /// certificates it revoked (RFC 5280 5: an ARL is a CRL of CAs).
+    pub arl_der: Option<Vec<u8>>,
+    /// When it was made.
+    pub arl_updated_at: Option<i64>,
 }
 
 /// One audit event.
@@ -202,25 +207,29 @@ fn conflict_or(e: sqlx::Error, what: &str) -> StoreError {
     }
 }
 
-impl Store {
+impl Tx<'_> {
     /// Creates an organisation.
-    pub async fn create_organisation(&self, name: &str, cvr: &str) -> Result<OrgId, StoreError> {
+    pub async fn create_organisation(
+        &mut self,
+        name: &str,
+        cvr: &str,
+    ) -> Result<OrgId, StoreError> {
         let row = sqlx::query(
             "INSERT INTO organisations (name, cvr, created_at) VALUES ($1, $2, $3) RETURNING id",
         )
         .bind(name)
         .bind(cvr)
         .bind(now())
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *self.tx)
         .await?;
         Ok(OrgId(row.try_get("id")?))
     }
 
     /// The first organisation (the one `init` made), if any.
-    pub async fn first_organisation(&self) -> Result<Option<Organisation>, StoreError> {
+    pub async fn first_organisation(&mut self) -> Result<Option<Organisation>, StoreError> {
         let row =
             sqlx::query("SELECT id, name, cvr, settings FROM organisations ORDER BY id LIMIT 1")
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.tx)
                 .await?;
         row.map(|r| {
             Ok(Organisation {
@@ -234,17 +243,17 @@ impl Store {
     }
 
     /// Replaces `org`'s settings (`key=value` lines).
-    pub async fn set_settings(&self, org: OrgId, settings: &str) -> Result<(), StoreError> {
+    pub async fn set_settings(&mut self, org: OrgId, settings: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE organisations SET settings = $1 WHERE id = $2")
             .bind(settings)
             .bind(org.0)
-            .execute(&self.pool)
+            .execute(&mut *self.tx)
             .await?;
         Ok(())
     }
 
     /// The mailbox `address` of `org`, created if new.
-    pub async fn ensure_mailbox(&self, org: OrgId, address: &str) -> Result<i64, StoreError> {
+    pub async fn ensure_mailbox(&mut self, org: OrgId, address: &str) -> Result<i64, StoreError> {
         let row = sqlx::query(
             "INSERT INTO mailboxes (org_id, address, created_at) VALUES ($1, $2, $3) \
              ON CONFLICT (org_id, address) DO UPDATE SET address = excluded.address RETURNING id",
@@ -252,13 +261,13 @@ impl Store {
         .bind(org.0)
         .bind(address.to_ascii_lowercase())
         .bind(now())
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *self.tx)
         .await?;
         Ok(row.try_get("id")?)
     }
 
     /// Records a certificate.
-    pub async fn insert_certificate(&self, org: OrgId, c: &NewCert) -> Result<i64, StoreError> {
+    pub async fn insert_certificate(&mut self, org: OrgId, c: &NewCert) -> Result<i64, StoreError> {
         let row = sqlx::query(
             "INSERT INTO certificates (org_id, kind, generation, source, status, pem, subject, issuer, serial, uuid, email, \
              not_before, not_after, key_id, mailbox_id, created_at) \
@@ -279,14 +288,14 @@ impl Store {
         .bind(c.key_id)
         .bind(c.mailbox_id)
         .bind(now())
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *self.tx)
         .await
         .map_err(|e| conflict_or(e, &format!("certificate with serial {} from this issuer", c.serial)))?;
         Ok(row.try_get("id")?)
     }
 
     /// One certificate of `org`.
-    pub async fn certificate(&self, org: OrgId, id: i64) -> Result<CertRow, StoreError> {
+    pub async fn certificate(&mut self, org: OrgId, id: i64) -> Result<CertRow, StoreError> {
         let row = sqlx::query(concat!(
             "SELECT ",
             cert_columns!(),
@@ -294,28 +303,28 @@ impl Store {
         ))
         .bind(org.0)
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.tx)
         .await?
         .ok_or_else(|| StoreError::NotFound(format!("certificate {id}")))?;
         cert_row(&row)
     }
 
     /// Every certificate of `org`, oldest first.
-    pub async fn list_certificates(&self, org: OrgId) -> Result<Vec<CertRow>, StoreError> {
+    pub async fn list_certificates(&mut self, org: OrgId) -> Result<Vec<CertRow>, StoreError> {
         let rows = sqlx::query(concat!(
             "SELECT ",
             cert_columns!(),
             " FROM certificates WHERE org_id = $1 ORDER BY id"
         ))
         .bind(org.0)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.tx)
         .await?;
         rows.iter().map(cert_row).collect()
     }
 
     /// Marks a certificate revoked.
     pub async fn revoke_certificate(
-        &self,
+        &mut self,
         org: OrgId,
         id: i64,
         reason: &str,
@@ -329,7 +338,7 @@ impl Store {
         .bind(reason)
         .bind(org.0)
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *self.tx)
         .await?;
         if done.rows_affected() == 0 {
             let c = self.certificate(org, id).await?;
@@ -341,20 +350,52 @@ impl Store {
         Ok(())
     }
 
-    /// Marks `old` superseded by `new` (renewal).
-    pub async fn supersede(&self, org: OrgId, old: i64, new: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE certificates SET status = 'superseded', replaced_by = $1 WHERE org_id = $2 AND id = $3 AND status = 'active'")
+    /// Marks `old` superseded by `new` (renewal). Fails, changing nothing,
+    /// unless `old` is active: two renewals of one certificate racing each
+    /// other leave exactly one successor.
+    pub async fn supersede(&mut self, org: OrgId, old: i64, new: i64) -> Result<(), StoreError> {
+        let done = sqlx::query("UPDATE certificates SET status = 'superseded', replaced_by = $1 WHERE org_id = $2 AND id = $3 AND status = 'active'")
             .bind(new)
             .bind(org.0)
             .bind(old)
-            .execute(&self.pool)
+            .execute(&mut *self.tx)
             .await?;
+        if done.rows_affected() != 1 {
+            let c = self.certificate(org, old).await?;
+            return Err(StoreError::Conflict(format!(
+                "certificate {old} is {}{}: only an active certificate can be renewed",
+                c.status,
+                c.replaced_by
+                    .map(|n| format!(" (replaced by {n})"))
+                    .unwrap_or_default()
+            )));
+        }
         Ok(())
+    }
+
+    /// The certificate of `org` with this issuer and serial, if recorded.
+    pub async fn certificate_by_serial(
+        &mut self,
+        org: OrgId,
+        issuer: &str,
+        serial: &str,
+    ) -> Result<Option<CertRow>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            cert_columns!(),
+            " FROM certificates WHERE org_id = $1 AND issuer = $2 AND serial = $3"
+        ))
+        .bind(org.0)
+        .bind(issuer)
+        .bind(serial)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        row.as_ref().map(cert_row).transpose()
     }
 
     /// Revoked certificates of `org` issued by `issuer` (for the CRL).
     pub async fn revoked_by_issuer(
-        &self,
+        &mut self,
         org: OrgId,
         issuer: &str,
     ) -> Result<Vec<CertRow>, StoreError> {
@@ -365,14 +406,14 @@ impl Store {
         ))
         .bind(org.0)
         .bind(issuer)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.tx)
         .await?;
         rows.iter().map(cert_row).collect()
     }
 
     /// Records `org`'s CA.
     pub async fn set_ca_state(
-        &self,
+        &mut self,
         org: OrgId,
         root: i64,
         issuing: i64,
@@ -381,19 +422,19 @@ impl Store {
             .bind(org.0)
             .bind(root)
             .bind(issuing)
-            .execute(&self.pool)
+            .execute(&mut *self.tx)
             .await
             .map_err(|e| conflict_or(e, "a CA for this organisation"))?;
         Ok(())
     }
 
     /// `org`'s CA, if it has one.
-    pub async fn ca_state(&self, org: OrgId) -> Result<Option<CaState>, StoreError> {
+    pub async fn ca_state(&mut self, org: OrgId) -> Result<Option<CaState>, StoreError> {
         let row = sqlx::query(
-            "SELECT root_cert_id, issuing_cert_id, crl_number, crl_der, crl_updated_at FROM ca_state WHERE org_id = $1",
+            "SELECT root_cert_id, issuing_cert_id, crl_number, crl_der, crl_updated_at, arl_der, arl_updated_at FROM ca_state WHERE org_id = $1",
         )
         .bind(org.0)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.tx)
         .await?;
         row.map(|r| {
             Ok(CaState {
@@ -402,28 +443,41 @@ impl Store {
                 crl_number: r.try_get("crl_number")?,
                 crl_der: r.try_get("crl_der")?,
                 crl_updated_at: r.try_get("crl_updated_at")?,
+                arl_der: r.try_get("arl_der")?,
+                arl_updated_at: r.try_get("arl_updated_at")?,
             })
         })
         .transpose()
     }
 
     /// Takes the next CRL number (atomically: two nodes never get the same).
-    pub async fn next_crl_number(&self, org: OrgId) -> Result<i64, StoreError> {
+    pub async fn next_crl_number(&mut self, org: OrgId) -> Result<i64, StoreError> {
         let row = sqlx::query("UPDATE ca_state SET crl_number = crl_number + 1 WHERE org_id = $1 RETURNING crl_number")
             .bind(org.0)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.tx)
             .await?
             .ok_or_else(|| StoreError::NotFound("CA (run `sikkermail init`)".into()))?;
         Ok(row.try_get("crl_number")?)
     }
 
     /// Keeps the CRL just made.
-    pub async fn store_crl(&self, org: OrgId, der: &[u8], at: i64) -> Result<(), StoreError> {
+    pub async fn store_crl(&mut self, org: OrgId, der: &[u8], at: i64) -> Result<(), StoreError> {
         sqlx::query("UPDATE ca_state SET crl_der = $1, crl_updated_at = $2 WHERE org_id = $3")
             .bind(der.to_vec())
             .bind(at)
             .bind(org.0)
-            .execute(&self.pool)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Keeps the root's ARL just made.
+    pub async fn store_arl(&mut self, org: OrgId, der: &[u8], at: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE ca_state SET arl_der = $1, arl_updated_at = $2 WHERE org_id = $3")
+            .bind(der.to_vec())
+            .bind(at)
+            .bind(org.0)
+            .execute(&mut *self.tx)
             .await?;
         Ok(())
     }
@@ -431,7 +485,7 @@ impl Store {
     /// Records an outside party's certificate, or notes it was seen again.
     #[allow(clippy::too_many_arguments)]
     pub async fn upsert_recipient(
-        &self,
+        &mut self,
         org: OrgId,
         address: &str,
         cert_pem: &str,
@@ -454,19 +508,19 @@ impl Store {
         .bind(not_after)
         .bind(source)
         .bind(t)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *self.tx)
         .await?;
         Ok(row.try_get("id")?)
     }
 
     /// Every outside certificate of `org`.
-    pub async fn list_recipients(&self, org: OrgId) -> Result<Vec<RecipientRow>, StoreError> {
+    pub async fn list_recipients(&mut self, org: OrgId) -> Result<Vec<RecipientRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, address, cert_pem, fingerprint, subject, not_after, source, first_seen, last_seen, pinned \
              FROM recipients WHERE org_id = $1 ORDER BY address, id",
         )
         .bind(org.0)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.tx)
         .await?;
         rows.iter()
             .map(|r| {
@@ -488,7 +542,7 @@ impl Store {
 
     /// Appends to the audit trail.
     pub async fn audit(
-        &self,
+        &mut self,
         org: Option<OrgId>,
         actor: &str,
         action: &str,
@@ -502,19 +556,19 @@ impl Store {
             .bind(action)
             .bind(subject)
             .bind(detail)
-            .execute(&self.pool)
+            .execute(&mut *self.tx)
             .await?;
         Ok(())
     }
 
     /// The newest `limit` audit events of `org`, newest first.
-    pub async fn audit_events(&self, org: OrgId, limit: i64) -> Result<Vec<Audit>, StoreError> {
+    pub async fn audit_events(&mut self, org: OrgId, limit: i64) -> Result<Vec<Audit>, StoreError> {
         let rows = sqlx::query(
             "SELECT at, actor, action, subject, detail FROM audit_events WHERE org_id = $1 ORDER BY id DESC LIMIT $2",
         )
         .bind(org.0)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.tx)
         .await?;
         rows.iter()
             .map(|r| {
@@ -528,4 +582,49 @@ impl Store {
             })
             .collect()
     }
+}
+
+in_tx! { begin:
+    /// Creates an organisation.
+    fn create_organisation(&self, name: &str, cvr: &str) -> OrgId;
+    /// Replaces `org`'s settings.
+    fn set_settings(&self, org: OrgId, settings: &str) -> ();
+    /// The mailbox `address` of `org`, created if new.
+    fn ensure_mailbox(&self, org: OrgId, address: &str) -> i64;
+    /// Records a certificate.
+    fn insert_certificate(&self, org: OrgId, c: &NewCert) -> i64;
+    /// Marks a certificate revoked.
+    fn revoke_certificate(&self, org: OrgId, id: i64, reason: &str, at: i64) -> ();
+    /// Marks `old` superseded by `new`.
+    fn supersede(&self, org: OrgId, old: i64, new: i64) -> ();
+    /// Records `org`'s CA.
+    fn set_ca_state(&self, org: OrgId, root: i64, issuing: i64) -> ();
+    /// Takes the next CRL number.
+    fn next_crl_number(&self, org: OrgId) -> i64;
+    /// Keeps the CRL just made.
+    fn store_crl(&self, org: OrgId, der: &[u8], at: i64) -> ();
+    /// Records an outside party's certificate.
+    #[allow(clippy::too_many_arguments)]
+    fn upsert_recipient(&self, org: OrgId, address: &str, cert_pem: &str, fingerprint: &str, subject: &str, not_after: i64, source: &str) -> i64;
+    /// Appends to the audit trail.
+    fn audit(&self, org: Option<OrgId>, actor: &str, action: &str, subject: &str, detail: &str) -> ();
+}
+
+in_tx! { begin_read:
+    /// The first organisation, if any.
+    fn first_organisation(&self) -> Option<Organisation>;
+    /// One certificate of `org`.
+    fn certificate(&self, org: OrgId, id: i64) -> CertRow;
+    /// The certificate of `org` with this issuer and serial, if recorded.
+    fn certificate_by_serial(&self, org: OrgId, issuer: &str, serial: &str) -> Option<CertRow>;
+    /// Every certificate of `org`, oldest first.
+    fn list_certificates(&self, org: OrgId) -> Vec<CertRow>;
+    /// Revoked certificates of `org` issued by `issuer`.
+    fn revoked_by_issuer(&self, org: OrgId, issuer: &str) -> Vec<CertRow>;
+    /// `org`'s CA, if it has one.
+    fn ca_state(&self, org: OrgId) -> Option<CaState>;
+    /// Every outside certificate of `org`.
+    fn list_recipients(&self, org: OrgId) -> Vec<RecipientRow>;
+    /// The newest `limit` audit events of `org`, newest first.
+    fn audit_events(&self, org: OrgId, limit: i64) -> Vec<Audit>;
 }

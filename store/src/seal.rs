@@ -95,17 +95,49 @@ pub struct MasterKeys {
     pub next: Option<Kek>,
     /// The file `current` was read from, if any.
     pub file: Option<PathBuf>,
+    /// Older master keys given to recover keys still sealed under them
+    /// (`SIKKERMAIL_EXTRA_MASTER_KEYS`); used to open, never to seal.
+    pub extra: Vec<Kek>,
 }
 
 /// The environment variable that may hold the master key (base64).
 pub const MASTER_KEY_ENV: &str = "SIKKERMAIL_MASTER_KEY";
 /// The new master key during a rotation of an environment key.
 pub const NEW_MASTER_KEY_ENV: &str = "SIKKERMAIL_NEW_MASTER_KEY";
+/// Older master keys (base64, separated by commas), to open keys that a
+/// rotation could not re-seal because their master key was not loaded.
+pub const EXTRA_MASTER_KEYS_ENV: &str = "SIKKERMAIL_EXTRA_MASTER_KEYS";
+/// Set to 1 to start although `master.key` is readable by group or others.
+pub const ALLOW_LOOSE_ENV: &str = "SIKKERMAIL_ALLOW_LOOSE_MASTER_KEY";
+
+fn extra_from_env() -> Result<Vec<Kek>, StoreError> {
+    match std::env::var(EXTRA_MASTER_KEYS_ENV) {
+        Ok(v) => v
+            .split(',')
+            .filter(|s| !s.trim().is_empty())
+            .map(Kek::from_base64)
+            .collect(),
+        Err(_) => Ok(Vec::new()),
+    }
+}
 
 impl MasterKeys {
+    /// Just this key (tests, and callers that manage keys themselves).
+    pub fn single(current: Kek) -> Self {
+        MasterKeys {
+            current,
+            next: None,
+            file: None,
+            extra: Vec::new(),
+        }
+    }
+
     /// Loads `SIKKERMAIL_MASTER_KEY`, or `<data_dir>/master.key` (and
-    /// `master.key.new` when a rotation was interrupted).
+    /// `master.key.new` when a rotation was interrupted). A `master.key`
+    /// that group or others can read is refused, as ssh refuses loose key
+    /// files, unless `SIKKERMAIL_ALLOW_LOOSE_MASTER_KEY=1`.
     pub fn load(data_dir: &Path) -> Result<Self, StoreError> {
+        let extra = extra_from_env()?;
         if let Ok(v) = std::env::var(MASTER_KEY_ENV) {
             // During a rotation of an environment key, nodes that still run
             // with the old one must open rows already re-sealed.
@@ -117,9 +149,11 @@ impl MasterKeys {
                 current: Kek::from_base64(&v)?,
                 next,
                 file: None,
+                extra,
             });
         }
         let file = data_dir.join("master.key");
+        check_private(&file)?;
         let text = fs::read_to_string(&file).map_err(|e| {
             StoreError::Seal(format!(
                 "cannot read master key {} ({e}); run `sikkermail init` or set {MASTER_KEY_ENV}",
@@ -129,28 +163,65 @@ impl MasterKeys {
         let next_file = data_dir.join("master.key.new");
         let next = match fs::read_to_string(&next_file) {
             Ok(t) => Some(Kek::from_base64(&t)?),
-            Err(_) => None,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                return Err(StoreError::Seal(format!(
+                    "cannot read {} ({e})",
+                    next_file.display()
+                )));
+            }
         };
         Ok(MasterKeys {
             current: Kek::from_base64(&text)?,
             next,
             file: Some(file),
+            extra,
         })
     }
 
+    /// Loads the keys again from where they came from (after another
+    /// process rotated the master key). Keys from the environment cannot
+    /// change, so they are returned as they are.
+    pub fn reload(&self) -> Result<Self, StoreError> {
+        match self.file.as_ref().and_then(|f| f.parent()) {
+            Some(dir) => {
+                let mut fresh = Self::load(dir)?;
+                // Keep what this process knew: a key it held must stay openable.
+                for k in [Some(&self.current), self.next.as_ref()]
+                    .into_iter()
+                    .flatten()
+                    .chain(&self.extra)
+                {
+                    if fresh.by_id(&k.id()).is_none() {
+                        fresh.extra.push(k.clone());
+                    }
+                }
+                Ok(fresh)
+            }
+            None => Ok(self.clone()),
+        }
+    }
+
     /// Creates `<data_dir>/master.key` with mode 0600 unless the key comes
-    /// from the environment or the file exists.
-    pub fn create(data_dir: &Path) -> Result<Self, StoreError> {
-        if std::env::var(MASTER_KEY_ENV).is_ok() || data_dir.join("master.key").exists() {
-            return Self::load(data_dir);
+    /// from the environment or the file exists. The file is created
+    /// exclusively: of two processes racing, one creates it and the other
+    /// reads what the first wrote.
+    pub fn create(data_dir: &Path) -> Result<(Self, bool), StoreError> {
+        let path = data_dir.join("master.key");
+        if std::env::var(MASTER_KEY_ENV).is_ok() || path.exists() {
+            return Ok((Self::load(data_dir)?, false));
         }
         let kek = Kek::generate()?;
-        write_secret(&data_dir.join("master.key"), &kek.to_base64())?;
-        Ok(MasterKeys {
-            current: kek,
-            next: None,
-            file: Some(data_dir.join("master.key")),
-        })
+        write_secret_new(&path, &kek.to_base64())?;
+        Ok((
+            MasterKeys {
+                current: kek,
+                next: None,
+                file: Some(path),
+                extra: extra_from_env()?,
+            },
+            true,
+        ))
     }
 
     /// The KEK with this id, if held.
@@ -158,14 +229,67 @@ impl MasterKeys {
         if self.current.id() == id {
             return Some(&self.current);
         }
-        self.next.as_ref().filter(|k| k.id() == id)
+        self.next
+            .as_ref()
+            .filter(|k| k.id() == id)
+            .or_else(|| self.extra.iter().find(|k| k.id() == id))
     }
+
+    /// The ids of every key held, for messages.
+    pub fn ids(&self) -> Vec<String> {
+        [Some(&self.current), self.next.as_ref()]
+            .into_iter()
+            .flatten()
+            .chain(&self.extra)
+            .map(Kek::id)
+            .collect()
+    }
+}
+
+/// Refuses a key file that group or others may read or write.
+fn check_private(file: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = fs::metadata(file) else {
+        return Ok(()); // reading it reports the real problem
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 && std::env::var(ALLOW_LOOSE_ENV).as_deref() != Ok("1") {
+        return Err(StoreError::Seal(format!(
+            "{} is readable by others (mode {mode:03o}): run `chmod 600 {}` (or set {ALLOW_LOOSE_ENV}=1 to start anyway)",
+            file.display(),
+            file.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Writes a new secret file with mode 0600, durably; fails if it exists.
+pub fn write_secret_new(path: &Path, text: &str) -> Result<(), StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| StoreError::Seal(format!("cannot write {}: {e}", tmp.display())))?;
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.write_all(b"\n"))
+        .and_then(|_| f.sync_all())
+        .map_err(|e| StoreError::Seal(format!("cannot write {}: {e}", tmp.display())))?;
+    // link(2) never replaces: the whole file appears under its name, or
+    // the call fails because another process made it first.
+    let linked = fs::hard_link(&tmp, path);
+    let _ = fs::remove_file(&tmp);
+    linked.map_err(|e| StoreError::Seal(format!("cannot create {}: {e}", path.display())))?;
+    sync_dir(path)
 }
 
 /// Writes a secret file with mode 0600, durably, via a temporary name.
 pub fn write_secret(path: &Path, text: &str) -> Result<(), StoreError> {
     use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let mut f = fs::OpenOptions::new()
         .write(true)
         .create(true)

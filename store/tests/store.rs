@@ -67,6 +67,7 @@ fn master(kek: &Kek) -> MasterKeys {
         current: kek.clone(),
         next: None,
         file: None,
+        extra: Vec::new(),
     }
 }
 
@@ -222,13 +223,14 @@ async fn master_key_rotation_reseals_everything() {
                 current: old.clone(),
                 next: Some(new.clone()),
                 file: None,
+                extra: Vec::new(),
             },
         )
         .await
         .unwrap();
-        assert_eq!(during.reseal_all(&new).await.unwrap(), 3);
+        assert_eq!(during.reseal_all(&new).await.unwrap().resealed, 3);
         // Running it again finds nothing left to do.
-        assert_eq!(during.reseal_all(&new).await.unwrap(), 0);
+        assert_eq!(during.reseal_all(&new).await.unwrap().resealed, 0);
         during.close().await;
         s.close().await;
         let after = Store::open(&db.url, master(&new)).await.unwrap();
@@ -304,14 +306,14 @@ async fn one_organisation_never_sees_another() {
         assert!(s.list_keys(b).await.unwrap().is_empty());
         assert!(s.list_recipients(b).await.unwrap().is_empty());
         assert!(s.audit_events(b, 10).await.unwrap().is_empty());
-        assert!(s.keyring(b).await.unwrap().is_empty());
+        assert!(s.keyring(b).await.unwrap().ring.is_empty());
         assert!(
             s.revoke_certificate(b, cid, "keyCompromise", 1)
                 .await
                 .is_err()
         );
         assert_eq!(s.certificate(a, cid).await.unwrap().status, "active");
-        assert_eq!(s.keyring(a).await.unwrap().len(), 1);
+        assert_eq!(s.keyring(a).await.unwrap().ring.len(), 1);
         s.close().await;
         drop_db(&db).await;
     }
@@ -396,7 +398,7 @@ async fn certificates_ca_state_recipients_and_audit() {
             .unwrap_err();
         assert!(matches!(dup, StoreError::Conflict(_)), "{dup}");
         // Keyring: end-entity keys including legacy, not the CA's.
-        assert_eq!(s.keyring(org).await.unwrap().len(), 2);
+        assert_eq!(s.keyring(org).await.unwrap().ring.len(), 2);
         // CA state and CRL numbers.
         s.set_ca_state(org, ca, ca).await.unwrap();
         assert!(matches!(
