@@ -1,0 +1,152 @@
+//! A data directory for end-to-end tests of the binary, on SQLite or on a
+//! fresh PostgreSQL database of its own (dropped afterwards).
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use crate::common::{sh, sh_status};
+
+/// One data directory, on SQLite or pointing at a fresh PostgreSQL database.
+pub struct Site {
+    _tmp: tempfile::TempDir,
+    pub dir: PathBuf,
+    pub db_url: Option<String>,
+    pub pg_name: Option<String>,
+}
+
+impl Site {
+    pub fn new(postgres: bool) -> Option<Site> {
+        let tmp = tempfile::Builder::new()
+            .prefix("site-")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .unwrap();
+        let dir = tmp.path().join("data");
+        let (db_url, pg_name) = if postgres {
+            let admin = std::env::var("TEST_DATABASE_URL").ok()?;
+            let mut b = [0u8; 6];
+            openssl::rand::rand_bytes(&mut b).unwrap();
+            let name = format!(
+                "sikkermail_cli_{}",
+                b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+            );
+            sh(
+                tmp.path(),
+                &format!("psql '{admin}' -qc 'CREATE DATABASE {name}'"),
+            );
+            let base = admin.rsplit_once('/').unwrap().0.to_string();
+            (Some(format!("{base}/{name}")), Some(name))
+        } else {
+            (None, None)
+        };
+        Some(Site {
+            _tmp: tmp,
+            dir,
+            db_url,
+            pg_name,
+        })
+    }
+
+    /// The command with this site's data directory and database.
+    pub fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_sikkermail"));
+        c.args(args)
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .env_remove("SIKKERMAIL_MASTER_KEY");
+        if let Some(u) = &self.db_url {
+            c.arg("--database-url").arg(u);
+        }
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c
+    }
+
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        self.command(args, env).output().unwrap()
+    }
+
+    /// Starts the command in the background, its output captured.
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args, &[("P12_PW", "Hemmelig-42")])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.run_env(args, &[("P12_PW", "Hemmelig-42")])
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+
+    pub fn fails(&self, args: &[&str], code: i32, msg: &str) {
+        let o = self.run(args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(code), "{args:?}: {err}");
+        assert!(err.contains(msg), "{args:?}: wanted {msg:?} in {err}");
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+    }
+
+    pub fn path(&self, name: &str) -> String {
+        self.dir.parent().unwrap().join(name).display().to_string()
+    }
+
+    /// The certificate PEM that `cert show` prints last.
+    pub fn pem(&self, id: &str) -> String {
+        let out = self.ok(&["cert", "show", id]);
+        out[out.find("-----BEGIN CERTIFICATE-----").unwrap()..].to_string()
+    }
+
+    /// The sqlite file as bytes, or every sealed value from PostgreSQL.
+    pub fn database_bytes(&self) -> Vec<u8> {
+        match &self.db_url {
+            None => fs::read(self.dir.join("sikkermail.db")).unwrap(),
+            Some(u) => sh(
+                Path::new("/"),
+                &format!(
+                    "psql '{u}' -Atc \"SELECT encode(sealed, 'hex') FROM private_keys\" | xxd -r -p"
+                ),
+            )
+            .stdout,
+        }
+    }
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        if let (Some(n), Ok(admin)) = (&self.pg_name, std::env::var("TEST_DATABASE_URL")) {
+            let _ = sh_status(
+                Path::new("/"),
+                &format!("psql '{admin}' -qc 'DROP DATABASE IF EXISTS {n} WITH (FORCE)'"),
+            );
+        }
+    }
+}
+
+pub fn sites() -> Vec<Site> {
+    let mut v = vec![Site::new(false).unwrap()];
+    match Site::new(true) {
+        Some(s) => v.push(s),
+        None => {
+            eprintln!("!!! TEST_DATABASE_URL not set: the admin commands are tested on SQLite only")
+        }
+    }
+    v
+}
+
+pub fn first_field(line: &str) -> String {
+    line.split('\t').next().unwrap().trim().to_string()
+}
