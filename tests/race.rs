@@ -234,3 +234,81 @@ fn two_inits_at_once_make_exactly_one_organisation() {
         }
     }
 }
+
+/// Two nodes on one PostgreSQL, each with its own data directory (so the
+/// lock file orders nothing between them): one rotates while the other
+/// issues. The advisory lock and the recorded sealing key must order them:
+/// the issue either lands before the rotation (and is re-sealed by it) or
+/// sees the new key and, not holding it, fails cleanly; nothing is ever
+/// left under the discarded key.
+#[test]
+fn two_nodes_rotating_and_issuing_on_one_postgresql() {
+    let Some(a) = Site::new(true) else {
+        assert!(!common::peers_required(), "TEST_DATABASE_URL is required");
+        eprintln!("!!! SKIPPING: TEST_DATABASE_URL not set");
+        return;
+    };
+    init(&a);
+    let b = a.second_node();
+    // Two inits from two nodes: the database says no to the second.
+    let o = b.run(&["init", "--org-name", "Andet", "--cvr", "87654321"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("already initialised"));
+    let mut issued = Vec::new();
+    let mut refused = 0;
+    for round in 0..rounds() {
+        let args = issue_args(round);
+        let i = b.spawn(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        // B's key generation takes a while: the rotation lands before,
+        // during or after B's transaction.
+        jitter(1200);
+        let r = a.spawn(&["key", "rotate-master"]);
+        let io = i.wait_with_output().unwrap();
+        wait_ok(r, "rotation on node A");
+        if io.status.success() {
+            issued.push(first_field(&String::from_utf8_lossy(&io.stdout)));
+        } else {
+            let err = String::from_utf8_lossy(&io.stderr);
+            assert!(
+                err.contains("rotated") || err.contains("not loaded"),
+                "round {round}: {err}"
+            );
+            refused += 1;
+        }
+        // The operator copies the new key to node B.
+        b.copy_master_key_from(&a);
+    }
+    eprintln!(
+        "{} issued on node B, {refused} refused during a rotation",
+        issued.len()
+    );
+    assert!(!issued.is_empty());
+    let mails: Vec<_> = issued
+        .iter()
+        .step_by(5)
+        .map(|id| (id.clone(), encrypt_to(&a, id)))
+        .collect();
+    everything_opens(&a, &mails);
+    everything_opens(&b, &mails);
+}
+
+/// Commands that start together on a SQLite database that needs a
+/// migration (an upgrade) apply it once: the others wait and find it done.
+#[test]
+fn commands_starting_together_migrate_once() {
+    let site = Site::new(false).unwrap();
+    init(&site);
+    for round in 0..rounds().min(20) {
+        common::sh(
+            site.dir.parent().unwrap(),
+            "python3 -c \"import sqlite3; c=sqlite3.connect('data/sikkermail.db'); \
+             c.executescript('DROP TABLE master_state; ALTER TABLE ca_state DROP COLUMN arl_der; \
+             ALTER TABLE ca_state DROP COLUMN arl_updated_at; DELETE FROM _sqlx_migrations WHERE version = 2;'); c.close()\"",
+        );
+        let children: Vec<_> = (0..4).map(|_| site.spawn(&["cert", "list"])).collect();
+        for c in children {
+            let out = wait_ok(c, &format!("round {round}: cert list during a migration"));
+            assert_eq!(out.lines().count(), 2);
+        }
+    }
+}

@@ -71,6 +71,7 @@ pub async fn init(
                     "sikkermail.db-wal",
                     "sikkermail.db-shm",
                     "sikkermail.db-journal",
+                    "sikkermail.db.migrate-lock",
                 ] {
                     let _ = std::fs::remove_file(dir.join(f));
                 }

@@ -63,6 +63,13 @@ pub fn sqlite_url(data_dir: &Path) -> String {
     )
 }
 
+/// The file of a `sqlite://FILE?...` URL.
+fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url.strip_prefix("sqlite://")?;
+    let file = rest.split('?').next()?;
+    (!file.is_empty() && file != ":memory:").then(|| std::path::PathBuf::from(file))
+}
+
 /// The PostgreSQL advisory lock (a transaction-level one) that orders
 /// sealing against master-key rotation across nodes: shared while a key is
 /// sealed and stored, exclusive while every key is re-sealed.
@@ -143,7 +150,20 @@ impl Store {
         }
         let pool = opts.connect(url).await?;
         match backend {
-            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite").run(&pool).await?,
+            Backend::Sqlite => {
+                // sqlx's SQLite migrator takes no lock: two processes
+                // starting on a database that needs a migration would both
+                // apply it. A lock file beside the database orders them.
+                let _migrating = match sqlite_path(url) {
+                    Some(db) => Some(lock::DirLock::acquire_file(
+                        &db.with_extension("db.migrate-lock"),
+                        lock::LockMode::Exclusive,
+                        || {},
+                    )?),
+                    None => None,
+                };
+                sqlx::migrate!("./migrations/sqlite").run(&pool).await?
+            }
             Backend::Postgres => {
                 // Two processes starting on a fresh database both migrate:
                 // sqlx takes its own advisory lock for that.

@@ -47,7 +47,16 @@ impl DirLock {
         mode: LockMode,
         on_wait: impl FnOnce(),
     ) -> Result<DirLock, StoreError> {
-        let path = dir.join(LOCK_FILE);
+        Self::acquire_file(&dir.join(LOCK_FILE), mode, on_wait)
+    }
+
+    /// The same on any lock file.
+    pub fn acquire_file(
+        path: &Path,
+        mode: LockMode,
+        on_wait: impl FnOnce(),
+    ) -> Result<DirLock, StoreError> {
+        let path = path.to_path_buf();
         let file = OpenOptions::new()
             .read(true)
             .write(true)

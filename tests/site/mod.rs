@@ -49,6 +49,42 @@ impl Site {
         })
     }
 
+    /// Another node on this site's PostgreSQL database: a data directory of
+    /// its own, holding a copy of this site's master key.
+    pub fn second_node(&self) -> Site {
+        let tmp = tempfile::Builder::new()
+            .prefix("node-")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .unwrap();
+        let dir = tmp.path().join("data");
+        fs::create_dir(&dir).unwrap();
+        let n = Site {
+            _tmp: tmp,
+            dir,
+            db_url: self.db_url.clone(),
+            pg_name: None,
+        };
+        n.copy_master_key_from(self);
+        n
+    }
+
+    /// What an operator does after a rotation on another node.
+    pub fn copy_master_key_from(&self, other: &Site) {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let key = fs::read(other.dir.join("master.key")).unwrap();
+        let tmp = self.dir.join("master.key.copy");
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .unwrap();
+        f.write_all(&key).unwrap();
+        fs::rename(&tmp, self.dir.join("master.key")).unwrap();
+    }
+
     /// The command with this site's data directory and database.
     pub fn command(&self, args: &[&str], env: &[(&str, &str)]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_sikkermail"));
@@ -141,7 +177,13 @@ pub fn sites() -> Vec<Site> {
     match Site::new(true) {
         Some(s) => v.push(s),
         None => {
-            eprintln!("!!! TEST_DATABASE_URL not set: the admin commands are tested on SQLite only")
+            assert!(
+                !crate::common::peers_required(),
+                "TEST_DATABASE_URL is not set, and SIKKERMAIL_REQUIRE_PEERS=1 requires PostgreSQL"
+            );
+            eprintln!(
+                "!!! SKIPPING PostgreSQL: TEST_DATABASE_URL not set: these commands are tested on SQLite only"
+            )
         }
     }
     v
