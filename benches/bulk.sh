@@ -1,16 +1,31 @@
 #!/usr/bin/env bash
 # End-to-end load bench of the command line, beside the yardsticks.
-#  1. bulk decrypt of N (default 2,000) 10 KB messages encrypted to one
-#     RSA-3072 key: `sikkermail smime decrypt --in-dir --out-dir`, all cores;
-#  2. encrypt of a 25 MB message: wall time and peak memory (max RSS);
-#  3. `openssl speed rsa3072` (Debian's OpenSSL) as the second reference.
-# The first yardstick (the vendored OpenSSL's bare RSA-3072 private-key
-# operation) comes from `cargo bench --bench smime`; see benches/README.md.
+#  0. the load of the machine (uptime) before and after: record it with the result;
+#  1. the yardstick: the vendored OpenSSL's bare RSA-3072 private-key
+#     operation (criterion, `yardstick/rsa3072_private_decrypt`), measured
+#     in the same run, before and after the bulk runs;
+#  2. bulk decrypt of N (default 2,000) 10 KB messages encrypted to one
+#     RSA-3072 key: `sikkermail smime decrypt --in-dir --out-dir`, all cores,
+#     R times (default 5) into a fresh output directory, each as a ratio to
+#     cores x yardstick;
+#  3. encrypt of a 25 MB message: wall time and peak memory (max RSS);
+#  4. `openssl speed rsa3072` (Debian's OpenSSL) as the second reference.
+# CARGO_TARGET_DIR is honoured. See benches/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-2000}
+R=${R:-5}
+T=${CARGO_TARGET_DIR:-$PWD/target}
+echo "== load before: $(uptime)"
 cargo build --release -q
-B=$PWD/target/release/sikkermail
+B=$T/release/sikkermail
+yardstick() {
+    cargo bench -q --bench smime -- yardstick/ 2>/dev/null |
+        awk '/time:/ { sub(/.*time: *\[/, ""); split($0, a, " "); v = a[3]; u = a[4];
+                       if (u == "ms") v *= 1000; if (u == "ns") v /= 1000; print v }'
+}
+Y1=$(yardstick)
+echo "== yardstick (vendored OpenSSL, RSA-3072 private decrypt): ${Y1} us"
 W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT
 cd "$W"
@@ -23,15 +38,26 @@ open("msg10k.eml", "wb").write((head + line * 200)[:10240])
 big = head + line * (25 * 1024 * 1024 // len(line) + 1)
 open("msg25m.eml", "wb").write(big[:25 * 1024 * 1024])
 PY
-mkdir in out
+mkdir in
 echo "== preparing $N encrypted messages"
-for i in $(seq -w 1 "$N"); do "$B" smime encrypt --to c.pem --in msg10k.eml --out "in/m$i.eml"; done
-echo "== bulk decrypt ($(nproc) cores)"
-/usr/bin/time -f "wall %e s, max RSS %M KB" "$B" smime decrypt --key kc.pem --in-dir in --out-dir out 2>&1 | tail -3
+"$B" smime encrypt --to c.pem --in msg10k.eml --out in/m1.eml
+for i in $(seq 2 "$N"); do cp in/m1.eml "in/m$i.eml"; done
+C=$(nproc)
+echo "== bulk decrypt ($C cores), $R runs"
+for r in $(seq 1 "$R"); do
+    rm -rf out; sync
+    line=$("$B" smime decrypt --key kc.pem --in-dir in --out-dir out 2>&1 | grep '^decrypted')
+    rate=$(echo "$line" | sed -E 's/.*\(([0-9]+) files\/s\).*/\1/')
+    echo "$line  => $(awk -v r="$rate" -v y="$Y1" -v c="$C" 'BEGIN { printf "%.3fx of %d x yardstick", r / (c * 1e6 / y), c }')"
+done
 echo "== 25 MB encrypt to a file"
 /usr/bin/time -f "wall %e s, max RSS %M KB" "$B" smime encrypt --to c.pem --in msg25m.eml --out big.p7m 2>&1 | tail -1
 ls -l msg25m.eml big.p7m | awk '{print $5, $9}'
 echo "== 25 MB decrypt (check)"
 "$B" smime decrypt --key kc.pem --in big.p7m | tail -c 81 | head -c 40; echo
+cd - >/dev/null
+Y2=$(yardstick)
+echo "== yardstick again: ${Y2} us"
 echo "== openssl speed rsa3072 (Debian's $(openssl version | cut -d' ' -f2)), one core"
 openssl speed -seconds 5 rsa3072 2>/dev/null | grep -E "^rsa 3072"
+echo "== load after: $(uptime)"

@@ -253,7 +253,7 @@ fn pkcs12_keys_with_password_from_environment() {
     );
     assert_eq!(o.status.code(), Some(2));
     assert!(
-        stderr(&o).contains("encrypted without --password-env"),
+        stderr(&o).contains("encrypted and no password was given (--password-env VAR not given)"),
         "{}",
         stderr(&o)
     );
@@ -502,4 +502,507 @@ fn verify_reports_expired_and_revoked_signers() {
         ],
         &signed,
     ));
+}
+
+/// Issue 11.1: signed mail advertises only what we want to receive,
+/// strongest first (no RC2, no DES), and the verify report lists it.
+#[test]
+fn signatures_advertise_only_strong_capabilities() {
+    let pki = pki();
+    let key = pki.file("alice.pem");
+    for extra in [&[][..], &["--opaque"][..], &["--pss"][..]] {
+        let args = [&["smime", "sign", "--key", &key][..], extra].concat();
+        let signed = ok(&sikkermail(&args, &plain_message()));
+        let o = sikkermail(&["smime", "verify", "--ca", &pki.file("ca.crt")], &signed);
+        ok(&o);
+        let err = stderr(&o);
+        let caps: Vec<&str> = err
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("capabilities: "))
+            .collect();
+        assert_eq!(
+            caps,
+            ["AES-256-GCM, AES-128-GCM, AES-256-CBC, AES-192-CBC, AES-128-CBC, RSAES-OAEP"],
+            "{extra:?}: {err}"
+        );
+    }
+}
+
+/// An encrypted message with an outer (opaque) signature by alice, to bob.
+fn signed_then_encrypted_outer() -> Vec<u8> {
+    let pki = pki();
+    let enc = ok(&sikkermail(
+        &["smime", "encrypt", "--to", &pki.file("bob.crt")],
+        &plain_message(),
+    ));
+    ok(&sikkermail(
+        &["smime", "sign", "--opaque", "--key", &pki.file("alice.pem")],
+        &enc,
+    ))
+}
+
+/// Issue 11.2: decrypt reports an outer signature as not checked without
+/// --ca (naming the signer), and checks it with --ca, --cert and --crl.
+#[test]
+fn decrypt_reports_outer_signature_with_and_without_ca() {
+    let pki = pki();
+    let msg = signed_then_encrypted_outer();
+    let bob = pki.file("bob.pem");
+    // Without --ca: not checked, signer named, decrypted all the same.
+    let o = sikkermail(&["smime", "decrypt", "--key", &bob], &msg);
+    let out = ok(&o);
+    assert!(out.ends_with(&plain_inner_entity()));
+    let err = stderr(&o);
+    assert!(err.contains("signature not checked (no --ca"), "{err}");
+    assert!(!err.contains("NOT valid"), "{err}");
+    assert!(
+        err.contains("signer: C=DK, O=Interop Test, emailAddress=alice@example.test, CN=alice"),
+        "{err}"
+    );
+    assert!(err.contains("decrypted: AES-256-CBC"), "{err}");
+    // With the right --ca: valid, signer named.
+    let o = sikkermail(
+        &[
+            "smime",
+            "decrypt",
+            "--key",
+            &bob,
+            "--ca",
+            &pki.file("ca.crt"),
+        ],
+        &msg,
+    );
+    assert!(ok(&o).ends_with(&plain_inner_entity()));
+    let err = stderr(&o);
+    assert!(err.contains("signature valid (opaque)"), "{err}");
+    assert!(err.contains("alice@example.test"), "{err}");
+    // With a --ca that did not issue alice's certificate: NOT valid, with
+    // the reason; the message is still decrypted.
+    let o = sikkermail(
+        &[
+            "smime",
+            "decrypt",
+            "--key",
+            &bob,
+            "--ca",
+            &pki.file("bob.crt"),
+        ],
+        &msg,
+    );
+    assert!(ok(&o).ends_with(&plain_inner_entity()));
+    let err = stderr(&o);
+    assert!(
+        err.contains("signature NOT valid: certificate of C=DK, O=Interop Test, emailAddress=alice@example.test, CN=alice: self-signed certificate in certificate chain"),
+        "{err}"
+    );
+    assert!(err.contains("  signer: "), "{err}");
+    // --cert supplies an intermediate: accepted (and harmless here).
+    let o = sikkermail(
+        &[
+            "smime",
+            "decrypt",
+            "--key",
+            &bob,
+            "--ca",
+            &pki.file("ca.crt"),
+            "--cert",
+            &pki.file("carol.crt"),
+        ],
+        &msg,
+    );
+    assert!(stderr(&o).contains("signature valid"), "{}", stderr(&o));
+    // --crl without --ca is a usage error.
+    let o = sikkermail(
+        &[
+            "smime",
+            "decrypt",
+            "--key",
+            &bob,
+            "--crl",
+            &pki.file("ca.crt"),
+        ],
+        &msg,
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    // A CRL revoking alice: NOT valid, revoked.
+    if !peer("openssl") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let crl = revoke(t.path(), &pki.file("alice.crt"));
+    let o = sikkermail(
+        &[
+            "smime",
+            "decrypt",
+            "--key",
+            &bob,
+            "--ca",
+            &pki.file("ca.crt"),
+            "--crl",
+            &crl,
+        ],
+        &msg,
+    );
+    assert!(ok(&o).ends_with(&plain_inner_entity()));
+    let err = stderr(&o);
+    assert!(
+        err.contains("signature NOT valid") && err.contains("certificate revoked"),
+        "{err}"
+    );
+}
+
+/// A CRL of the test CA revoking `cert` (needs the openssl CLI).
+fn revoke(d: &std::path::Path, cert: &str) -> String {
+    let pki = pki();
+    fs::write(d.join("index.txt"), "").unwrap();
+    fs::write(d.join("crlnumber"), "01\n").unwrap();
+    fs::write(
+        d.join("ca.cnf"),
+        format!(
+            "[ca]\ndefault_ca=x\n[x]\ndatabase={0}/index.txt\ncrlnumber={0}/crlnumber\ndefault_md=sha256\ndefault_crl_days=30\n\
+             certificate={1}\nprivate_key={2}\n",
+            d.display(),
+            pki.file("ca.crt"),
+            pki.file("ca.key")
+        ),
+    )
+    .unwrap();
+    sh(
+        d,
+        &format!("openssl ca -config ca.cnf -revoke {cert} -crl_reason keyCompromise 2>/dev/null"),
+    );
+    sh(
+        d,
+        "openssl ca -config ca.cnf -gencrl -out ca.crl 2>/dev/null",
+    );
+    d.join("ca.crl").display().to_string()
+}
+
+/// An encrypted PEM key for bob (password `test`) with its certificate.
+fn encrypted_bob_pem(d: &std::path::Path) -> String {
+    let pki = pki();
+    let key =
+        openssl::pkey::PKey::private_key_from_pem(&fs::read(pki.file("bob.key")).unwrap()).unwrap();
+    let mut pem = key
+        .private_key_to_pem_pkcs8_passphrase(openssl::symm::Cipher::aes_256_cbc(), b"test")
+        .unwrap();
+    pem.extend(fs::read(pki.file("bob.crt")).unwrap());
+    write_tmp(d, "bob-enc.pem", &pem)
+}
+
+/// Issue 11.3: a key that needs a password when --password-env is not
+/// given fails at once, naming --password-env; OpenSSL never prompts, not
+/// even when a terminal is there to prompt on.
+#[test]
+fn missing_password_fails_at_once_naming_password_env() {
+    let pki = pki();
+    let t = tempfile::tempdir().unwrap();
+    let enc = ok(&sikkermail(
+        &["smime", "encrypt", "--to", &pki.file("bob.crt")],
+        &plain_message(),
+    ));
+    let msg = write_tmp(t.path(), "enc.eml", &enc);
+    let pem = encrypted_bob_pem(t.path());
+    let bin = env!("CARGO_BIN_EXE_sikkermail");
+    for key in [&pem, &pki.file("bob.p12")] {
+        for cmd in [
+            vec!["smime", "decrypt", "--key", key, "--in", &msg],
+            vec!["smime", "sign", "--key", key, "--in", &msg],
+        ] {
+            // Standard input closed, no terminal.
+            let o = run_with_timeout(std::process::Command::new(bin).args(&cmd), 30);
+            assert_eq!(o.status.code(), Some(2), "{cmd:?}: {}", stderr(&o));
+            let err = stderr(&o);
+            assert!(err.contains("--password-env VAR not given"), "{err}");
+            assert!(!err.contains("mac verify failure"), "{err}");
+            assert_eq!(err.lines().count(), 1, "{err}");
+        }
+    }
+    // With a terminal (a pseudo-terminal from `script`): still no prompt.
+    if !peer("script") {
+        return;
+    }
+    let line = format!("{bin} smime decrypt --key {pem} --in {msg}; echo EXIT=$?");
+    let o = run_with_timeout(
+        std::process::Command::new("script")
+            .args(["-qec", &line, "/dev/null"])
+            .env("TERM", "dumb"),
+        30,
+    );
+    let all = String::from_utf8_lossy(&o.stdout);
+    assert!(all.contains("--password-env VAR not given"), "{all}");
+    assert!(all.contains("EXIT=2"), "{all}");
+    assert!(!all.contains("pass phrase"), "prompted: {all}");
+}
+
+/// Issue 11.4: every smime command accepts --data-dir (and verify uses the
+/// store's CA as trust anchors besides --ca).
+#[test]
+fn every_smime_command_accepts_data_dir() {
+    let pki = pki();
+    let t = tempfile::tempdir().unwrap();
+    let data = t.path().join("data").display().to_string();
+    ok(&sikkermail(
+        &[
+            "init",
+            "--data-dir",
+            &data,
+            "--org-name",
+            "Test",
+            "--cvr",
+            "12345678",
+        ],
+        b"",
+    ));
+    let dd = ["--data-dir", &data];
+    let enc = ok(&sikkermail(
+        &[&["smime", "encrypt", "--to", &pki.file("bob.crt")][..], &dd].concat(),
+        &plain_message(),
+    ));
+    let signed = ok(&sikkermail(
+        &[&["smime", "sign", "--key", &pki.file("alice.pem")][..], &dd].concat(),
+        &plain_message(),
+    ));
+    let text = ok(&sikkermail(
+        &[&["smime", "inspect"][..], &dd].concat(),
+        &enc,
+    ));
+    assert!(String::from_utf8_lossy(&text).contains("EnvelopedData"));
+    let o = sikkermail(
+        &[&["smime", "verify", "--ca", &pki.file("ca.crt")][..], &dd].concat(),
+        &signed,
+    );
+    ok(&o);
+    assert!(stderr(&o).contains("signature valid"), "{}", stderr(&o));
+    // The store's CA alone does not vouch for alice: NOT valid, but the
+    // command ran with the store as its trust anchors (no --ca needed).
+    let o = sikkermail(&[&["smime", "verify"][..], &dd].concat(), &signed);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("signature NOT valid: certificate of C=DK, O=Interop Test, emailAddress=alice@example.test, CN=alice: self-signed certificate in certificate chain"),
+        "{}",
+        stderr(&o)
+    );
+    // Neither --ca nor --data-dir: a usage error naming both.
+    let o = sikkermail(&["smime", "verify"], &signed);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("--ca") && stderr(&o).contains("--data-dir"),
+        "{}",
+        stderr(&o)
+    );
+    for cmd in ["encrypt", "sign", "verify", "inspect", "decrypt"] {
+        let help = ok(&sikkermail(&["smime", cmd, "--help"], b""));
+        assert!(
+            String::from_utf8_lossy(&help).contains("--data-dir"),
+            "{cmd}"
+        );
+    }
+}
+
+/// Issue 11.5: bulk mode follows symbolic links to files and lists what it
+/// skips, with the reason.
+#[test]
+fn bulk_decrypt_follows_links_and_lists_skipped() {
+    let pki = pki();
+    let t = tempfile::tempdir().unwrap();
+    let (inp, out, elsewhere) = (
+        t.path().join("in"),
+        t.path().join("out"),
+        t.path().join("elsewhere"),
+    );
+    fs::create_dir(&inp).unwrap();
+    fs::create_dir(&elsewhere).unwrap();
+    let enc = ok(&sikkermail(
+        &["smime", "encrypt", "--to", &pki.file("bob.crt")],
+        &plain_message(),
+    ));
+    fs::write(inp.join("a.eml"), &enc).unwrap();
+    fs::write(elsewhere.join("target.eml"), &enc).unwrap();
+    std::os::unix::fs::symlink(elsewhere.join("target.eml"), inp.join("link.eml")).unwrap();
+    std::os::unix::fs::symlink(t.path().join("nowhere"), inp.join("broken.eml")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, inp.join("dirlink")).unwrap();
+    fs::create_dir(inp.join("sub")).unwrap();
+    sh(&inp, "mkfifo fifo");
+    let o = sikkermail(
+        &[
+            "smime",
+            "decrypt",
+            "--key",
+            &pki.file("bob.pem"),
+            "--in-dir",
+            &inp.display().to_string(),
+            "--out-dir",
+            &out.display().to_string(),
+        ],
+        b"",
+    );
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("decrypted 2 of 2 files"), "{err}");
+    assert!(err.contains("0 failed; 4 skipped"), "{err}");
+    for (name, why) in [
+        ("broken.eml", "broken symbolic link"),
+        ("dirlink", "symbolic link to a directory"),
+        ("fifo", "FIFO"),
+        ("sub", "directory"),
+    ] {
+        let line = format!("SKIPPED {}: {why}", inp.join(name).display());
+        assert!(err.contains(&line), "{line}\n{err}");
+    }
+    for name in ["a.eml", "link.eml"] {
+        let p = out.join(name);
+        assert!(fs::symlink_metadata(&p).unwrap().is_file(), "{name}");
+        assert!(fs::read(&p).unwrap().ends_with(&plain_inner_entity()));
+    }
+    // Again into the same directory: existing outputs are replaced whole
+    // (the path for a name that exists), private, no temporary left.
+    fs::write(out.join("a.eml"), b"stale").unwrap();
+    let o = sikkermail(
+        &[
+            "smime",
+            "decrypt",
+            "--key",
+            &pki.file("bob.pem"),
+            "--in-dir",
+            &inp.display().to_string(),
+            "--out-dir",
+            &out.display().to_string(),
+        ],
+        b"",
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let mut names: Vec<String> = fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["a.eml", "link.eml"]);
+    for name in names {
+        let p = out.join(name);
+        assert!(fs::read(&p).unwrap().ends_with(&plain_inner_entity()));
+        let mode =
+            std::os::unix::fs::PermissionsExt::mode(&fs::metadata(&p).unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
+
+/// Issue 11.6: --out to a special file (a FIFO, a symbolic link to a
+/// character device, /dev/null) writes in place and never replaces it.
+#[test]
+fn out_to_special_files_writes_in_place() {
+    use std::os::unix::fs::FileTypeExt;
+    let pki = pki();
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let enc = ok(&sikkermail(
+        &["smime", "encrypt", "--to", &pki.file("bob.crt")],
+        &plain_message(),
+    ));
+    let msg = write_tmp(d, "enc.eml", &enc);
+    let plain = write_tmp(d, "plain.eml", &plain_message());
+    sh(d, "mkfifo fifo");
+    let fifo = d.join("fifo");
+    // decrypt (write_output) and encrypt (streamed) into a FIFO read by a thread.
+    for (args, expect_end) in [
+        (
+            vec![
+                "smime",
+                "decrypt",
+                "--key",
+                &pki.file("bob.pem"),
+                "--in",
+                &msg,
+            ],
+            Some(plain_inner_entity()),
+        ),
+        (
+            vec![
+                "smime",
+                "encrypt",
+                "--to",
+                &pki.file("bob.crt"),
+                "--in",
+                &plain,
+            ],
+            None,
+        ),
+    ] {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let f = fifo.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(fs::read(f));
+        });
+        let fifo_s = fifo.display().to_string();
+        let o = run_with_timeout(
+            std::process::Command::new(env!("CARGO_BIN_EXE_sikkermail"))
+                .args(&args)
+                .args(["--out", &fifo_s]),
+            30,
+        );
+        ok(&o);
+        assert!(
+            fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo(),
+            "the FIFO was replaced"
+        );
+        let got = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the reader got nothing")
+            .unwrap();
+        match expect_end {
+            Some(e) => assert!(got.ends_with(&e)),
+            None => assert!(String::from_utf8_lossy(&got).contains("application/pkcs7-mime")),
+        }
+    }
+    // A symbolic link to a character device, and /dev/null itself.
+    let link = d.join("null-link");
+    std::os::unix::fs::symlink("/dev/null", &link).unwrap();
+    for out in [link.display().to_string(), "/dev/null".to_string()] {
+        for args in [
+            vec![
+                "smime",
+                "decrypt",
+                "--key",
+                &pki.file("bob.pem"),
+                "--in",
+                &msg,
+            ],
+            vec![
+                "smime",
+                "encrypt",
+                "--to",
+                &pki.file("bob.crt"),
+                "--in",
+                &plain,
+            ],
+        ] {
+            let o = run_with_timeout(
+                std::process::Command::new(env!("CARGO_BIN_EXE_sikkermail"))
+                    .args(&args)
+                    .args(["--out", &out]),
+                30,
+            );
+            ok(&o);
+        }
+    }
+    assert!(
+        fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert!(
+        fs::metadata("/dev/null")
+            .unwrap()
+            .file_type()
+            .is_char_device()
+    );
+    assert!(!std::path::Path::new("/dev/.null.sikkermail-tmp").exists());
+    // No temporary files left beside the outputs.
+    let left: Vec<_> = fs::read_dir(d)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains("sikkermail-tmp"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }

@@ -192,6 +192,14 @@ fn our_signatures_are_verified_by_openssl() {
             info.contains("SMIMECapabilities") || info.contains("S/MIME Capabilities"),
             "no capabilities"
         );
+        // Only strong ciphers advertised: none of OpenSSL's default RC2/DES list.
+        let lower = info.to_ascii_lowercase();
+        for weak in ["rc2", "des-", "des3", "des-ede3", "desx"] {
+            assert!(!lower.contains(weak), "{weak} advertised: {info}");
+        }
+        for strong in ["aes-256-gcm", "aes-128-gcm", "aes-256-cbc", "rsaesoaep"] {
+            assert!(lower.contains(strong), "{strong} not advertised: {info}");
+        }
         assert!(
             info.contains(if pss { "rsassaPss" } else { "rsaEncryption" }),
             "signature algorithm (pss={pss})"

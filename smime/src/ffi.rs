@@ -17,6 +17,8 @@ pub const CMS_BINARY: c_uint = 0x80;
 pub const CMS_DETACHED: c_uint = 0x40;
 pub const CMS_PARTIAL: c_uint = 0x4000;
 pub const CMS_KEY_PARAM: c_uint = 0x40000;
+/// Leave out OpenSSL's default SMIMECapabilities (RC2-40, DES, ...): we add our own.
+pub const CMS_NOSMIMECAP: c_uint = 0x200;
 
 pub const RSA_PKCS1_PSS_PADDING: c_int = 6;
 /// Salt as long as the digest (RFC 8702 / RFC 4055 recommendation).
@@ -36,6 +38,13 @@ unsafe extern "C" {
         data: *mut openssl_sys::BIO,
         dcont: *mut openssl_sys::BIO,
         flags: c_uint,
+    ) -> c_int;
+    pub fn CMS_signed_add1_attr_by_NID(
+        si: *mut CMS_SignerInfo,
+        nid: c_int,
+        attr_type: c_int,
+        bytes: *const std::os::raw::c_void,
+        len: c_int,
     ) -> c_int;
     pub fn X509_STORE_add_crl(store: *mut X509_STORE, crl: *mut X509_CRL) -> c_int;
 }

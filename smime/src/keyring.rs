@@ -172,18 +172,41 @@ impl KeyPair {
     /// Reads a PEM file holding a private key and its certificate (and maybe
     /// more certificates: the chain), or, if `bytes` is not PEM, a PKCS#12
     /// file opened with `password`.
+    ///
+    /// OpenSSL never prompts on the terminal: a key that needs a password
+    /// when none is given fails at once, saying so (`--password-env`).
     pub fn from_file_bytes(bytes: &[u8], password: Option<&str>, label: &str) -> Result<Self> {
         if looks_like_pem(bytes) {
-            // An encrypted PEM key ("ENCRYPTED PRIVATE KEY") takes the password.
-            let key = match password {
-                Some(pw) => PKey::private_key_from_pem_passphrase(bytes, pw.as_bytes()),
-                None => PKey::private_key_from_pem(bytes),
-            }
-            .map_err(|e| {
-                Error::BadKey(format!(
-                    "{label}: no readable private key in PEM (encrypted without --password-env, or wrong password?): {}",
-                    ossl_reason(&e)
-                ))
+            // An encrypted PEM key ("ENCRYPTED PRIVATE KEY", or a traditional
+            // key with "Proc-Type: 4,ENCRYPTED") takes the password. The
+            // callback replaces OpenSSL's default one, which reads the
+            // terminal (and hangs a script).
+            let asked = std::cell::Cell::new(false);
+            let key = PKey::private_key_from_pem_callback(bytes, |buf| {
+                asked.set(true);
+                let pw = password.unwrap_or("").as_bytes();
+                if pw.len() > buf.len() {
+                    return Err(openssl::error::ErrorStack::get());
+                }
+                buf[..pw.len()].copy_from_slice(pw);
+                Ok(pw.len())
+            });
+            let key = key.map_err(|e| {
+                Error::BadKey(if asked.get() && password.is_none() {
+                    format!(
+                        "{label}: the private key is encrypted and no password was given (--password-env VAR not given)"
+                    )
+                } else if asked.get() {
+                    format!(
+                        "{label}: cannot decrypt the private key (wrong password?): {}",
+                        ossl_reason(&e)
+                    )
+                } else {
+                    format!(
+                        "{label}: no readable private key in PEM: {}",
+                        ossl_reason(&e)
+                    )
+                })
             })?;
             let certs = X509::stack_from_pem(bytes)
                 .map_err(|e| Error::BadKey(format!("{label}: {}", ossl_reason(&e))))?;
@@ -195,11 +218,17 @@ impl KeyPair {
                 ossl_reason(&e)
             ))
         })?;
+        // Without a password, try the empty one (some exports use it).
         let parsed = p12.parse2(password.unwrap_or("")).map_err(|e| {
-            Error::BadKey(format!(
-                "{label}: cannot open PKCS#12 (wrong password?): {}",
-                ossl_reason(&e)
-            ))
+            Error::BadKey(match password {
+                None => format!(
+                    "{label}: the PKCS#12 file needs a password and none was given (--password-env VAR not given)"
+                ),
+                Some(_) => format!(
+                    "{label}: cannot open PKCS#12 (wrong password?): {}",
+                    ossl_reason(&e)
+                ),
+            })
         })?;
         let key = parsed
             .pkey

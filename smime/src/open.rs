@@ -263,18 +263,10 @@ fn open(
     crate::init();
     let mut current: Cow<'_, [u8]> = Cow::Borrowed(message);
     let mut layers = Vec::new();
-    let empty_trust;
-    let trust_or_empty = match trust {
-        Some(t) => t,
-        None => {
-            empty_trust = TrustStore::new(Vec::new(), Vec::new(), Vec::new())?;
-            &empty_trust
-        }
-    };
     let mut stopped = None;
     for _ in 0..MAX_LAYERS {
         let entity = Entity::parse(&current);
-        let step = next_layer(&entity, &mut layers, keyring, trust, trust_or_empty, mode);
+        let step = next_layer(&entity, &mut layers, keyring, trust, mode);
         match step {
             Ok(Some(next)) => current = Cow::Owned(next),
             Ok(None) => break,
@@ -300,7 +292,6 @@ fn next_layer(
     layers: &mut Vec<LayerReport>,
     keyring: Option<&dyn Keyring>,
     trust: Option<&TrustStore>,
-    trust_or_empty: &TrustStore,
     mode: Mode,
 ) -> Result<Option<Vec<u8>>> {
     Ok(Some(match shape(entity)? {
@@ -343,8 +334,7 @@ fn next_layer(
                     }
                     return Ok(None);
                 }
-                let (rep, content) = verify_signed(*parsed, None, trust_or_empty)?;
-                let rep = no_trust_note(rep, trust.is_none());
+                let (rep, content) = verify_signed(*parsed, None, trust)?;
                 let empty = content.is_empty();
                 layers.push(LayerReport::Signed(rep));
                 if empty {
@@ -370,19 +360,11 @@ fn next_layer(
                 }
                 return Ok(None);
             }
-            let (rep, _) = verify_signed(*signature, Some(content), trust_or_empty)?;
-            layers.push(LayerReport::Signed(no_trust_note(rep, trust.is_none())));
+            let (rep, _) = verify_signed(*signature, Some(content), trust)?;
+            layers.push(LayerReport::Signed(rep));
             replace_content(entity, content)
         }
     }))
-}
-
-fn no_trust_note(mut rep: SignatureReport, no_trust: bool) -> SignatureReport {
-    if no_trust && rep.valid {
-        rep.valid = false;
-        rep.reason = Some("not checked: no trust anchors given".into());
-    }
-    rep
 }
 
 /// For decrypt: does an opaque signature hold an encrypted entity?

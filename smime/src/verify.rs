@@ -109,10 +109,16 @@ impl TrustStore {
 /// What verifying one signature layer found.
 #[derive(Debug, Clone)]
 pub struct SignatureReport {
-    /// True when every signature is good and every signer chains to a trust anchor.
+    /// True when every signature is good and every signer chains to a trust
+    /// anchor. Never true when no trust anchors were given.
     pub valid: bool,
     /// Why not, when not valid.
     pub reason: Option<String>,
+    /// The signature values match the content (whatever the certificates).
+    pub intact: bool,
+    /// The signers' certificates were checked against trust anchors; false
+    /// when none were given (decrypt without a trust store).
+    pub trust_checked: bool,
     /// Detached (`multipart/signed`) rather than opaque.
     pub detached: bool,
     /// The signature only matched after normalising line ends (CRLF <-> LF):
@@ -149,12 +155,18 @@ pub struct SignerReport {
     pub chain_error: Option<String>,
 }
 
+/// Why a signature that was only checked against its content is not valid.
+pub const NOT_CHECKED: &str = "not checked: no trust anchors given";
+
 /// Verifies one SignedData. `detached` is the signed content for
 /// `multipart/signed`; for opaque signatures the content is returned.
+/// Without `trust` the signature values are checked, the certificates not:
+/// the report is then never valid ([`NOT_CHECKED`]) but says whether the
+/// content is intact and who signed.
 pub(crate) fn verify_signed(
     parsed: Parsed,
     detached: Option<&[u8]>,
-    trust: &TrustStore,
+    trust: Option<&TrustStore>,
 ) -> Result<(SignatureReport, Vec<u8>)> {
     let sd = match parsed.signed_data() {
         Ok(sd) => sd,
@@ -179,8 +191,9 @@ pub(crate) fn verify_signed(
             content_type: "certs-only SignedData (no signer)".into(),
         });
     }
+    let pool: &[X509] = trust.map_or(&[][..], |t| t.pool.as_slice());
     let mut untrusted = Stack::new().map_err(|e| Error::crypto("verify", e))?;
-    for c in msg_certs.iter().chain(trust.pool.iter()) {
+    for c in msg_certs.iter().chain(pool.iter()) {
         untrusted
             .push(c.clone())
             .map_err(|e| Error::crypto("verify", e))?;
@@ -220,6 +233,7 @@ pub(crate) fn verify_signed(
         // a bad signature must not lose what it wraps.
         content = cmsinfo::econtent(&sd).unwrap_or_default();
     }
+    let intact = sig_result.is_ok();
     let mut reason = sig_result
         .err()
         .map(|e| explain_cms_error(&ossl_reason(&e)));
@@ -230,7 +244,7 @@ pub(crate) fn verify_signed(
         let rid = cmsinfo::signer_id(&si.sid)?;
         let cert = msg_certs
             .iter()
-            .chain(trust.pool.iter())
+            .chain(pool.iter())
             .find(|c| rid.matches(c))
             .cloned();
         let digest_algorithm = cmsinfo::alg_name(&si.digest_alg.oid);
@@ -257,9 +271,10 @@ pub(crate) fn verify_signed(
                 }
             }
         }
-        let chain_error = match &cert {
-            None => Some(format!("signer certificate not found ({rid})")),
-            Some(c) => chain_check(trust, c, &untrusted),
+        let chain_error = match (&cert, trust) {
+            (None, _) => Some(format!("signer certificate not found ({rid})")),
+            (Some(c), Some(t)) => chain_check(t, c, &untrusted),
+            (Some(_), None) => None,
         };
         if reason.is_none()
             && let Some(ce) = &chain_error
@@ -281,9 +296,14 @@ pub(crate) fn verify_signed(
             chain_error,
         });
     }
+    if reason.is_none() && trust.is_none() {
+        reason = Some(NOT_CHECKED.to_string());
+    }
     let report = SignatureReport {
         valid: reason.is_none(),
         reason,
+        intact,
+        trust_checked: trust.is_some(),
         detached: detached.is_some(),
         canonicalised,
         signers,
@@ -298,30 +318,40 @@ pub(crate) fn verify_signed(
 fn verify_opaque_to_us(
     parsed: Parsed,
     detached: Option<&[u8]>,
-    trust: &TrustStore,
+    trust: Option<&TrustStore>,
     why: &str,
 ) -> Result<(SignatureReport, Vec<u8>)> {
     let mut cms = parsed.ossl;
     let mut pool = Stack::new().map_err(|e| Error::crypto("verify", e))?;
-    for c in &trust.pool {
+    for c in trust.map_or(&[][..], |t| t.pool.as_slice()) {
         pool.push(c.clone())
             .map_err(|e| Error::crypto("verify", e))?;
     }
     let mut content = Vec::new();
+    let flags = match trust {
+        Some(_) => CMSOptions::BINARY,
+        None => CMSOptions::BINARY | CMSOptions::NO_SIGNER_CERT_VERIFY,
+    };
     let res = cms.verify(
         Some(&pool),
-        Some(&trust.store),
+        trust.map(|t| &*t.store),
         detached,
         Some(&mut content),
-        CMSOptions::BINARY,
+        flags,
     );
     if let Some(d) = detached {
         content = d.to_vec();
     }
-    let reason = res.err().map(|e| explain_cms_error(&ossl_reason(&e)));
+    let intact = res.is_ok();
+    let mut reason = res.err().map(|e| explain_cms_error(&ossl_reason(&e)));
+    if reason.is_none() && trust.is_none() {
+        reason = Some(NOT_CHECKED.to_string());
+    }
     let report = SignatureReport {
         valid: reason.is_none(),
         reason,
+        intact,
+        trust_checked: trust.is_some(),
         detached: detached.is_some(),
         canonicalised: false,
         signers: vec![SignerReport {
@@ -356,7 +386,7 @@ pub fn verify_cms(
             content_type: format!("CMS {}", parsed.oid),
         });
     }
-    verify_signed(parsed, content, trust)
+    verify_signed(parsed, content, Some(trust))
 }
 
 fn chain_check(trust: &TrustStore, cert: &X509, untrusted: &Stack<X509>) -> Option<String> {

@@ -8,7 +8,10 @@ use std::time::Instant;
 
 use clap::{Args, Subcommand};
 
-use super::io::{Fail, password, read_file, read_input, usage, write_output, write_via_temp};
+use super::io::{
+    Fail, OutputFile, password, read_file, read_input, usage, write_output, write_via_temp,
+};
+use openssl::x509::X509;
 use rayon::prelude::*;
 use smime::{
     ContentCipher, EncryptOptions, KeyPair, KeyTransport, LayerReport, MemoryKeyring, Opened,
@@ -20,13 +23,25 @@ pub enum SmimeCommand {
     /// Decrypt a message (or every file in a directory) with the given keys.
     Decrypt(DecryptArgs),
     /// Verify a signed message against trust anchors; exit 0 only if valid.
+    ///
+    /// Trust anchors come from --ca, and with --data-dir (or --database-url)
+    /// also from the store's internal CA.
     Verify(VerifyArgs),
     /// Encrypt a message to one or more recipient certificates.
+    ///
+    /// --data-dir and --database-url are accepted, as by every command, and
+    /// not used.
     Encrypt(EncryptArgs),
     /// Sign a message (detached multipart/signed by default).
+    ///
+    /// --data-dir and --database-url are accepted, as by every command, and
+    /// not used.
     Sign(SignArgs),
     /// Print the S/MIME layers, recipients, algorithms and signers.
-    Inspect(IoArgs),
+    ///
+    /// --data-dir and --database-url are accepted, as by every command, and
+    /// not used.
+    Inspect(InspectArgs),
 }
 
 #[derive(Debug, Args)]
@@ -44,9 +59,24 @@ pub struct KeyArgs {
     /// PEM file with a private key and its certificate, or a PKCS#12 file. Repeatable.
     #[arg(long = "key", value_name = "PEM")]
     keys: Vec<PathBuf>,
-    /// Environment variable holding the PKCS#12 password.
+    /// Environment variable holding the password of the PKCS#12 file or the
+    /// encrypted PEM key (never asked for on the terminal).
     #[arg(long = "password-env", value_name = "VAR")]
     password_env: Option<String>,
+}
+
+/// Where signatures are checked against.
+#[derive(Debug, Args)]
+pub struct TrustArgs {
+    /// Trust anchor certificates (PEM, several per file allowed). Repeatable.
+    #[arg(long = "ca", value_name = "PEM")]
+    ca: Vec<PathBuf>,
+    /// CRLs to check every certificate against. Repeatable.
+    #[arg(long = "crl", value_name = "PEM")]
+    crl: Vec<PathBuf>,
+    /// Further (untrusted) certificates for building chains. Repeatable.
+    #[arg(long = "cert", value_name = "PEM")]
+    cert: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -56,9 +86,17 @@ pub struct DecryptArgs {
     /// Also use every key in this data directory's store (current and legacy).
     #[command(flatten)]
     store: super::context::StoreArgs,
+    /// An outer signature (signed, then encrypted... then signed) is
+    /// checked against --ca (with --crl and --cert) and reported on standard
+    /// error; without --ca it is reported as not checked. It never stops the
+    /// decryption.
+    #[command(flatten)]
+    trust: TrustArgs,
     #[command(flatten)]
     io: IoArgs,
     /// Decrypt every file in this directory (bulk mode, in parallel).
+    /// Symbolic links to files are followed; anything else that is not a
+    /// file is listed as skipped.
     #[arg(long, value_name = "DIR", requires = "out_dir", conflicts_with_all = ["input", "output"])]
     in_dir: Option<PathBuf>,
     /// Where bulk mode writes the decrypted files (same names).
@@ -68,15 +106,13 @@ pub struct DecryptArgs {
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// Trust anchor certificates (PEM, several per file allowed). Repeatable.
-    #[arg(long = "ca", value_name = "PEM", required = true)]
-    ca: Vec<PathBuf>,
-    /// CRLs to check every certificate against. Repeatable.
-    #[arg(long = "crl", value_name = "PEM")]
-    crl: Vec<PathBuf>,
-    /// Further (untrusted) certificates for building chains. Repeatable.
-    #[arg(long = "cert", value_name = "PEM")]
-    cert: Vec<PathBuf>,
+    /// --ca is required unless --data-dir (or --database-url) gives the
+    /// store's CA.
+    #[command(flatten)]
+    trust: TrustArgs,
+    /// Also trust the internal CA of this data directory's store.
+    #[command(flatten)]
+    store: super::context::StoreArgs,
     #[command(flatten)]
     io: IoArgs,
 }
@@ -94,6 +130,9 @@ pub struct EncryptArgs {
     oaep: bool,
     #[command(flatten)]
     io: IoArgs,
+    /// Accepted for uniformity with every other command; not used.
+    #[command(flatten)]
+    store: super::context::StoreArgs,
 }
 
 #[derive(Debug, Args)]
@@ -101,7 +140,8 @@ pub struct SignArgs {
     /// PEM file with the signer's private key, certificate and chain, or PKCS#12.
     #[arg(long = "key", value_name = "PEM")]
     key: PathBuf,
-    /// Environment variable holding the PKCS#12 password.
+    /// Environment variable holding the password of the PKCS#12 file or the
+    /// encrypted PEM key (never asked for on the terminal).
     #[arg(long = "password-env", value_name = "VAR")]
     password_env: Option<String>,
     /// Opaque signature (application/pkcs7-mime) instead of multipart/signed.
@@ -112,6 +152,18 @@ pub struct SignArgs {
     pss: bool,
     #[command(flatten)]
     io: IoArgs,
+    /// Accepted for uniformity with every other command; not used.
+    #[command(flatten)]
+    store: super::context::StoreArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    #[command(flatten)]
+    io: IoArgs,
+    /// Accepted for uniformity with every other command; not used.
+    #[command(flatten)]
+    store: super::context::StoreArgs,
 }
 
 pub fn run(cmd: SmimeCommand) -> Result<ExitCode, Fail> {
@@ -136,7 +188,7 @@ fn load_keyring(a: &KeyArgs) -> Result<MemoryKeyring, Fail> {
     Ok(kr)
 }
 
-fn load_certs(paths: &[PathBuf]) -> Result<Vec<openssl::x509::X509>, Fail> {
+fn load_certs(paths: &[PathBuf]) -> Result<Vec<X509>, Fail> {
     let mut out = Vec::new();
     for p in paths {
         let bytes = read_file(p)?;
@@ -146,6 +198,53 @@ fn load_certs(paths: &[PathBuf]) -> Result<Vec<openssl::x509::X509>, Fail> {
         );
     }
     Ok(out)
+}
+
+/// The trust store of --ca, --cert and --crl, plus `extra` anchors and
+/// pool certificates; `None` when there are no anchors at all.
+fn load_trust(
+    a: &TrustArgs,
+    extra_anchors: Vec<X509>,
+    extra_pool: Vec<X509>,
+) -> Result<Option<TrustStore>, Fail> {
+    let mut anchors = load_certs(&a.ca)?;
+    anchors.extend(extra_anchors);
+    let mut pool = load_certs(&a.cert)?;
+    pool.extend(extra_pool);
+    let mut crls = Vec::new();
+    for p in &a.crl {
+        let bytes = read_file(p)?;
+        crls.extend(
+            smime::keyring::crls_from_bytes(&bytes, &p.display().to_string())
+                .map_err(|e| usage(e.to_string()))?,
+        );
+    }
+    if anchors.is_empty() {
+        if !crls.is_empty() || !pool.is_empty() {
+            return Err(usage("--crl and --cert need trust anchors: give --ca"));
+        }
+        return Ok(None);
+    }
+    Ok(Some(TrustStore::new(anchors, pool, crls)?))
+}
+
+/// The internal CA of the store: (root as anchor, issuing CA for the pool).
+/// An organisation without a CA gives none.
+fn store_ca(store: &super::context::StoreArgs) -> Result<(Vec<X509>, Vec<X509>), Fail> {
+    let ctx = super::context::open(store)?;
+    let (st, org) = (ctx.store(), ctx.org().id);
+    let Some(state) = ctx.rt.block_on(st.ca_state(org))? else {
+        return Ok((Vec::new(), Vec::new()));
+    };
+    let pem = |id: i64| -> Result<X509, Fail> {
+        let row = ctx.rt.block_on(st.certificate(org, id))?;
+        X509::from_pem(row.pem.as_bytes())
+            .map_err(|e| usage(format!("stored CA certificate {id} unreadable: {e}")))
+    };
+    Ok((
+        vec![pem(state.root_cert_id)?],
+        vec![pem(state.issuing_cert_id)?],
+    ))
 }
 
 fn describe(opened: &Opened) -> Vec<String> {
@@ -170,6 +269,8 @@ fn describe(opened: &Opened) -> Vec<String> {
             LayerReport::Signed(s) => {
                 let status = if s.valid {
                     "signature valid".to_string()
+                } else if !s.trust_checked && s.intact {
+                    "signature not checked (no --ca; the content matches the signature)".to_string()
                 } else {
                     format!(
                         "signature NOT valid: {}",
@@ -215,19 +316,23 @@ fn describe(opened: &Opened) -> Vec<String> {
 fn decrypt(a: DecryptArgs) -> Result<ExitCode, Fail> {
     let mut kr = load_keyring(&a.keys)?;
     if a.store.given() {
-        let ctx = super::context::open(&a.store)?;
-        kr.merge(ctx.rt.block_on(ctx.store.keyring(ctx.org.id))?);
+        let (store_kr, skipped) = super::context::store_keyring(&a.store)?;
+        for s in skipped {
+            eprintln!("warning: {s}");
+        }
+        kr.merge(store_kr);
     }
     if kr.is_empty() && !a.store.given() {
         return Err(usage(
             "no keys: give --key FILE (repeatable) and/or --data-dir DIR",
         ));
     }
+    let trust = load_trust(&a.trust, Vec::new(), Vec::new())?;
     if let (Some(in_dir), Some(out_dir)) = (&a.in_dir, &a.out_dir) {
-        return bulk_decrypt(&kr, in_dir, out_dir);
+        return bulk_decrypt(&kr, trust.as_ref(), in_dir, out_dir);
     }
     let input = read_input(&a.io.input)?;
-    let opened = smime::decrypt(&input, &kr, None)?;
+    let opened = smime::decrypt(&input, &kr, trust.as_ref())?;
     write_output(&a.io.output, &opened.message)?;
     for l in describe(&opened) {
         eprintln!("{l}");
@@ -235,14 +340,69 @@ fn decrypt(a: DecryptArgs) -> Result<ExitCode, Fail> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn bulk_decrypt(kr: &MemoryKeyring, in_dir: &Path, out_dir: &Path) -> Result<ExitCode, Fail> {
-    let mut files: Vec<PathBuf> = fs::read_dir(in_dir)
-        .map_err(|e| usage(format!("cannot read directory {}: {e}", in_dir.display())))?
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-        .map(|e| e.path())
-        .collect();
+/// A path with why it was not decrypted.
+type Skipped = Vec<(PathBuf, String)>;
+
+/// The files of `dir` to decrypt (symbolic links to files followed), and
+/// everything else with the reason it is skipped.
+fn list_inputs(dir: &Path) -> Result<(Vec<PathBuf>, Skipped), Fail> {
+    let (mut files, mut skipped) = (Vec::new(), Vec::new());
+    let entries = fs::read_dir(dir)
+        .map_err(|e| usage(format!("cannot read directory {}: {e}", dir.display())))?;
+    for entry in entries {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                skipped.push((dir.to_path_buf(), format!("cannot list an entry: {e}")));
+                continue;
+            }
+        };
+        let path = entry.path();
+        // The directory entry's own type needs no stat: the common case.
+        if entry.file_type().is_ok_and(|t| t.is_file()) {
+            files.push(path);
+            continue;
+        }
+        let is_link = fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
+        let link = if is_link { "symbolic link to a " } else { "" };
+        match fs::metadata(&path) {
+            Ok(m) if m.is_file() => files.push(path),
+            Ok(m) => {
+                use std::os::unix::fs::FileTypeExt;
+                let t = m.file_type();
+                let what = if t.is_dir() {
+                    "directory"
+                } else if t.is_fifo() {
+                    "FIFO"
+                } else if t.is_socket() {
+                    "socket"
+                } else if t.is_char_device() {
+                    "character device"
+                } else if t.is_block_device() {
+                    "block device"
+                } else {
+                    "special file"
+                };
+                skipped.push((path, format!("{link}{what}")));
+            }
+            Err(e) if is_link && e.kind() == io::ErrorKind::NotFound => {
+                skipped.push((path, "broken symbolic link".into()));
+            }
+            Err(e) => skipped.push((path, format!("cannot read: {e}"))),
+        }
+    }
     files.sort();
+    skipped.sort();
+    Ok((files, skipped))
+}
+
+fn bulk_decrypt(
+    kr: &MemoryKeyring,
+    trust: Option<&TrustStore>,
+    in_dir: &Path,
+    out_dir: &Path,
+) -> Result<ExitCode, Fail> {
+    let (files, skipped) = list_inputs(in_dir)?;
     fs::create_dir_all(out_dir)
         .map_err(|e| usage(format!("cannot create {}: {e}", out_dir.display())))?;
     // Decrypted copies must never replace the encrypted originals.
@@ -271,7 +431,7 @@ fn bulk_decrypt(kr: &MemoryKeyring, in_dir: &Path, out_dir: &Path) -> Result<Exi
         .filter_map(|path| {
             let res = (|| -> Result<(), String> {
                 let data = fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
-                let opened = smime::decrypt(&data, kr, None).map_err(|e| e.to_string())?;
+                let opened = smime::decrypt(&data, kr, trust).map_err(|e| e.to_string())?;
                 let name = path.file_name().ok_or("no file name")?;
                 write_via_temp(&out_dir.join(name), &opened.message, false)
                     .map_err(|e| format!("cannot write: {e}"))
@@ -284,7 +444,7 @@ fn bulk_decrypt(kr: &MemoryKeyring, in_dir: &Path, out_dir: &Path) -> Result<Exi
     let secs = start.elapsed().as_secs_f64();
     let ok = files.len() - failures.len();
     eprintln!(
-        "decrypted {ok} of {} files in {secs:.2} s ({:.0} files/s) on {} threads; {} failed",
+        "decrypted {ok} of {} files in {secs:.2} s ({:.0} files/s) on {} threads; {} failed; {} skipped",
         files.len(),
         if secs > 0.0 {
             files.len() as f64 / secs
@@ -292,8 +452,12 @@ fn bulk_decrypt(kr: &MemoryKeyring, in_dir: &Path, out_dir: &Path) -> Result<Exi
             0.0
         },
         rayon::current_num_threads(),
-        failures.len()
+        failures.len(),
+        skipped.len()
     );
+    for (p, why) in &skipped {
+        eprintln!("  SKIPPED {}: {why}", p.display());
+    }
     let mut failures = failures;
     failures.sort();
     for (p, why) in &failures {
@@ -307,17 +471,18 @@ fn bulk_decrypt(kr: &MemoryKeyring, in_dir: &Path, out_dir: &Path) -> Result<Exi
 }
 
 fn verify(a: VerifyArgs) -> Result<ExitCode, Fail> {
-    let anchors = load_certs(&a.ca)?;
-    let pool = load_certs(&a.cert)?;
-    let mut crls = Vec::new();
-    for p in &a.crl {
-        let bytes = read_file(p)?;
-        crls.extend(
-            smime::keyring::crls_from_bytes(&bytes, &p.display().to_string())
-                .map_err(|e| usage(e.to_string()))?,
-        );
+    if a.trust.ca.is_empty() && !a.store.given() {
+        return Err(usage(
+            "no trust anchors: give --ca FILE (repeatable) and/or --data-dir DIR",
+        ));
     }
-    let trust = TrustStore::new(anchors, pool, crls)?;
+    let (anchors, pool) = if a.store.given() {
+        store_ca(&a.store)?
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let trust = load_trust(&a.trust, anchors, pool)?
+        .ok_or_else(|| usage("no trust anchors: the store has no CA; give --ca FILE"))?;
     let input = read_input(&a.io.input)?;
     let opened = smime::verify(&input, &trust, None)?;
     for l in describe(&opened) {
@@ -363,21 +528,12 @@ fn encrypt(a: EncryptArgs) -> Result<ExitCode, Fail> {
             smime::encrypt_to(&input, &certs, &opts, out)?;
         }
         Some(p) => {
-            let name = p
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "out".into());
-            let tmp = p.with_file_name(format!(".{name}.sikkermail-tmp"));
-            let f = super::io::create_private(&tmp)
-                .map_err(|e| usage(format!("cannot write {}: {e}", p.display())))?;
-            let mut w = io::BufWriter::with_capacity(1 << 16, f);
+            let fail = |e: io::Error| usage(format!("cannot write {}: {e}", p.display()));
+            let mut out = OutputFile::create(p).map_err(fail)?;
+            let mut w = io::BufWriter::with_capacity(1 << 16, out.file());
             smime::encrypt_to(&input, &certs, &opts, &mut w)?;
-            let f = w
-                .into_inner()
-                .map_err(|e| usage(format!("cannot write {}: {e}", p.display())))?;
-            f.sync_all()
-                .map_err(|e| usage(format!("cannot write {}: {e}", p.display())))?;
-            fs::rename(&tmp, p).map_err(|e| usage(format!("cannot write {}: {e}", p.display())))?;
+            w.into_inner().map_err(|e| fail(e.into_error()))?;
+            out.commit(true).map_err(fail)?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -401,7 +557,8 @@ fn sign(a: SignArgs) -> Result<ExitCode, Fail> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn inspect(a: IoArgs) -> Result<ExitCode, Fail> {
+fn inspect(a: InspectArgs) -> Result<ExitCode, Fail> {
+    let a = a.io;
     let input = read_input(&a.input)?;
     let layers = smime::inspect(&input)?;
     let mut text = String::new();

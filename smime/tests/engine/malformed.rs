@@ -248,3 +248,77 @@ Content-Transfer-Encoding: base64\r\n\r\nMIIBIjANBgkq\r\n";
     );
     assert!(opened.message.ends_with(b"MIIBIjANBgkq\r\n"));
 }
+
+#[test]
+fn outer_signature_without_trust_is_not_checked_but_intact() {
+    // Issue 11.2: without trust anchors, decrypt used to call a good outer
+    // signature "NOT valid: unable to get local issuer certificate".
+    let f = fx();
+    let enc = smime::encrypt(
+        MESSAGE,
+        std::slice::from_ref(&f.bob.1),
+        &EncryptOptions::default(),
+    )
+    .unwrap();
+    for opaque in [true, false] {
+        let signed = smime::sign(
+            &enc,
+            &pair(&f.alice, "a"),
+            &SignOptions { opaque, pss: false },
+        )
+        .unwrap();
+        let kr = keyring(&[(&f.bob, "b")]);
+        let opened = smime::decrypt(&signed, &kr, None).unwrap();
+        let smime::LayerReport::Signed(s) = &opened.layers[0] else {
+            panic!("{:?}", opened.layers)
+        };
+        assert!(!s.valid && s.intact && !s.trust_checked, "{s:?}");
+        assert_eq!(s.reason.as_deref(), Some(smime::verify::NOT_CHECKED));
+        assert!(s.signers[0].subject.contains("alice"), "{s:?}");
+        assert!(s.signers[0].chain_error.is_none(), "{s:?}");
+        assert!(opened.message.ends_with(b"body\r\n"));
+        // With trust: valid and checked.
+        let opened = smime::decrypt(&signed, &kr, Some(&trust())).unwrap();
+        let smime::LayerReport::Signed(s) = &opened.layers[0] else {
+            panic!()
+        };
+        assert!(s.valid && s.intact && s.trust_checked, "{s:?}");
+    }
+}
+
+#[test]
+fn keys_needing_a_password_fail_at_once_without_one() {
+    // Issue 11.3: never OpenSSL's terminal prompt; name --password-env.
+    let f = fx();
+    let mut pem = f
+        .bob
+        .0
+        .private_key_to_pem_pkcs8_passphrase(openssl::symm::Cipher::aes_256_cbc(), b"pw")
+        .unwrap();
+    pem.extend(f.bob.1.to_pem().unwrap());
+    let err = smime::KeyPair::from_file_bytes(&pem, None, "k.pem").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "bad key or certificate: k.pem: the private key is encrypted and no password was given (--password-env VAR not given)"
+    );
+    let err = smime::KeyPair::from_file_bytes(&pem, Some("wrong"), "k.pem").unwrap_err();
+    assert!(err.to_string().contains("wrong password?"), "{err}");
+    assert!(smime::KeyPair::from_file_bytes(&pem, Some("pw"), "k.pem").is_ok());
+    // A password longer than OpenSSL's buffer is an error, not a panic.
+    let long = "x".repeat(100_000);
+    assert!(smime::KeyPair::from_file_bytes(&pem, Some(&long), "k.pem").is_err());
+    let p12 = openssl::pkcs12::Pkcs12::builder()
+        .name("bob")
+        .pkey(&f.bob.0)
+        .cert(&f.bob.1)
+        .build2("pw")
+        .unwrap()
+        .to_der()
+        .unwrap();
+    let err = smime::KeyPair::from_file_bytes(&p12, None, "k.p12").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "bad key or certificate: k.p12: the PKCS#12 file needs a password and none was given (--password-env VAR not given)"
+    );
+    assert!(smime::KeyPair::from_file_bytes(&p12, Some("pw"), "k.p12").is_ok());
+}
