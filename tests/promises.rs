@@ -397,3 +397,109 @@ fn a_key_that_does_not_open_is_named_and_the_others_still_work() {
     assert!(err.contains(&format!("private key {key_of_a}")), "{err}");
     site.ok(&["ca", "crl", "--out", &site.path("c.crl")]);
 }
+
+#[test]
+fn verify_with_the_internal_ca_checks_revocation_at_every_level() {
+    for site in sites() {
+        init(&site);
+        let o = issue(
+            &site,
+            &["--out-p12", &site.path("k.p12"), "--password-env", "P12_PW"],
+        );
+        assert!(o.status.success());
+        let d = site.dir.parent().unwrap().to_path_buf();
+        fs::write(d.join("root.pem"), site.pem("1")).unwrap();
+        fs::write(d.join("issuing.pem"), site.pem("2")).unwrap();
+        fs::write(
+            d.join("m.eml"),
+            b"From: post@advokat.dk\r\nSubject: s\r\nContent-Type: text/plain\r\n\r\nunderskrevet\r\n",
+        )
+        .unwrap();
+        site.ok(&[
+            "smime",
+            "sign",
+            "--key",
+            &site.path("k.p12"),
+            "--password-env",
+            "P12_PW",
+            "--in",
+            &site.path("m.eml"),
+            "--out",
+            &site.path("s.eml"),
+        ]);
+        site.ok(&[
+            "ca",
+            "crl",
+            "--out",
+            &site.path("issuing.crl"),
+            "--root-out",
+            &site.path("root.crl"),
+        ]);
+        let verify = |crls: &[&str], extra: &[&str]| {
+            let mut args = vec![
+                "smime".to_string(),
+                "verify".into(),
+                "--ca".into(),
+                site.path("root.pem"),
+                "--cert".into(),
+                site.path("issuing.pem"),
+                "--in".into(),
+                site.path("s.eml"),
+            ];
+            for c in crls {
+                args.push("--crl".into());
+                args.push(site.path(c));
+            }
+            args.extend(extra.iter().map(|s| s.to_string()));
+            let o = site.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+            (
+                o.status.code(),
+                String::from_utf8_lossy(&o.stderr).into_owned(),
+            )
+        };
+        // Both lists: valid, every level checked.
+        let (code, err) = verify(&["issuing.crl", "root.crl"], &[]);
+        assert_eq!(code, Some(0), "{err}");
+        assert!(err.contains("checked at every level"), "{err}");
+        // The root's ARL missing: refused, naming whose CRL is missing.
+        let (code, err) = verify(&["issuing.crl"], &[]);
+        assert_eq!(code, Some(1), "{err}");
+        assert!(
+            err.contains("no CRL from") && err.contains("rod-CA"),
+            "{err}"
+        );
+        // Leaf only: valid, and it says the CA levels were not checked.
+        let (code, err) = verify(&["issuing.crl"], &["--crl-check", "leaf"]);
+        assert_eq!(code, Some(0), "{err}");
+        assert!(err.contains("signer's certificate only"), "{err}");
+        // No CRL: valid, revocation not checked.
+        let (code, err) = verify(&[], &[]);
+        assert_eq!(code, Some(0), "{err}");
+        assert!(err.contains("revocation: not checked"), "{err}");
+    }
+}
+
+#[test]
+fn encrypting_to_a_ca_certificate_needs_force() {
+    let site = Site::new(false).unwrap();
+    init(&site);
+    let d = site.dir.parent().unwrap().to_path_buf();
+    fs::write(d.join("issuing.pem"), site.pem("2")).unwrap();
+    fs::write(d.join("m.eml"), b"Subject: s\r\n\r\nx\r\n").unwrap();
+    let args = [
+        "smime",
+        "encrypt",
+        "--to",
+        &site.path("issuing.pem"),
+        "--in",
+        &site.path("m.eml"),
+        "--out",
+        &site.path("e.eml"),
+    ];
+    site.fails(&args, 2, "is a CA certificate");
+    assert!(!d.join("e.eml").exists());
+    let mut forced = args.to_vec();
+    forced.push("--force");
+    site.ok(&forced);
+    assert!(d.join("e.eml").exists());
+}

@@ -331,6 +331,27 @@ pub fn cert_emails(cert: &X509Ref) -> Vec<String> {
     out
 }
 
+/// True when `cert` is a CA certificate (basicConstraints cA = TRUE): mail
+/// is never meant to be encrypted to one, and a CA's key should not be
+/// reading it.
+pub fn is_ca_certificate(cert: &X509Ref) -> bool {
+    use der::Decode;
+    use x509_cert::ext::pkix::BasicConstraints;
+    let Ok(der) = cert.to_der() else {
+        return false;
+    };
+    let Ok(parsed) = x509_cert::Certificate::from_der(&der) else {
+        return false;
+    };
+    parsed
+        .tbs_certificate()
+        .extensions()
+        .into_iter()
+        .flatten()
+        .filter(|e| e.extn_id == const_oid::db::rfc5280::ID_CE_BASIC_CONSTRAINTS)
+        .any(|e| BasicConstraints::from_der(e.extn_value.as_bytes()).is_ok_and(|b| b.ca))
+}
+
 /// Where decryption keys come from.
 ///
 /// Given the identifier a RecipientInfo names, return every key that may

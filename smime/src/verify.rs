@@ -26,6 +26,19 @@ pub struct TrustStore {
     crl_check: bool,
 }
 
+/// Which certificates of a chain are checked against CRLs (when any CRLs
+/// are given at all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CrlCheck {
+    /// Every certificate below the trust anchor: the signer's CRL and each
+    /// intermediate CA's (the root's ARL); a missing one is an error that
+    /// names it.
+    #[default]
+    All,
+    /// Only the signer's certificate (its issuer's CRL).
+    Leaf,
+}
+
 impl std::fmt::Debug for TrustStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TrustStore")
@@ -40,7 +53,18 @@ impl TrustStore {
     /// certificate against `crls` when any are given (a certificate whose
     /// issuer has no CRL then fails: "unable to get certificate CRL").
     pub fn new(anchors: Vec<X509>, pool: Vec<X509>, crls: Vec<X509Crl>) -> Result<Self> {
-        Self::build(anchors, pool, crls, true)
+        Self::build(anchors, pool, crls, true, CrlCheck::All)
+    }
+
+    /// As [`TrustStore::new`], checking revocation at the levels `check`
+    /// says.
+    pub fn with_crl_check(
+        anchors: Vec<X509>,
+        pool: Vec<X509>,
+        crls: Vec<X509Crl>,
+        check: CrlCheck,
+    ) -> Result<Self> {
+        Self::build(anchors, pool, crls, true, check)
     }
 
     /// As [`TrustStore::new`], but chains are checked for any purpose rather
@@ -50,10 +74,16 @@ impl TrustStore {
         pool: Vec<X509>,
         crls: Vec<X509Crl>,
     ) -> Result<Self> {
-        Self::build(anchors, pool, crls, false)
+        Self::build(anchors, pool, crls, false, CrlCheck::All)
     }
 
-    fn build(anchors: Vec<X509>, pool: Vec<X509>, crls: Vec<X509Crl>, smime: bool) -> Result<Self> {
+    fn build(
+        anchors: Vec<X509>,
+        pool: Vec<X509>,
+        crls: Vec<X509Crl>,
+        smime: bool,
+        check: CrlCheck,
+    ) -> Result<Self> {
         let e = |e: openssl::error::ErrorStack| Error::BadKey(ossl_reason(&e));
         let mut b = X509StoreBuilder::new().map_err(e)?;
         for a in anchors {
@@ -70,8 +100,11 @@ impl TrustStore {
             }
         }
         if crl_check {
-            b.set_flags(X509VerifyFlags::CRL_CHECK | X509VerifyFlags::CRL_CHECK_ALL)
-                .map_err(e)?;
+            let flags = match check {
+                CrlCheck::All => X509VerifyFlags::CRL_CHECK | X509VerifyFlags::CRL_CHECK_ALL,
+                CrlCheck::Leaf => X509VerifyFlags::CRL_CHECK,
+            };
+            b.set_flags(flags).map_err(e)?;
         }
         if smime {
             b.set_purpose(X509PurposeId::SMIME_SIGN).map_err(e)?;
@@ -398,6 +431,16 @@ fn chain_check(trust: &TrustStore, cert: &X509, untrusted: &Stack<X509>) -> Opti
         let ok = c.verify_cert()?;
         Ok(if ok {
             None
+        } else if c.error().as_raw() == openssl_sys::X509_V_ERR_UNABLE_TO_GET_CRL {
+            // Name the list that is missing: the CRL of the failing
+            // certificate's issuer.
+            let whose = c
+                .current_cert()
+                .map(|f| name_to_string(f.issuer_name()))
+                .unwrap_or_else(|| "an issuer in the chain".into());
+            Some(format!(
+                "no CRL from {whose} was given (revocation is checked at every level: give its CRL with --crl, or --crl-check leaf to check the signer's certificate only)"
+            ))
         } else {
             Some(c.error().error_string().to_string())
         })

@@ -77,6 +77,34 @@ pub struct TrustArgs {
     /// Further (untrusted) certificates for building chains. Repeatable.
     #[arg(long = "cert", value_name = "PEM")]
     cert: Vec<PathBuf>,
+    /// With --crl: check revocation of every certificate below the trust
+    /// anchor (all: the signer's and every intermediate CA's; a missing CRL
+    /// is an error naming it) or of the signer's certificate only (leaf).
+    #[arg(long = "crl-check", value_name = "leaf|all", default_value = "all", value_parser = ["leaf", "all"])]
+    crl_check: String,
+}
+
+impl TrustArgs {
+    fn crl_mode(&self) -> smime::CrlCheck {
+        if self.crl_check == "leaf" {
+            smime::CrlCheck::Leaf
+        } else {
+            smime::CrlCheck::All
+        }
+    }
+
+    /// What was checked for revocation, for the report.
+    fn revocation_note(&self) -> &'static str {
+        match (self.crl.is_empty(), self.crl_mode()) {
+            (true, _) => "revocation: not checked (no --crl)",
+            (false, smime::CrlCheck::All) => {
+                "revocation: checked at every level below the trust anchor"
+            }
+            (false, smime::CrlCheck::Leaf) => {
+                "revocation: checked for the signer's certificate only (--crl-check leaf); the CA levels were not checked"
+            }
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -128,6 +156,10 @@ pub struct EncryptArgs {
     /// RSA-OAEP (SHA-256) key transport instead of PKCS#1 v1.5.
     #[arg(long)]
     oaep: bool,
+    /// Encrypt even to a CA certificate (refused otherwise: a CA's key is
+    /// not meant to read mail, and naming one is usually a mistake).
+    #[arg(long)]
+    force: bool,
     #[command(flatten)]
     io: IoArgs,
     /// Accepted for uniformity with every other command; not used.
@@ -225,7 +257,12 @@ fn load_trust(
         }
         return Ok(None);
     }
-    Ok(Some(TrustStore::new(anchors, pool, crls)?))
+    Ok(Some(TrustStore::with_crl_check(
+        anchors,
+        pool,
+        crls,
+        a.crl_mode(),
+    )?))
 }
 
 /// The internal CA of the store: (root as anchor, issuing CA for the pool).
@@ -488,6 +525,7 @@ fn verify(a: VerifyArgs) -> Result<ExitCode, Fail> {
     for l in describe(&opened) {
         eprintln!("{l}");
     }
+    eprintln!("{}", a.trust.revocation_note());
     if !opened.all_signatures_valid() {
         let why = opened
             .signatures()
@@ -513,6 +551,14 @@ fn encrypt(a: EncryptArgs) -> Result<ExitCode, Fail> {
         ))
     })?;
     let certs = load_certs(&a.to)?;
+    if !a.force
+        && let Some(c) = certs.iter().find(|c| smime::keyring::is_ca_certificate(c))
+    {
+        return Err(usage(format!(
+            "{} is a CA certificate: mail is encrypted to a person's or a mailbox's certificate (give --force to encrypt to it anyway)",
+            smime::keyring::name_to_string(c.subject_name())
+        )));
+    }
     let input = read_input(&a.io.input)?;
     let opts = EncryptOptions {
         cipher,
