@@ -57,18 +57,8 @@ impl DirLock {
         on_wait: impl FnOnce(),
     ) -> Result<DirLock, StoreError> {
         let path = path.to_path_buf();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| StoreError::Lock(format!("cannot open {}: {e}", path.display())))?;
-        let op = match mode {
-            LockMode::Shared => libc::LOCK_SH,
-            LockMode::Exclusive => libc::LOCK_EX,
-        };
+        let file = open_lock_file(&path)?;
+        let op = op_of(mode);
         if flock(&file, op | libc::LOCK_NB).is_err() {
             on_wait();
             loop {
@@ -93,24 +83,12 @@ impl DirLock {
 
     /// Takes the lock only if nobody holds a conflicting one.
     pub fn try_acquire(dir: &Path, mode: LockMode) -> Result<Option<DirLock>, StoreError> {
-        let mut waited = false;
         let path = dir.join(LOCK_FILE);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| StoreError::Lock(format!("cannot open {}: {e}", path.display())))?;
-        let op = match mode {
-            LockMode::Shared => libc::LOCK_SH,
-            LockMode::Exclusive => libc::LOCK_EX,
-        };
-        if flock(&file, op | libc::LOCK_NB).is_err() {
-            waited = true;
+        let file = open_lock_file(&path)?;
+        if flock(&file, op_of(mode) | libc::LOCK_NB).is_err() {
+            return Ok(None);
         }
-        Ok((!waited).then_some(DirLock {
+        Ok(Some(DirLock {
             _file: file,
             path,
             mode,
@@ -125,6 +103,24 @@ impl DirLock {
     /// The lock file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+fn open_lock_file(path: &Path) -> Result<File, StoreError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| StoreError::Lock(format!("cannot open {}: {e}", path.display())))
+}
+
+fn op_of(mode: LockMode) -> libc::c_int {
+    match mode {
+        LockMode::Shared => libc::LOCK_SH,
+        LockMode::Exclusive => libc::LOCK_EX,
     }
 }
 

@@ -263,8 +263,9 @@ fn check_private(file: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Writes a new secret file with mode 0600, durably; fails if it exists.
-pub fn write_secret_new(path: &Path, text: &str) -> Result<(), StoreError> {
+/// Writes `text` to a fresh temporary file beside `path`, mode 0600, on
+/// disk; returns its name.
+fn write_temp_secret(path: &Path, text: &str) -> Result<PathBuf, StoreError> {
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let mut f = fs::OpenOptions::new()
@@ -278,31 +279,17 @@ pub fn write_secret_new(path: &Path, text: &str) -> Result<(), StoreError> {
         .and_then(|_| f.write_all(b"\n"))
         .and_then(|_| f.sync_all())
         .map_err(|e| StoreError::Seal(format!("cannot write {}: {e}", tmp.display())))?;
+    Ok(tmp)
+}
+
+/// Writes a new secret file with mode 0600, durably; fails if it exists.
+pub fn write_secret_new(path: &Path, text: &str) -> Result<(), StoreError> {
+    let tmp = write_temp_secret(path, text)?;
     // link(2) never replaces: the whole file appears under its name, or
     // the call fails because another process made it first.
     let linked = fs::hard_link(&tmp, path);
     let _ = fs::remove_file(&tmp);
     linked.map_err(|e| StoreError::Seal(format!("cannot create {}: {e}", path.display())))?;
-    sync_dir(path)
-}
-
-/// Writes a secret file with mode 0600, durably, via a temporary name.
-pub fn write_secret(path: &Path, text: &str) -> Result<(), StoreError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| StoreError::Seal(format!("cannot write {}: {e}", tmp.display())))?;
-    f.write_all(text.as_bytes())
-        .and_then(|_| f.write_all(b"\n"))
-        .and_then(|_| f.sync_all())
-        .map_err(|e| StoreError::Seal(format!("cannot write {}: {e}", tmp.display())))?;
-    fs::rename(&tmp, path)
-        .map_err(|e| StoreError::Seal(format!("cannot write {}: {e}", path.display())))?;
     sync_dir(path)
 }
 
