@@ -32,6 +32,9 @@ enum Command {
     Recipient(cli::keys_cmd::RecipientCommand),
     /// The audit trail, newest first.
     Audit(cli::keys_cmd::AuditArgs),
+    /// Check the outbound policy file, and explain its decisions.
+    #[command(subcommand)]
+    Policy(cli::policy_cmd::PolicyCommand),
     /// Decrypt, verify, encrypt, sign and inspect S/MIME messages.
     #[command(subcommand)]
     Smime(cli::smime::SmimeCommand),
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
         Command::Key(c) => cli::keys_cmd::key(c),
         Command::Recipient(c) => cli::keys_cmd::recipient(c),
         Command::Audit(a) => cli::keys_cmd::audit(a),
+        Command::Policy(c) => cli::policy_cmd::policy(c),
         Command::Smime(c) => cli::smime::run(c),
     })
 }

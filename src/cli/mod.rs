@@ -6,4 +6,5 @@ pub mod ca_cmd;
 pub mod context;
 pub mod io;
 pub mod keys_cmd;
+pub mod policy_cmd;
 pub mod smime;
