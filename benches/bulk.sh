@@ -29,7 +29,7 @@ echo "== yardstick (vendored OpenSSL, RSA-3072 private decrypt): ${Y1} us"
 W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT
 cd "$W"
-openssl req -x509 -newkey rsa:3072 -nodes -keyout k.pem -out c.pem -subj /CN=bulk -days 2 2>/dev/null
+openssl req -x509 -newkey rsa:3072 -nodes -keyout k.pem -out c.pem -subj /CN=bulk -addext basicConstraints=critical,CA:FALSE -days 2 2>/dev/null
 cat k.pem c.pem > kc.pem
 python3 - <<'PY'
 line = b"Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor.\r\n"
