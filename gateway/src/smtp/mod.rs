@@ -1,0 +1,23 @@
+//! Sans-IO SMTP server side: parse what the client sends, format what the
+//! server answers. No I/O happens here; see the crate docs for the map.
+//!
+//! A session loop uses it like this: read bytes, hand them to
+//! [`Receiver::ingest`], answer each [`Event`] with a [`Reply`], and after
+//! the commands that change what the next bytes mean (`DATA`, `STARTTLS`,
+//! `AUTH`, `QUIT`) tell the receiver how to continue
+//! ([`Receiver::start_data`], [`Receiver::tls_established`],
+//! [`Receiver::expect_auth_line`], [`Receiver::resume_commands`]).
+
+pub mod address;
+pub mod error;
+pub mod params;
+pub mod receiver;
+pub mod reply;
+pub mod request;
+
+pub use address::{Address, ForwardPath, ReversePath};
+pub use error::ParseError;
+pub use params::{Body, MailParams, Notify, Orcpt, RcptParams, Ret};
+pub use receiver::{Event, Receiver, ReceiverConfig};
+pub use reply::{EnhancedCode, Reply};
+pub use request::Request;
