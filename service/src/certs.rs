@@ -425,7 +425,7 @@ impl Service {
             &format!("reason={}", reason.as_str()),
         )
         .await?;
-        let crls = self.crls_in(&mut tx, &a).await?;
+        let crls = crls_in(&mut tx, org, &a).await?;
         tx.commit().await?;
         Ok(crls)
     }
@@ -477,7 +477,7 @@ impl Service {
     pub async fn make_crls(&self) -> Result<Crls> {
         let a = self.authority().await?;
         let mut tx = self.store.begin().await?;
-        let crls = self.crls_in(&mut tx, &a).await?;
+        let crls = crls_in(&mut tx, self.org.id, &a).await?;
         tx.audit(
             Some(self.org.id),
             self.actor.as_str(),
@@ -498,10 +498,6 @@ impl Service {
             .await?
             .ok_or_else(|| Error::Invalid("this organisation has no CA".into()))?;
         Ok((st.crl_der, st.arl_der))
-    }
-
-    pub(crate) async fn crls_in(&self, tx: &mut Tx<'_>, a: &Authority) -> Result<Crls> {
-        crls_in(tx, self.org.id, a).await
     }
 }
 

@@ -5,7 +5,7 @@ use ca::{CaCertificate, Cvr, DisplayName, IssuancePolicy, IssuerRef, RsaPssSigne
 use openssl::x509::X509;
 use store::{LockMode, MasterKeys, Store};
 
-use crate::certs::{Authority, crls_in, policy_of, record};
+use crate::certs::{Authority, crls_in, record};
 use crate::{Actor, Error, Location, Result};
 
 /// What `init` needs (already parsed).
@@ -171,23 +171,12 @@ async fn init_locked(
             &made.issuing,
             "issuing-ca",
             "issued",
-            Some((made.issuing_signer.key(), false)),
+            Some((made.signer.key(), false)),
             None,
         )
         .await?;
         tx.set_ca_state(org, root_id, issuing_id).await?;
-        let org_row = tx
-            .first_organisation()
-            .await?
-            .ok_or_else(|| Error::Invalid("organisation vanished".into()))?;
-        let a = Authority {
-            root: made.root.clone(),
-            issuing: made.issuing.clone(),
-            signer: RsaPssSigner::new(made.issuing_signer.key().clone())?,
-            root_signer: RsaPssSigner::new(made.root_signer.key().clone())?,
-            policy: policy_of(&org_row),
-        };
-        crls_in(&mut tx, org, &a).await?;
+        crls_in(&mut tx, org, &made).await?;
         tx.audit(
             Some(org),
             actor.as_str(),
@@ -212,19 +201,12 @@ async fn init_locked(
     })
 }
 
-struct MadeCa {
-    root: X509,
-    issuing: X509,
-    root_signer: RsaPssSigner,
-    issuing_signer: RsaPssSigner,
-}
-
 fn make_ca(
     policy: &IssuancePolicy,
     org_name: &DisplayName,
     root_name: DisplayName,
     issuing_name: DisplayName,
-) -> Result<MadeCa> {
+) -> Result<Authority> {
     let root_signer = RsaPssSigner::new(ca::generate_rsa(4096)?)?;
     let issuing_signer = RsaPssSigner::new(ca::generate_rsa(3072)?)?;
     let now = store::now() - 60;
@@ -260,10 +242,11 @@ fn make_ca(
         now,
     )?;
     let issuing = X509::from_der(&issuing.der)?;
-    Ok(MadeCa {
+    Ok(Authority {
         root,
         issuing,
+        signer: issuing_signer,
         root_signer,
-        issuing_signer,
+        policy: policy.clone(),
     })
 }

@@ -184,6 +184,18 @@ impl Tx<'_> {
 
     /// Opens a private key of `org`.
     pub async fn private_key(&mut self, org: OrgId, id: i64) -> Result<PKey<Private>, StoreError> {
+        self.open_key(org, id)
+            .await?
+            .map_err(|u| StoreError::Seal(u.to_string()))
+    }
+
+    /// Opens a private key of `org`: the outer error is the database's, the
+    /// inner one says why this key (only) does not open.
+    async fn open_key(
+        &mut self,
+        org: OrgId,
+        id: i64,
+    ) -> Result<Result<PKey<Private>, Unopenable>, StoreError> {
         let row = sqlx::query(
             "SELECT key_uid, kek_id, sealed, legacy FROM private_keys WHERE org_id = $1 AND id = $2",
         )
@@ -194,14 +206,12 @@ impl Tx<'_> {
         .ok_or_else(|| StoreError::NotFound(format!("private key {id}")))?;
         let uid: String = row.try_get("key_uid")?;
         let legacy = row.try_get::<i64, _>("legacy")? != 0;
-        self.store
-            .open_row(
-                id,
-                &aad(org.0, &uid, legacy),
-                &row.try_get::<String, _>("kek_id")?,
-                &row.try_get::<Vec<u8>, _>("sealed")?,
-            )
-            .map_err(|u| StoreError::Seal(u.to_string()))
+        Ok(self.store.open_row(
+            id,
+            &aad(org.0, &uid, legacy),
+            &row.try_get::<String, _>("kek_id")?,
+            &row.try_get::<Vec<u8>, _>("sealed")?,
+        ))
     }
 
     /// Every key of `org` (not opened).
@@ -237,15 +247,11 @@ impl Tx<'_> {
             if c.kind.ends_with("-ca") {
                 continue;
             }
-            let key = match self.private_key(org, key_id).await {
+            let key = match self.open_key(org, key_id).await? {
                 Ok(k) => k,
-                Err(e) => {
-                    let kek_id = self.kek_of(key_id).await?.unwrap_or_default();
-                    skipped.push(Unopenable {
-                        key_id,
-                        kek_id,
-                        reason: format!("certificate {} ({}): {e}", c.id, c.subject),
-                    });
+                Err(mut u) => {
+                    u.reason = format!("certificate {} ({}): {}", c.id, c.subject, u.reason);
+                    skipped.push(u);
                     continue;
                 }
             };
@@ -260,15 +266,6 @@ impl Tx<'_> {
             ring.add(pair);
         }
         Ok(StoreKeyring { ring, skipped })
-    }
-
-    async fn kek_of(&mut self, key_id: i64) -> Result<Option<String>, StoreError> {
-        Ok(sqlx::query("SELECT kek_id FROM private_keys WHERE id = $1")
-            .bind(key_id)
-            .fetch_optional(&mut *self.tx)
-            .await?
-            .map(|r| r.try_get("kek_id"))
-            .transpose()?)
     }
 
     /// Re-seals every private key (of every organisation) under `new` and
