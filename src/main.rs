@@ -38,6 +38,11 @@ enum Command {
     /// Decrypt, verify, encrypt, sign and inspect S/MIME messages.
     #[command(subcommand)]
     Smime(cli::smime::SmimeCommand),
+    /// Run the gateway: SMTP inbound and outbound, delivery, /metrics.
+    Serve(cli::serve::ServeArgs),
+    /// The mail queue: list, show, retry, hold, release, delete.
+    #[command(subcommand)]
+    Queue(cli::queue_cmd::QueueCommand),
 }
 
 fn main() -> ExitCode {
@@ -63,5 +68,7 @@ fn main() -> ExitCode {
         Command::Audit(a) => cli::keys_cmd::audit(a),
         Command::Policy(c) => cli::policy_cmd::policy(c),
         Command::Smime(c) => cli::smime::run(c),
+        Command::Serve(a) => cli::serve::serve(a),
+        Command::Queue(c) => cli::queue_cmd::queue(c),
     })
 }

@@ -9,10 +9,9 @@ mod common;
 mod site;
 
 use std::fs;
-use std::path::Path;
 
 use common::{peer, sh, sh_status};
-use site::{Site, first_field, sites};
+use site::{Site, first_field, make_oces2_p12, sites};
 
 #[test]
 fn issue_verify_export_revoke_renew_on_every_backend() {
@@ -244,24 +243,6 @@ fn issue_verify_export_revoke_renew_on_every_backend() {
         assert_eq!(actions[0], "cert.renew");
         assert!(!audit.contains("Hemmelig-42"));
     }
-}
-
-/// A retired OCES2-style key: VOCES subject, long expired, in an RC2-40
-/// PKCS#12 as NemID exported them. Returns (p12 path, cert path).
-fn make_oces2_p12(dir: &Path) -> (String, String) {
-    sh(
-        dir,
-        "openssl req -x509 -newkey rsa:2048 -nodes -keyout oces2.key -out oces2.crt -days 30 -sha256 \
-        -subj '/C=DK/O=Advokatfirma Jørgensen \\/\\/ CVR:12345678/CN=Advokatfirma Jørgensen - VOCES/serialNumber=CVR:12345678-UID:1234567890' -utf8 2>/dev/null",
-    );
-    sh(
-        dir,
-        "openssl pkcs12 -export -legacy -certpbe PBE-SHA1-RC2-40 -keypbe PBE-SHA1-3DES -in oces2.crt -inkey oces2.key -passout pass:gammel -out oces2.p12",
-    );
-    (
-        dir.join("oces2.p12").display().to_string(),
-        dir.join("oces2.crt").display().to_string(),
-    )
 }
 
 #[test]

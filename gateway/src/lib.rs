@@ -1,24 +1,124 @@
-//! The sikkermail SMTP gateway.
+//! The sikkermail SMTP gateway: `sikkermail serve`.
 //!
-//! For now this crate holds only the pure protocol layer, [`smtp`]: a
-//! sans-IO receiver that turns bytes read from a client into typed events,
-//! and the reply type written back. It does **no I/O**: no sockets, no
-//! runtime, no TLS, no clock. A session loop that owns the stream (and is
-//! generic over it, so tests can drive it in memory) will live next to it.
+//! A message's way: [`smtp::session`] receives it ->
+//! [`engine::Gateway::enqueue`] makes it durable in the store's queue (group
+//! commit) -> `250` -> a [`worker`] claims it with a lease -> [`process`]
+//! (inbound: decrypt, verify, harvest; outbound: sign, encrypt as the
+//! policy says) -> [`deliver`] (next hop over SMTP, or a Maildir) -> the
+//! per-recipient result, and a DSN for failures, back in the store.
 //!
 //! Map of the crate:
-//!
-//! - [`smtp::receiver`]: [`smtp::Receiver`], the byte-in/event-out state
-//!   machine (command lines, `DATA` with dot-unstuffing, `BDAT` chunks,
-//!   the `AUTH` continuation line, line and message limits).
-//! - [`smtp::request`]: [`smtp::Request`], one parsed command line (RFC 5321
-//!   §4.1 plus the ESMTP extensions the gateway speaks).
-//! - [`smtp::address`]: reverse-path and forward-path syntax (RFC 5321
-//!   §4.1.2, UTF-8 per RFC 6531).
-//! - [`smtp::params`]: `MAIL`/`RCPT` ESMTP parameters (`SIZE`, `BODY`,
-//!   `SMTPUTF8`, `RET`, `ENVID`, `NOTIFY`, `ORCPT`).
-//! - [`smtp::error`]: [`smtp::ParseError`], each variant mapped to a reply.
-//! - [`smtp::reply`]: [`smtp::Reply`] with RFC 3463 enhanced status codes
-//!   and multi-line serialisation.
+//! - [`smtp`]: the sans-IO protocol ([`smtp::Receiver`], [`smtp::Request`],
+//!   [`smtp::Reply`]) and the session over a stream ([`smtp::session`]).
+//! - [`config`]: the TOML file and `SIKKERMAIL_*` overrides, every error at once.
+//! - [`engine`]: shared state, cached keys, the group-commit writer.
+//! - [`process`]: inbound and outbound processing, pure.
+//! - [`worker`]: claims, retries with backoff, DSNs, expiry.
+//! - [`deliver`]: the SMTP client, Maildir, DSN messages.
+//! - [`server`]: listeners, STARTTLS certificate, `/metrics`, `/healthz`, stop.
+//! - [`metrics`]: counters and histograms.
 
+pub mod config;
+pub mod deliver;
+pub mod engine;
+pub mod metrics;
+pub mod process;
+pub mod server;
 pub mod smtp;
+pub mod worker;
+
+use std::sync::Arc;
+
+pub use config::{Config, ConfigError};
+pub use server::{Bound, Running};
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Starting failed (a port in use, the store, the keys, TLS files).
+    #[error("{0}")]
+    Start(String),
+    /// The policy file has errors (all of them).
+    #[error("policy {file}:\n{}", errors.join("\n"))]
+    Policy {
+        /// The file.
+        file: String,
+        /// Every error.
+        errors: Vec<String>,
+    },
+}
+
+/// Shorthand.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What [`start`] did on the way.
+#[derive(Debug, Default)]
+pub struct StartNotes {
+    /// The data directory was created and initialised (organisation, CA).
+    pub initialised: bool,
+    /// The policy file in use, if any.
+    pub policy: Option<std::path::PathBuf>,
+}
+
+/// Starts the gateway: initialises the data directory when it is new (as
+/// `sikkermail init` would, with the configured organisation name and
+/// CVR), opens the organisation, reads the policy, binds the listeners and
+/// starts the workers.
+pub async fn start(cfg: Config) -> Result<(Running, StartNotes)> {
+    let mut notes = StartNotes::default();
+    let loc = service::Location {
+        data_dir: cfg.data_dir.clone(),
+        database_url: cfg.database_url.clone(),
+    };
+    let actor = service::Actor::named("serve");
+    let svc = match service::Service::open_server(&loc, actor.clone()).await {
+        Ok(s) => s,
+        Err(first) => {
+            let fresh = if cfg.database_url.is_none() {
+                !cfg.data_dir.join("sikkermail.db").exists()
+            } else {
+                first.to_string().contains("no organisation")
+            };
+            if !fresh {
+                return Err(Error::Start(first.to_string()));
+            }
+            let req = service::InitRequest {
+                org_name: ca::DisplayName::parse("organisation name", &cfg.org_name)
+                    .map_err(|e| Error::Start(format!("[organisation] name: {e}")))?,
+                cvr: ca::Cvr::parse(&cfg.org_cvr)
+                    .map_err(|e| Error::Start(format!("[organisation] cvr: {e}")))?,
+                root_name: None,
+                issuing_name: None,
+                policy: ca::IssuancePolicy::default(),
+            };
+            match service::init(&loc, req, actor.clone(), || {}).await {
+                Ok(_) => notes.initialised = true,
+                // Another process initialised it first: fine.
+                Err(service::Error::Conflict(_)) => {}
+                Err(e) => return Err(Error::Start(format!("initialising: {e}"))),
+            }
+            service::Service::open_server(&loc, actor)
+                .await
+                .map_err(|e| Error::Start(e.to_string()))?
+        }
+    };
+    let policy_file = cfg.policy.clone().or_else(|| {
+        let p = cfg.data_dir.join("policy.toml");
+        p.exists().then_some(p)
+    });
+    let policy = match &policy_file {
+        None => policies::Policy::default(),
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| Error::Start(format!("policy {}: {e}", p.display())))?;
+            policies::Policy::parse(&text).map_err(|errs| Error::Policy {
+                file: p.display().to_string(),
+                errors: errs.iter().map(|e| e.to_string()).collect(),
+            })?
+        }
+    };
+    notes.policy = policy_file;
+    let gw = engine::Gateway::new(cfg, svc, policy).await?;
+    let running = Running::start(Arc::clone(&gw)).await?;
+    Ok((running, notes))
+}

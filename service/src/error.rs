@@ -44,5 +44,11 @@ impl From<openssl::error::ErrorStack> for Error {
     }
 }
 
+impl From<smime::Error> for Error {
+    fn from(e: smime::Error) -> Self {
+        Error::Invalid(e.to_string())
+    }
+}
+
 /// Shorthand.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -26,6 +26,8 @@ pub mod certs;
 pub mod error;
 pub mod init;
 pub mod keys;
+pub mod mail;
+pub mod queue;
 
 use std::path::{Path, PathBuf};
 
@@ -35,6 +37,8 @@ pub use actor::Actor;
 pub use error::{Error, Result};
 pub use init::{InitOutcome, InitRequest, init};
 pub use keys::{RotateOutcome, rotate_master};
+pub use mail::{KeyLabel, MailKeys, RecipientCert, SigningKey};
+pub use queue::QueueAction;
 
 /// Where an organisation's data lives.
 #[derive(Debug, Clone)]
@@ -104,6 +108,24 @@ impl Service {
             loc: loc.clone(),
             _lock: lock,
         })
+    }
+
+    /// Opens the organisation for a long-running server (`serve`): the data
+    /// directory's lock is held while opening only. Every later operation
+    /// that reads the master key (unsealing keys) takes it for its own
+    /// duration with [`Service::lock_shared`], so `rotate-master` can run
+    /// beside a server that never stops.
+    pub async fn open_server(loc: &Location, actor: Actor) -> Result<Service> {
+        let mut svc = Self::open(loc, actor).await?;
+        svc._lock = None;
+        Ok(svc)
+    }
+
+    /// Takes the data directory's lock in shared mode (waiting while a
+    /// rotation holds it) for one operation of a server. Blocking: call it
+    /// outside the async runtime's worker threads.
+    pub fn lock_shared(&self) -> Result<Option<DirLock>> {
+        self.loc.lock(LockMode::Shared, || {})
     }
 
     /// The store (for reads the service does not wrap).

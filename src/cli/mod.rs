@@ -7,4 +7,6 @@ pub mod context;
 pub mod io;
 pub mod keys_cmd;
 pub mod policy_cmd;
+pub mod queue_cmd;
+pub mod serve;
 pub mod smime;

@@ -257,10 +257,7 @@ impl Tx<'_> {
             };
             let cert = X509::from_pem(c.pem.as_bytes())
                 .map_err(|e| StoreError::Corrupt(format!("certificate {}: {e}", c.id)))?;
-            let label = format!(
-                "store certificate {} ({}, {})",
-                c.id, c.generation, c.subject
-            );
+            let label = keyring_label(&c);
             let pair = KeyPair::new(key, cert, Vec::new(), &label)
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
             ring.add(pair);
@@ -397,4 +394,13 @@ impl Drop for Zeroizing {
 
 fn zeroizing(v: Vec<u8>) -> Zeroizing {
     Zeroizing(v)
+}
+
+/// The label a certificate's key gets in [`StoreKeyring`]; decryption
+/// reports name it, so callers can map a report back to the certificate.
+pub fn keyring_label(c: &crate::CertRow) -> String {
+    format!(
+        "store certificate {} ({}, {})",
+        c.id, c.generation, c.subject
+    )
 }

@@ -522,22 +522,24 @@ impl Tx<'_> {
         .bind(org.0)
         .fetch_all(&mut *self.tx)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(RecipientRow {
-                    id: r.try_get("id")?,
-                    address: r.try_get("address")?,
-                    cert_pem: r.try_get("cert_pem")?,
-                    fingerprint: r.try_get("fingerprint")?,
-                    subject: r.try_get("subject")?,
-                    not_after: r.try_get("not_after")?,
-                    source: r.try_get("source")?,
-                    first_seen: r.try_get("first_seen")?,
-                    last_seen: r.try_get("last_seen")?,
-                    pinned: r.try_get::<i64, _>("pinned")? != 0,
-                })
-            })
-            .collect()
+        rows.iter().map(recipient_row).collect()
+    }
+
+    /// The outside certificates recorded for `address` (lowercased).
+    pub async fn recipients_for(
+        &mut self,
+        org: OrgId,
+        address: &str,
+    ) -> Result<Vec<RecipientRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, address, cert_pem, fingerprint, subject, not_after, source, first_seen, last_seen, pinned \
+             FROM recipients WHERE org_id = $1 AND address = $2 ORDER BY id",
+        )
+        .bind(org.0)
+        .bind(address.to_ascii_lowercase())
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.iter().map(recipient_row).collect()
     }
 
     /// Appends to the audit trail.
@@ -611,6 +613,8 @@ in_tx! { begin:
 }
 
 in_tx! { begin_read:
+    /// The outside certificates recorded for `address`.
+    fn recipients_for(&self, org: OrgId, address: &str) -> Vec<RecipientRow>;
     /// The first organisation, if any.
     fn first_organisation(&self) -> Option<Organisation>;
     /// One certificate of `org`.
@@ -627,4 +631,19 @@ in_tx! { begin_read:
     fn list_recipients(&self, org: OrgId) -> Vec<RecipientRow>;
     /// The newest `limit` audit events of `org`, newest first.
     fn audit_events(&self, org: OrgId, limit: i64) -> Vec<Audit>;
+}
+
+fn recipient_row(r: &sqlx::any::AnyRow) -> Result<RecipientRow, StoreError> {
+    Ok(RecipientRow {
+        id: r.try_get("id")?,
+        address: r.try_get("address")?,
+        cert_pem: r.try_get("cert_pem")?,
+        fingerprint: r.try_get("fingerprint")?,
+        subject: r.try_get("subject")?,
+        not_after: r.try_get("not_after")?,
+        source: r.try_get("source")?,
+        first_seen: r.try_get("first_seen")?,
+        last_seen: r.try_get("last_seen")?,
+        pinned: r.try_get::<i64, _>("pinned")? != 0,
+    })
 }

@@ -192,3 +192,21 @@ pub fn sites() -> Vec<Site> {
 pub fn first_field(line: &str) -> String {
     line.split('\t').next().unwrap().trim().to_string()
 }
+
+/// A retired OCES2-style key: VOCES subject, long expired, in an RC2-40
+/// PKCS#12 as NemID exported them. Returns (p12 path, cert path).
+pub fn make_oces2_p12(dir: &Path) -> (String, String) {
+    sh(
+        dir,
+        "openssl req -x509 -newkey rsa:2048 -nodes -keyout oces2.key -out oces2.crt -days 30 -sha256 \
+        -subj '/C=DK/O=Advokatfirma Jørgensen \\/\\/ CVR:12345678/CN=Advokatfirma Jørgensen - VOCES/serialNumber=CVR:12345678-UID:1234567890' -utf8 2>/dev/null",
+    );
+    sh(
+        dir,
+        "openssl pkcs12 -export -legacy -certpbe PBE-SHA1-RC2-40 -keypbe PBE-SHA1-3DES -in oces2.crt -inkey oces2.key -passout pass:gammel -out oces2.p12",
+    );
+    (
+        dir.join("oces2.p12").display().to_string(),
+        dir.join("oces2.crt").display().to_string(),
+    )
+}

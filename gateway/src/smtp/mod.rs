@@ -1,5 +1,6 @@
-//! Sans-IO SMTP server side: parse what the client sends, format what the
-//! server answers. No I/O happens here; see the crate docs for the map.
+//! SMTP server side: a sans-IO core that parses what the client sends and
+//! formats what the server answers, and [`session`], the one part that does
+//! I/O, driving it over a stream. See the crate docs for the map.
 //!
 //! A session loop uses it like this: read bytes, hand them to
 //! [`Receiver::ingest`], answer each [`Event`] with a [`Reply`], and after
@@ -14,6 +15,7 @@ pub mod params;
 pub mod receiver;
 pub mod reply;
 pub mod request;
+pub mod session;
 
 pub use address::{Address, ForwardPath, ReversePath};
 pub use error::ParseError;
@@ -21,3 +23,7 @@ pub use params::{Body, MailParams, Notify, Orcpt, RcptParams, Ret};
 pub use receiver::{Event, Receiver, ReceiverConfig};
 pub use reply::{EnhancedCode, Reply};
 pub use request::Request;
+pub use session::{
+    AcceptError, Direction, EndReason, Envelope, Handler, SessionConfig, SessionInfo,
+    SessionOutcome, run, run_with_shutdown,
+};

@@ -1,0 +1,648 @@
+//! The typed configuration of `sikkermail serve`: one TOML file, every key
+//! overridable from the environment as `SIKKERMAIL_<SECTION>_<KEY>`
+//! (`SIKKERMAIL_INBOUND_NEXT_HOP=127.0.0.1:2526`; top-level keys as
+//! `SIKKERMAIL_DATA_DIR`). Every error is collected and reported together.
+//!
+//! No file at all is the embedded default: `./sikkermail-data`, SQLite,
+//! loopback listeners on 2525 (inbound), 2587 (outbound) and 8080 (HTTP),
+//! inbound mail delivered to a Maildir in the data directory.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use toml::de::{DeTable, DeValue};
+
+use crate::deliver::smtp_client::TlsMode;
+
+/// A value read from the file or the environment, before typing.
+#[derive(Debug, Clone, PartialEq)]
+enum Raw {
+    Str(String),
+    Int(i64),
+    Bool(bool),
+    List(Vec<String>),
+}
+
+/// Where a value came from, for error messages.
+#[derive(Debug, Clone)]
+enum Origin {
+    File(usize),
+    Env(String),
+}
+
+/// Every key the configuration knows: (section, key, what it is).
+const KEYS: &[(&str, &str, &str)] = &[
+    ("", "data_dir", "directory"),
+    ("", "database_url", "postgres://... URL"),
+    ("", "policy", "policy file"),
+    ("", "hostname", "host name"),
+    ("organisation", "name", "name"),
+    ("organisation", "cvr", "CVR number"),
+    ("organisation", "domains", "list of domains"),
+    ("inbound", "listen", "address:port"),
+    ("inbound", "next_hop", "host:port"),
+    ("inbound", "next_hop_tls", "none|opportunistic|required"),
+    ("inbound", "max_message_size", "bytes"),
+    ("inbound", "max_recipients", "count"),
+    ("inbound", "trust_anchors", "list of PEM files"),
+    ("outbound", "listen", "address:port"),
+    ("outbound", "trusted_networks", "list of CIDR networks"),
+    ("outbound", "relay", "host:port"),
+    ("outbound", "relay_tls", "none|opportunistic|required"),
+    ("queue", "max_age", "duration (s, m, h, d)"),
+    ("queue", "retry_base", "duration"),
+    ("queue", "workers", "count"),
+    ("http", "listen", "address:port"),
+    ("tls", "cert", "PEM file"),
+    ("tls", "key", "PEM file"),
+    ("log", "format", "text|json"),
+    ("log", "level", "error|warn|info|debug|trace"),
+];
+
+/// A network in CIDR notation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Network {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Network {
+    /// Parses `10.0.0.0/8`, `::1/128` or a single address.
+    pub fn parse(s: &str) -> Result<Network, String> {
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = a
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?} is not an IP network"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{s:?}: prefix length must be 0..={max}"))?,
+            None => max,
+        };
+        Ok(Network { addr, prefix })
+    }
+
+    /// True when `ip` is inside (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(i)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(n) & mask == u32::from(i) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(i)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(n) & mask == u128::from(i) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for Network {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// `[inbound]`.
+#[derive(Debug, Clone)]
+pub struct Inbound {
+    /// Listening address (default 127.0.0.1:2525).
+    pub listen: SocketAddr,
+    /// The firm's mail server; `None`: a Maildir in the data directory.
+    pub next_hop: Option<(String, u16)>,
+    /// TLS towards the next hop (default opportunistic).
+    pub next_hop_tls: TlsMode,
+    /// Largest message accepted (default 50 MiB).
+    pub max_message_size: u64,
+    /// Recipients per message (default 100).
+    pub max_recipients: usize,
+    /// Further trust anchors for verifying signatures (PEM files: the OCES3
+    /// roots); the internal CA's root is always one.
+    pub trust_anchors: Vec<PathBuf>,
+}
+
+/// `[outbound]`.
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    /// Listening address (default 127.0.0.1:2587).
+    pub listen: SocketAddr,
+    /// Clients that may send without SMTP AUTH (default loopback).
+    pub trusted_networks: Vec<Network>,
+    /// The smarthost; `None`: MX lookup (not available yet: mail waits).
+    pub relay: Option<(String, u16)>,
+    /// TLS towards the relay (default opportunistic).
+    pub relay_tls: TlsMode,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Data directory (default `./sikkermail-data`).
+    pub data_dir: PathBuf,
+    /// PostgreSQL instead of SQLite in the data directory.
+    pub database_url: Option<String>,
+    /// Policy file; `None`: `<data_dir>/policy.toml` when it exists, else the defaults.
+    pub policy: Option<PathBuf>,
+    /// Name in the greeting, `Received:` and DSNs (default the machine's).
+    pub hostname: String,
+    /// Name and CVR used when `serve` creates the data directory.
+    pub org_name: String,
+    /// See `org_name`.
+    pub org_cvr: String,
+    /// The organisation's mail domains: inbound mail is accepted for these
+    /// (and their subdomains) only; empty accepts any recipient.
+    pub domains: Vec<String>,
+    /// `[inbound]`.
+    pub inbound: Inbound,
+    /// `[outbound]`.
+    pub outbound: Outbound,
+    /// Oldest a message may get before it bounces (default 5 days).
+    pub max_age: Duration,
+    /// First retry delay, doubling up to an hour (default 1 minute).
+    pub retry_base: Duration,
+    /// Delivery workers (default 4).
+    pub workers: usize,
+    /// HTTP listener for /metrics and /healthz (default 127.0.0.1:8080).
+    pub http_listen: SocketAddr,
+    /// STARTTLS certificate and key; `None`: a self-signed one made at first start.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Logs as JSON lines.
+    pub log_json: bool,
+    /// Log level.
+    pub log_level: String,
+}
+
+/// One configuration error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Config {
+    /// The embedded default (no file, no environment).
+    pub fn embedded_default() -> Config {
+        match Self::load(None, &[]) {
+            Ok(c) => c,
+            // The defaults are valid by construction; this is unreachable.
+            Err(e) => panic!("built-in configuration invalid: {e:?}"),
+        }
+    }
+
+    /// Reads `file` (TOML text and its name) and the environment pairs
+    /// `env` (pass `std::env::vars()`; only `SIKKERMAIL_*` names are read).
+    pub fn load(
+        file: Option<(&str, &str)>,
+        env: &[(String, String)],
+    ) -> Result<Config, Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let mut values: BTreeMap<(String, String), (Raw, Origin)> = BTreeMap::new();
+        let file_name = file.map(|(n, _)| n.to_string()).unwrap_or_default();
+        if let Some((name, text)) = file {
+            read_toml(name, text, &mut values, &mut errors);
+        }
+        for (k, v) in env {
+            let Some(rest) = k.strip_prefix("SIKKERMAIL_") else {
+                continue;
+            };
+            let rest = rest.to_ascii_lowercase();
+            let found = KEYS.iter().find(|(sec, key, _)| {
+                if sec.is_empty() {
+                    rest == *key
+                } else {
+                    rest.strip_prefix(sec)
+                        .and_then(|r| r.strip_prefix('_'))
+                        .is_some_and(|r| r == *key)
+                }
+            });
+            // Other SIKKERMAIL_* variables (SIKKERMAIL_MASTER_KEY, ...) are
+            // not configuration keys: left alone.
+            if let Some((sec, key, _)) = found {
+                values.insert(
+                    (sec.to_string(), key.to_string()),
+                    (Raw::Str(v.clone()), Origin::Env(k.clone())),
+                );
+            }
+        }
+        let mut t = Typed {
+            values,
+            errors,
+            file: file_name,
+        };
+        let data_dir = PathBuf::from(t.string("", "data_dir", "./sikkermail-data"));
+        let database_url = t.opt_string("", "database_url");
+        if let Some(u) = &database_url
+            && !(u.starts_with("postgres://") || u.starts_with("postgresql://"))
+        {
+            t.error(
+                "",
+                "database_url",
+                "must be a postgres:// URL (SQLite is the default)",
+            );
+        }
+        let policy = t.opt_string("", "policy").map(PathBuf::from);
+        let hostname = t
+            .opt_string("", "hostname")
+            .unwrap_or_else(default_hostname);
+        let org_name = t.string("organisation", "name", "Testorganisation");
+        let org_cvr = t.string("organisation", "cvr", "00000000");
+        let domains: Vec<String> = t
+            .list("organisation", "domains")
+            .into_iter()
+            .map(|d| d.trim().trim_end_matches('.').to_ascii_lowercase())
+            .collect();
+        for d in &domains {
+            if d.is_empty() || d.contains('@') || d.contains(char::is_whitespace) {
+                t.error("organisation", "domains", &format!("{d:?} is not a domain"));
+            }
+        }
+        let inbound = Inbound {
+            listen: t.addr("inbound", "listen", "127.0.0.1:2525"),
+            next_hop: t.host_port("inbound", "next_hop"),
+            next_hop_tls: t.tls_mode("inbound", "next_hop_tls"),
+            max_message_size: t.int("inbound", "max_message_size", 50 * 1024 * 1024, 1024) as u64,
+            max_recipients: t.int("inbound", "max_recipients", 100, 1) as usize,
+            trust_anchors: t
+                .list("inbound", "trust_anchors")
+                .into_iter()
+                .map(PathBuf::from)
+                .collect(),
+        };
+        let mut trusted = Vec::new();
+        let nets = match t.has("outbound", "trusted_networks") {
+            true => t.list("outbound", "trusted_networks"),
+            false => vec!["127.0.0.0/8".into(), "::1/128".into()],
+        };
+        for n in nets {
+            match Network::parse(&n) {
+                Ok(n) => trusted.push(n),
+                Err(e) => t.error("outbound", "trusted_networks", &e),
+            }
+        }
+        let outbound = Outbound {
+            listen: t.addr("outbound", "listen", "127.0.0.1:2587"),
+            trusted_networks: trusted,
+            relay: t.host_port("outbound", "relay"),
+            relay_tls: t.tls_mode("outbound", "relay_tls"),
+        };
+        let max_age = t.duration("queue", "max_age", "5d");
+        let retry_base = t.duration("queue", "retry_base", "1m");
+        let workers = t.int("queue", "workers", 4, 1) as usize;
+        let http_listen = t.addr("http", "listen", "127.0.0.1:8080");
+        let tls = match (t.opt_string("tls", "cert"), t.opt_string("tls", "key")) {
+            (Some(c), Some(k)) => Some((PathBuf::from(c), PathBuf::from(k))),
+            (None, None) => None,
+            _ => {
+                t.error("tls", "cert", "give both [tls] cert and key, or neither");
+                None
+            }
+        };
+        let format = t.string("log", "format", "text");
+        if format != "text" && format != "json" {
+            t.error("log", "format", "must be \"text\" or \"json\"");
+        }
+        let log_level = t.string("log", "level", "info");
+        if !["error", "warn", "info", "debug", "trace"].contains(&log_level.as_str()) {
+            t.error("log", "level", "must be error, warn, info, debug or trace");
+        }
+        for addr in [inbound.listen, outbound.listen, http_listen] {
+            let n = [inbound.listen, outbound.listen, http_listen]
+                .iter()
+                .filter(|a| **a == addr && addr.port() != 0)
+                .count();
+            if n > 1 {
+                let msg = format!("{addr} is used by more than one listener");
+                if !t.errors.iter().any(|e| e.0.ends_with(&msg)) {
+                    t.errors.push(ConfigError(msg));
+                }
+            }
+        }
+        if !t.errors.is_empty() {
+            return Err(t.errors);
+        }
+        Ok(Config {
+            data_dir,
+            database_url,
+            policy,
+            hostname,
+            org_name,
+            org_cvr,
+            domains,
+            inbound,
+            outbound,
+            max_age,
+            retry_base,
+            workers,
+            http_listen,
+            tls,
+            log_json: format == "json",
+            log_level,
+        })
+    }
+
+    /// True when `address` is in one of the organisation's domains (or no
+    /// domains are configured).
+    pub fn is_local(&self, address: &str) -> bool {
+        if self.domains.is_empty() {
+            return true;
+        }
+        let Some((_, d)) = address.rsplit_once('@') else {
+            return false;
+        };
+        let d = d.to_ascii_lowercase();
+        self.domains
+            .iter()
+            .any(|o| d == *o || d.ends_with(&format!(".{o}")))
+    }
+}
+
+fn default_hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates
+    // when the name fits (we keep one byte spare).
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len() - 1) };
+    if rc == 0 {
+        let end = buf.iter().position(|b| *b == 0).unwrap_or(0);
+        if let Ok(s) = std::str::from_utf8(&buf[..end])
+            && !s.is_empty()
+        {
+            return s.to_string();
+        }
+    }
+    "localhost".into()
+}
+
+fn read_toml(
+    name: &str,
+    text: &str,
+    values: &mut BTreeMap<(String, String), (Raw, Origin)>,
+    errors: &mut Vec<ConfigError>,
+) {
+    let line = |off: usize| text[..off.min(text.len())].matches('\n').count() + 1;
+    let (doc, syntax) = DeTable::parse_recoverable(text);
+    for e in &syntax {
+        let at = e.span().map(|s| line(s.start)).unwrap_or(1);
+        errors.push(ConfigError(format!("{name}:{at}: {}", e.message())));
+    }
+    if !syntax.is_empty() {
+        return;
+    }
+    let mut entries: Vec<(String, String, &DeValue<'_>, usize)> = Vec::new();
+    for (k, v) in doc.get_ref() {
+        let key = k.get_ref().as_ref();
+        match v.get_ref() {
+            DeValue::Table(t) => {
+                if !KEYS.iter().any(|(s, _, _)| *s == key) {
+                    let at = line(k.span().start);
+                    errors.push(ConfigError(format!("{name}:{at}: unknown section [{key}]")));
+                    continue;
+                }
+                for (k2, v2) in t {
+                    let k2name = k2.get_ref().to_string();
+                    entries.push((key.to_string(), k2name, v2.get_ref(), k2.span().start));
+                }
+            }
+            other => entries.push((String::new(), key.to_string(), other, k.span().start)),
+        }
+    }
+    let mut put = |sec: &str, key: &str, v: &DeValue<'_>, off: usize| {
+        let at = line(off);
+        let known = KEYS.iter().any(|(s, k, _)| *s == sec && *k == key);
+        let shown = if sec.is_empty() {
+            key.to_string()
+        } else {
+            format!("[{sec}] {key}")
+        };
+        if !known {
+            errors.push(ConfigError(format!("{name}:{at}: unknown key {shown}")));
+            return;
+        }
+        let raw = match v {
+            DeValue::String(s) => Raw::Str(s.to_string()),
+            DeValue::Integer(i) => match i64::from_str_radix(i.as_str(), i.radix()) {
+                Ok(n) => Raw::Int(n),
+                Err(_) => {
+                    errors.push(ConfigError(format!(
+                        "{name}:{at}: {shown}: integer too large"
+                    )));
+                    return;
+                }
+            },
+            DeValue::Boolean(b) => Raw::Bool(*b),
+            DeValue::Array(a) => {
+                let mut out = Vec::new();
+                for item in a {
+                    match item.get_ref() {
+                        DeValue::String(s) => out.push(s.to_string()),
+                        _ => {
+                            errors.push(ConfigError(format!(
+                                "{name}:{at}: {shown}: a list of strings is expected"
+                            )));
+                            return;
+                        }
+                    }
+                }
+                Raw::List(out)
+            }
+            _ => {
+                errors.push(ConfigError(format!(
+                    "{name}:{at}: {shown}: unsupported value type"
+                )));
+                return;
+            }
+        };
+        values.insert((sec.to_string(), key.to_string()), (raw, Origin::File(at)));
+    };
+    for (sec, key, v, off) in entries {
+        put(&sec, &key, v, off);
+    }
+}
+
+/// Typing with error collection.
+struct Typed {
+    values: BTreeMap<(String, String), (Raw, Origin)>,
+    errors: Vec<ConfigError>,
+    file: String,
+}
+
+impl Typed {
+    fn has(&self, sec: &str, key: &str) -> bool {
+        self.values
+            .contains_key(&(sec.to_string(), key.to_string()))
+    }
+
+    fn get(&self, sec: &str, key: &str) -> Option<(Raw, Origin)> {
+        self.values
+            .get(&(sec.to_string(), key.to_string()))
+            .cloned()
+    }
+
+    fn where_(&self, sec: &str, key: &str) -> String {
+        let shown = if sec.is_empty() {
+            key.to_string()
+        } else {
+            format!("[{sec}] {key}")
+        };
+        match self.get(sec, key).map(|(_, o)| o) {
+            Some(Origin::File(line)) => format!("{}:{line}: {shown}", self.file),
+            Some(Origin::Env(var)) => format!("{var} (environment)"),
+            None => shown,
+        }
+    }
+
+    fn error(&mut self, sec: &str, key: &str, msg: &str) {
+        let at = self.where_(sec, key);
+        self.errors.push(ConfigError(format!("{at}: {msg}")));
+    }
+
+    fn opt_string(&mut self, sec: &str, key: &str) -> Option<String> {
+        match self.get(sec, key)?.0 {
+            Raw::Str(s) if s.trim().is_empty() => None,
+            Raw::Str(s) => Some(s.trim().to_string()),
+            _ => {
+                self.error(sec, key, "a string is expected");
+                None
+            }
+        }
+    }
+
+    fn string(&mut self, sec: &str, key: &str, default: &str) -> String {
+        self.opt_string(sec, key)
+            .unwrap_or_else(|| default.to_string())
+    }
+
+    fn list(&mut self, sec: &str, key: &str) -> Vec<String> {
+        match self.get(sec, key).map(|(r, _)| r) {
+            None => Vec::new(),
+            Some(Raw::List(l)) => l,
+            // From the environment: comma-separated.
+            Some(Raw::Str(s)) => s
+                .split(',')
+                .map(|x| x.trim().to_string())
+                .filter(|x| !x.is_empty())
+                .collect(),
+            Some(_) => {
+                self.error(sec, key, "a list of strings is expected");
+                Vec::new()
+            }
+        }
+    }
+
+    fn int(&mut self, sec: &str, key: &str, default: i64, min: i64) -> i64 {
+        let n = match self.get(sec, key).map(|(r, _)| r) {
+            None => return default,
+            Some(Raw::Int(n)) => Some(n),
+            Some(Raw::Str(s)) => s.trim().parse::<i64>().ok(),
+            Some(_) => None,
+        };
+        match n {
+            Some(n) if n >= min => n,
+            Some(_) => {
+                self.error(sec, key, &format!("must be at least {min}"));
+                default
+            }
+            None => {
+                self.error(sec, key, "an integer is expected");
+                default
+            }
+        }
+    }
+
+    fn addr(&mut self, sec: &str, key: &str, default: &str) -> SocketAddr {
+        let s = self.string(sec, key, default);
+        match s.parse::<SocketAddr>() {
+            Ok(a) => a,
+            Err(_) => {
+                self.error(
+                    sec,
+                    key,
+                    &format!("{s:?} is not an IP address and port (e.g. 127.0.0.1:2525)"),
+                );
+                default
+                    .parse()
+                    .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)))
+            }
+        }
+    }
+
+    fn host_port(&mut self, sec: &str, key: &str) -> Option<(String, u16)> {
+        let s = self.opt_string(sec, key)?;
+        let parsed = s.rsplit_once(':').and_then(|(h, p)| {
+            let h = h.trim_start_matches('[').trim_end_matches(']');
+            let p = p.parse::<u16>().ok().filter(|p| *p != 0)?;
+            (!h.is_empty()).then(|| (h.to_string(), p))
+        });
+        if parsed.is_none() {
+            self.error(sec, key, &format!("{s:?} is not host:port"));
+        }
+        parsed
+    }
+
+    fn tls_mode(&mut self, sec: &str, key: &str) -> TlsMode {
+        match self.string(sec, key, "opportunistic").as_str() {
+            "none" => TlsMode::None,
+            "opportunistic" => TlsMode::Opportunistic,
+            "required" => TlsMode::Required,
+            _ => {
+                self.error(sec, key, "must be none, opportunistic or required");
+                TlsMode::Opportunistic
+            }
+        }
+    }
+
+    fn duration(&mut self, sec: &str, key: &str, default: &str) -> Duration {
+        let s = self.string(sec, key, default);
+        match parse_duration(&s) {
+            Some(d) => d,
+            None => {
+                self.error(
+                    sec,
+                    key,
+                    &format!("{s:?} is not a duration (a number with s, m, h or d)"),
+                );
+                parse_duration(default).unwrap_or(Duration::from_secs(60))
+            }
+        }
+    }
+}
+
+/// `90s`, `5m`, `2h`, `5d`, or plain seconds.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => (&s[..i], s[i..].trim()),
+        None => (s, "s"),
+    };
+    let n: u64 = num.parse().ok()?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return None,
+    };
+    n.checked_mul(mult).map(Duration::from_secs)
+}

@@ -1,0 +1,305 @@
+//! The running gateway's shared state: the service, the cached keys and
+//! trust store, the policy, the metrics, and the group-commit writer that
+//! makes accepted messages durable before their `250`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use openssl::x509::X509;
+use policies::Policy;
+use service::{MailKeys, RecipientCert, Service};
+use smime::TrustStore;
+use store::queue::{Direction, NewMessage, NewRecipient};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::{Error, Result};
+
+/// Keys and trust anchors, loaded together and replaced together.
+#[derive(Debug)]
+pub struct Crypto {
+    /// The organisation's keys.
+    pub keys: MailKeys,
+    /// Trust anchors for inbound signatures: the internal root and the
+    /// configured ones.
+    pub trust: TrustStore,
+    /// When loaded.
+    pub loaded: Instant,
+}
+
+/// A message handed to the writer, owned.
+#[derive(Debug)]
+pub struct Incoming {
+    /// Inbound or outbound.
+    pub direction: Direction,
+    /// Reverse path ("" for `<>`).
+    pub mail_from: String,
+    /// DSN `ENVID`.
+    pub envid: Option<String>,
+    /// DSN `RET`.
+    pub ret: Option<String>,
+    /// Who sent it (HELO, address, TLS).
+    pub client: String,
+    /// The message with its `Received:` field.
+    pub body: Vec<u8>,
+    /// (address, NOTIFY, ORCPT).
+    pub recipients: Vec<(String, Option<String>, Option<String>)>,
+}
+
+type Reply = oneshot::Sender<std::result::Result<i64, String>>;
+
+/// The gateway's state, shared by sessions, workers and the HTTP listener.
+#[derive(Debug)]
+pub struct Gateway {
+    /// The configuration.
+    pub cfg: Config,
+    /// The organisation.
+    pub svc: Service,
+    /// Counters.
+    pub metrics: Metrics,
+    /// The outbound policy.
+    pub policy: Policy,
+    /// This node's name for queue leases.
+    pub owner: String,
+    /// Woken when messages are queued.
+    pub wake: Notify,
+    crypto: RwLock<Arc<Crypto>>,
+    writer: mpsc::Sender<(Incoming, Reply)>,
+}
+
+/// Messages committed together at most (one transaction, one sync).
+const BATCH: usize = 128;
+
+impl Gateway {
+    /// Builds the state and starts the writer task. Call inside a runtime.
+    pub async fn new(cfg: Config, svc: Service, policy: Policy) -> Result<Arc<Gateway>> {
+        let crypto = load_crypto(&svc, &cfg).await?;
+        let (tx, rx) = mpsc::channel(4096);
+        let owner = format!("{}:{}:{:08x}", cfg.hostname, std::process::id(), rand_u32());
+        let gw = Arc::new(Gateway {
+            cfg,
+            svc,
+            metrics: Metrics::default(),
+            policy,
+            owner,
+            wake: Notify::new(),
+            crypto: RwLock::new(Arc::new(crypto)),
+            writer: tx,
+        });
+        tokio::spawn(writer(Arc::downgrade(&gw), rx));
+        Ok(gw)
+    }
+
+    /// The keys and trust store now.
+    pub fn crypto(&self) -> Arc<Crypto> {
+        match self.crypto.read() {
+            Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// Reloads keys and trust anchors from the store (after an import, a
+    /// renewal, a rotation).
+    pub async fn reload_crypto(&self) -> Result<()> {
+        let c = load_crypto(&self.svc, &self.cfg).await?;
+        match self.crypto.write() {
+            Ok(mut g) => *g = Arc::new(c),
+            Err(p) => *p.into_inner() = Arc::new(c),
+        }
+        Ok(())
+    }
+
+    /// Makes `m` durable (committed and synced) and returns its queue id.
+    /// Messages arriving together share one transaction.
+    pub async fn enqueue(&self, m: Incoming) -> std::result::Result<i64, String> {
+        let started = Instant::now();
+        let (tx, rx) = oneshot::channel();
+        self.writer
+            .send((m, tx))
+            .await
+            .map_err(|_| "the queue writer has stopped".to_string())?;
+        let r = rx
+            .await
+            .map_err(|_| "the queue writer has stopped".to_string())?;
+        self.metrics
+            .commit_latency
+            .observe(started.elapsed().as_secs_f64());
+        r
+    }
+
+    /// Certificates for `address` (see [`Service::recipient_certs`]).
+    pub async fn certs_for(&self, address: &str) -> Vec<RecipientCert> {
+        match self.svc.recipient_certs(address, store::now()).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "recipient certificate lookup failed");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Where inbound mail goes when no next hop is configured.
+    pub fn maildir_root(&self) -> PathBuf {
+        self.cfg.data_dir.join("maildir")
+    }
+}
+
+async fn writer(gw: std::sync::Weak<Gateway>, mut rx: mpsc::Receiver<(Incoming, Reply)>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+        let Some(gw) = gw.upgrade() else {
+            return;
+        };
+        let rcpts: Vec<Vec<NewRecipient<'_>>> = batch
+            .iter()
+            .map(|(m, _)| {
+                m.recipients
+                    .iter()
+                    .map(|(a, n, o)| NewRecipient {
+                        address: a,
+                        notify: n.as_deref(),
+                        orcpt: o.as_deref(),
+                    })
+                    .collect()
+            })
+            .collect();
+        let org = gw.svc.org().id;
+        let msgs: Vec<NewMessage<'_>> = batch
+            .iter()
+            .zip(&rcpts)
+            .map(|((m, _), r)| NewMessage {
+                org,
+                direction: m.direction,
+                mail_from: &m.mail_from,
+                envid: m.envid.as_deref(),
+                ret: m.ret.as_deref(),
+                client: &m.client,
+                body: &m.body,
+                recipients: r,
+            })
+            .collect();
+        let result = gw.svc.store().enqueue_batch(&msgs, store::now()).await;
+        drop(msgs);
+        drop(rcpts);
+        match result {
+            Ok(ids) => {
+                for ((m, reply), id) in batch.into_iter().zip(ids) {
+                    gw.metrics.received.inc(m.direction == Direction::Inbound);
+                    tracing::info!(
+                        queue_id = id,
+                        direction = m.direction.as_str(),
+                        from = %m.mail_from,
+                        recipients = m.recipients.len(),
+                        size = m.body.len(),
+                        "queued"
+                    );
+                    let _ = reply.send(Ok(id));
+                }
+                gw.wake.notify_waiters();
+            }
+            Err(e) => {
+                tracing::error!(error = %e, messages = batch.len(), "queue commit failed; answered 451");
+                gw.metrics.fail("queue_commit");
+                for (_, reply) in batch {
+                    let _ = reply.send(Err(format!("queue unavailable: {e}")));
+                }
+            }
+        }
+    }
+}
+
+async fn load_crypto(svc: &Service, cfg: &Config) -> Result<Crypto> {
+    // The data directory's lock is taken for this operation only (shared:
+    // a rotation waits for it, and it waits for a rotation).
+    let lock = {
+        let loc = service::Location {
+            data_dir: cfg.data_dir.clone(),
+            database_url: cfg.database_url.clone(),
+        };
+        tokio::task::spawn_blocking(move || {
+            store::DirLock::acquire(&loc.data_dir, store::LockMode::Shared, || {})
+        })
+        .await
+        .map_err(|e| Error::Start(format!("lock task: {e}")))?
+        .map_err(|e| Error::Start(e.to_string()))?
+    };
+    let keys = svc
+        .mail_keys()
+        .await
+        .map_err(|e| Error::Start(e.to_string()))?;
+    drop(lock);
+    for s in &keys.skipped {
+        tracing::warn!(key = %s.reason, "a key does not open and is left out");
+    }
+    let mut anchors: Vec<X509> = keys.ca.first().cloned().into_iter().collect();
+    let mut pool: Vec<X509> = keys.ca.iter().skip(1).cloned().collect();
+    for f in &cfg.inbound.trust_anchors {
+        for c in read_certs(f)? {
+            let self_signed = c.issued(&c) == openssl::x509::X509VerifyResult::OK;
+            if self_signed {
+                anchors.push(c);
+            } else {
+                pool.push(c);
+            }
+        }
+    }
+    let trust = TrustStore::new(anchors, pool, Vec::new())
+        .map_err(|e| Error::Start(format!("trust anchors: {e}")))?;
+    Ok(Crypto {
+        keys,
+        trust,
+        loaded: Instant::now(),
+    })
+}
+
+/// Every certificate in a PEM file, or in every `.pem`/`.crt`/`.cer` file
+/// of a directory.
+fn read_certs(path: &Path) -> Result<Vec<X509>> {
+    let mut files = Vec::new();
+    if path.is_dir() {
+        let rd = std::fs::read_dir(path)
+            .map_err(|e| Error::Start(format!("trust anchors {}: {e}", path.display())))?;
+        for e in rd.flatten() {
+            let p = e.path();
+            let ext = p.extension().and_then(|x| x.to_str()).unwrap_or("");
+            if matches!(ext, "pem" | "crt" | "cer") {
+                files.push(p);
+            }
+        }
+        files.sort();
+    } else {
+        files.push(path.to_path_buf());
+    }
+    let mut out = Vec::new();
+    for f in files {
+        let bytes = std::fs::read(&f)
+            .map_err(|e| Error::Start(format!("trust anchors {}: {e}", f.display())))?;
+        let label = f.display().to_string();
+        let certs = smime::keyring::certs_from_bytes(&bytes, &label)
+            .map_err(|e| Error::Start(format!("trust anchors {label}: {e}")))?;
+        out.extend(certs);
+    }
+    Ok(out)
+}
+
+/// A random 32-bit number (for node names and unique ids).
+pub fn rand_u32() -> u32 {
+    let mut b = [0u8; 4];
+    if openssl::rand::rand_bytes(&mut b).is_err() {
+        return std::process::id();
+    }
+    u32::from_le_bytes(b)
+}
+
+/// Sleeps until woken or `d` passes.
+pub async fn nap(wake: &Notify, d: Duration) {
+    let _ = tokio::time::timeout(d, wake.notified()).await;
+}

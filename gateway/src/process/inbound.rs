@@ -1,0 +1,143 @@
+//! Inbound: mail from outside to the organisation's mailboxes. Decrypt with
+//! every key the organisation has held, verify signatures, note what was
+//! done in `X-Sikkermail-*` headers, and collect the certificates of valid
+//! signers for harvesting. Undecryptable mail is never dropped.
+//!
+//! This runs after the SMTP transaction (the reply was the same whatever
+//! happens here) and touches no network or database: the caller supplies
+//! the keys and the trust store and acts on the result.
+
+use openssl::x509::X509;
+use service::MailKeys;
+use smime::{Error as SmimeError, LayerReport, SignatureReport, TrustStore};
+
+use super::headers::{is_sikkermail_field, prepend_fields, strip_fields};
+
+/// What inbound processing found.
+#[derive(Debug)]
+pub struct InboundResult {
+    /// The message to deliver: decrypted (inner signatures kept intact) or
+    /// as received, with the info headers on top.
+    pub message: Vec<u8>,
+    /// The message was encrypted and opened.
+    pub decrypted: bool,
+    /// The message was encrypted and could not be opened (why).
+    pub undecryptable: Option<String>,
+    /// `valid`, `invalid` or `none`.
+    pub signature: &'static str,
+    /// Certificates of valid signers with their addresses, to harvest.
+    pub harvest: Vec<(String, X509)>,
+}
+
+/// Processes one inbound message.
+pub fn process(raw: &[u8], keys: &MailKeys, trust: &TrustStore) -> InboundResult {
+    let clean = strip_fields(raw, is_sikkermail_field);
+    let mut info: Vec<(&str, String)> = Vec::new();
+    let mut reports: Vec<SignatureReport> = Vec::new();
+    let mut decrypted = false;
+    let mut undecryptable = None;
+    let message = match smime::decrypt(&clean, &keys.decrypt, Some(trust)) {
+        Ok(opened) => {
+            for layer in &opened.layers {
+                match layer {
+                    LayerReport::Decrypted(d) if !decrypted => {
+                        decrypted = true;
+                        info.push(("X-Sikkermail-Decrypted", decrypted_value(d, keys)));
+                    }
+                    LayerReport::Decrypted(_) => {}
+                    LayerReport::Signed(s) => reports.push(s.clone()),
+                }
+            }
+            if let Some(why) = &opened.stopped {
+                info.push((
+                    "X-Sikkermail-Error",
+                    format!("inner layer not opened: {why}"),
+                ));
+            }
+            opened.message
+        }
+        Err(SmimeError::NotSmime { .. }) => clean.clone(),
+        Err(e) => {
+            let why = e.to_string();
+            info.push(("X-Sikkermail-Error", format!("not decrypted: {why}")));
+            undecryptable = Some(why);
+            clean.clone()
+        }
+    };
+    // Signatures inside (or without) the encryption: verified for the
+    // header only; the message keeps them, byte for byte.
+    if undecryptable.is_none() {
+        match smime::verify(&message, trust, None) {
+            Ok(opened) => reports.extend(opened.signatures().cloned()),
+            Err(SmimeError::NotSmime { .. }) => {}
+            Err(e) => reports.push(SignatureReport {
+                valid: false,
+                reason: Some(e.to_string()),
+                intact: false,
+                trust_checked: false,
+                detached: false,
+                canonicalised: false,
+                signers: Vec::new(),
+                certificates: Vec::new(),
+            }),
+        }
+    }
+    let mut harvest = Vec::new();
+    let signature = if reports.is_empty() {
+        info.push(("X-Sikkermail-Signature", "none".into()));
+        "none"
+    } else {
+        let signers: Vec<String> = reports
+            .iter()
+            .flat_map(|r| r.signers.iter())
+            .filter_map(|s| s.emails.first().cloned())
+            .collect();
+        let signer = signers.first().cloned().unwrap_or_else(|| "unknown".into());
+        match reports.iter().find(|r| !r.valid) {
+            None => {
+                for r in &reports {
+                    for s in &r.signers {
+                        let Some(der) = &s.certificate else { continue };
+                        let Ok(cert) = X509::from_der(der) else {
+                            continue;
+                        };
+                        for e in &s.emails {
+                            harvest.push((e.to_ascii_lowercase(), cert.clone()));
+                        }
+                    }
+                }
+                info.push(("X-Sikkermail-Signature", format!("valid; signer={signer}")));
+                "valid"
+            }
+            Some(bad) => {
+                let why = bad.reason.clone().unwrap_or_else(|| "not valid".into());
+                info.push((
+                    "X-Sikkermail-Signature",
+                    format!("invalid ({why}); signer={signer}"),
+                ));
+                "invalid"
+            }
+        }
+    };
+    InboundResult {
+        message: prepend_fields(&message, &info),
+        decrypted,
+        undecryptable,
+        signature,
+        harvest,
+    }
+}
+
+fn decrypted_value(d: &smime::DecryptReport, keys: &MailKeys) -> String {
+    let mut v = d.content_algorithm.clone();
+    match keys.labels.get(&d.key_label) {
+        Some(k) => {
+            v.push_str(&format!(
+                "; key={}; serial={}; generation={}",
+                k.subject, k.serial, k.generation
+            ));
+        }
+        None => v.push_str(&format!("; key={}", d.key_label)),
+    }
+    v
+}

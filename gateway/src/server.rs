@@ -1,0 +1,468 @@
+//! `serve`: the listeners (SMTP inbound and outbound, HTTP for metrics and
+//! health), the delivery workers, and a graceful stop.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, watch};
+
+use crate::config::Config;
+use crate::engine::{Gateway, Incoming};
+use crate::smtp::session::{
+    self, AcceptError, Direction as SessionDirection, Envelope, Handler, SessionConfig, SessionInfo,
+};
+use crate::smtp::{EnhancedCode, Reply, Ret};
+use crate::{Error, Result, worker};
+
+/// What `serve` listens on, once bound.
+#[derive(Debug, Clone)]
+pub struct Bound {
+    /// SMTP from the Internet.
+    pub inbound: SocketAddr,
+    /// SMTP from the firm's mail server.
+    pub outbound: SocketAddr,
+    /// HTTP: /metrics, /healthz.
+    pub http: SocketAddr,
+}
+
+/// A started gateway: bound, accepting, delivering.
+#[derive(Debug)]
+pub struct Running {
+    /// The shared state.
+    pub gw: Arc<Gateway>,
+    /// Addresses.
+    pub bound: Bound,
+    stop: watch::Sender<bool>,
+    sessions: Arc<Sessions>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Counts open sessions so a stop can wait for them.
+#[derive(Debug, Default)]
+struct Sessions {
+    open: AtomicUsize,
+    idle: Notify,
+}
+
+impl Running {
+    /// Binds every listener and starts the tasks. Listeners are bound
+    /// before anything is accepted, so a port in use fails the start.
+    pub async fn start(gw: Arc<Gateway>) -> Result<Running> {
+        let cfg = &gw.cfg;
+        let bind = |a: SocketAddr, what: &'static str| async move {
+            TcpListener::bind(a)
+                .await
+                .map_err(|e| Error::Start(format!("cannot listen on {a} ({what}): {e}")))
+        };
+        let inbound = bind(cfg.inbound.listen, "inbound SMTP").await?;
+        let outbound = bind(cfg.outbound.listen, "outbound SMTP").await?;
+        let http = bind(cfg.http_listen, "HTTP").await?;
+        let bound = Bound {
+            inbound: inbound
+                .local_addr()
+                .map_err(|e| Error::Start(e.to_string()))?,
+            outbound: outbound
+                .local_addr()
+                .map_err(|e| Error::Start(e.to_string()))?,
+            http: http.local_addr().map_err(|e| Error::Start(e.to_string()))?,
+        };
+        let tls = Some(Arc::new(tls_acceptor(cfg)?));
+        let (stop, stop_rx) = watch::channel(false);
+        let sessions = Arc::new(Sessions::default());
+        let mut tasks = Vec::new();
+        for (listener, direction) in [
+            (inbound, SessionDirection::Inbound),
+            (outbound, SessionDirection::Outbound),
+        ] {
+            let scfg = session_config(cfg, direction, tls.clone());
+            tasks.push(tokio::spawn(accept_loop(
+                listener,
+                gw.clone(),
+                scfg,
+                stop_rx.clone(),
+                sessions.clone(),
+            )));
+        }
+        tasks.push(tokio::spawn(http_loop(http, gw.clone(), stop_rx.clone())));
+        tasks.push(tokio::spawn(refresh_keys(gw.clone(), stop_rx.clone())));
+        let workers = (0..cfg.workers)
+            .map(|_| tokio::spawn(worker::run(gw.clone(), stop_rx.clone())))
+            .collect();
+        Ok(Running {
+            gw,
+            bound,
+            stop,
+            sessions,
+            tasks,
+            workers,
+        })
+    }
+
+    /// Stops: no new connections; idle sessions are told 421; a message
+    /// being received is finished and queued; workers finish the delivery
+    /// in hand. Returns within `grace` (what is still running then is
+    /// abandoned: the queue keeps every accepted message).
+    pub async fn shutdown(self, grace: Duration) {
+        let _ = self.stop.send(true);
+        let deadline = tokio::time::Instant::now() + grace;
+        for t in &self.tasks {
+            t.abort();
+        }
+        loop {
+            let idle = self.sessions.idle.notified();
+            if self.sessions.open.load(Ordering::SeqCst) == 0 {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                tracing::warn!(
+                    open = self.sessions.open.load(Ordering::SeqCst),
+                    "sessions still open at the deadline; closing them"
+                );
+                break;
+            }
+        }
+        for w in self.workers {
+            if tokio::time::timeout_at(deadline, w).await.is_err() {
+                tracing::warn!(
+                    "a delivery was still running at the deadline; its lease expires and it is retried"
+                );
+            }
+        }
+        self.gw.svc.store().close().await;
+    }
+}
+
+fn session_config(
+    cfg: &Config,
+    direction: SessionDirection,
+    tls: Option<Arc<SslAcceptor>>,
+) -> SessionConfig {
+    let mut s = SessionConfig::new(&cfg.hostname, direction);
+    s.receiver.max_message_size = cfg.inbound.max_message_size;
+    s.max_recipients = cfg.inbound.max_recipients;
+    s.tls = tls;
+    s
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    gw: Arc<Gateway>,
+    scfg: SessionConfig,
+    stop: watch::Receiver<bool>,
+    sessions: Arc<Sessions>,
+) {
+    let scfg = Arc::new(scfg);
+    let mut stop_accept = stop.clone();
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = stop_accept.changed() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let trusted = scfg.direction == SessionDirection::Outbound
+            && gw
+                .cfg
+                .outbound
+                .trusted_networks
+                .iter()
+                .any(|n| n.contains(peer.ip()));
+        let mut info = SessionInfo::new(peer);
+        info.trusted = trusted;
+        let handler = GatewayHandler {
+            gw: gw.clone(),
+            direction: scfg.direction,
+        };
+        let scfg = scfg.clone();
+        let stop = stop.clone();
+        let sessions = sessions.clone();
+        sessions.open.fetch_add(1, Ordering::SeqCst);
+        tokio::spawn(async move {
+            let out = session::run_with_shutdown(stream, info, &scfg, &handler, stop).await;
+            tracing::debug!(%peer, messages = out.messages, ended = ?out.ended, "session closed");
+            if sessions.open.fetch_sub(1, Ordering::SeqCst) == 1 {
+                sessions.idle.notify_waiters();
+            }
+        });
+    }
+}
+
+/// The gateway's answers to a session: which recipients, and queueing.
+struct GatewayHandler {
+    gw: Arc<Gateway>,
+    direction: SessionDirection,
+}
+
+impl Handler for GatewayHandler {
+    fn check_rcpt(
+        &self,
+        _info: &SessionInfo,
+        _from: &str,
+        rcpt: &str,
+    ) -> std::result::Result<(), Reply> {
+        if self.direction == SessionDirection::Inbound && !self.gw.cfg.is_local(rcpt) {
+            return Err(Reply::new(
+                550,
+                Some(EnhancedCode::new(5, 7, 1)),
+                "relaying denied: not a domain of this organisation",
+            ));
+        }
+        Ok(())
+    }
+
+    async fn authenticate(&self, _user: &str, _password: &str) -> bool {
+        // No SMTP AUTH accounts yet: the outbound listener trusts its
+        // `trusted_networks` (see the README).
+        false
+    }
+
+    async fn accept(
+        &self,
+        info: &SessionInfo,
+        envelope: Envelope,
+        body: Vec<u8>,
+    ) -> std::result::Result<String, AcceptError> {
+        let direction = match self.direction {
+            SessionDirection::Inbound => store::queue::Direction::Inbound,
+            SessionDirection::Outbound => store::queue::Direction::Outbound,
+        };
+        let recipients = envelope
+            .recipients
+            .iter()
+            .map(|(a, p)| {
+                let notify = p.notify.as_ref().map(|n| {
+                    let mut v = Vec::new();
+                    if n.success {
+                        v.push("SUCCESS");
+                    }
+                    if n.failure {
+                        v.push("FAILURE");
+                    }
+                    if n.delay {
+                        v.push("DELAY");
+                    }
+                    if v.is_empty() {
+                        "NEVER".to_string()
+                    } else {
+                        v.join(",")
+                    }
+                });
+                let orcpt = p
+                    .orcpt
+                    .as_ref()
+                    .map(|o| format!("{};{}", o.addr_type, o.address));
+                (a.clone(), notify, orcpt)
+            })
+            .collect();
+        let client = format!(
+            "helo={} peer={} tls={} auth={}",
+            info.helo.as_deref().unwrap_or("-"),
+            info.peer,
+            if info.tls { "yes" } else { "no" },
+            info.authenticated.as_deref().unwrap_or("-")
+        );
+        let m = Incoming {
+            direction,
+            mail_from: envelope.mail_from.clone(),
+            envid: envelope.params.envid.clone(),
+            ret: envelope.params.ret.map(|r| match r {
+                Ret::Full => "FULL".to_string(),
+                Ret::Hdrs => "HDRS".to_string(),
+            }),
+            client,
+            body,
+            recipients,
+        };
+        self.gw
+            .enqueue(m)
+            .await
+            .map(|id| id.to_string())
+            .map_err(AcceptError::Temporary)
+    }
+}
+
+/// Reloads keys every minute (an imported key, a renewal, a rotation).
+async fn refresh_keys(gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+            _ = stop.changed() => return,
+        }
+        if let Err(e) = gw.reload_crypto().await {
+            tracing::warn!(error = %e, "reloading keys failed; the previous ones stay in use");
+        }
+    }
+}
+
+/// A deliberately small HTTP/1.1 responder: `GET /metrics`, `GET /healthz`.
+async fn http_loop(listener: TcpListener, gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(_) => continue,
+            },
+            _ = stop.changed() => return,
+        };
+        let gw = gw.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(10), http_one(stream, &gw)).await;
+        });
+    }
+}
+
+async fn http_one(mut stream: TcpStream, gw: &Gateway) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 8192 {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let line = String::from_utf8_lossy(&buf);
+    let first = line.lines().next().unwrap_or("");
+    let mut parts = first.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (status, ctype, body) = match (method, path) {
+        ("GET", "/metrics") => {
+            let (active, held) = gw
+                .svc
+                .store()
+                .queue_depth(Some(gw.svc.org().id))
+                .await
+                .unwrap_or((-1, -1));
+            (
+                "200 OK",
+                "text/plain; version=0.0.4",
+                gw.metrics.render(active, held),
+            )
+        }
+        ("GET", "/healthz") => match gw.svc.store().queue_depth(Some(gw.svc.org().id)).await {
+            Ok(_) => ("200 OK", "text/plain", "ok\n".to_string()),
+            Err(e) => (
+                "503 Service Unavailable",
+                "text/plain",
+                format!("store unavailable: {e}\n"),
+            ),
+        },
+        ("GET", _) => ("404 Not Found", "text/plain", "not found\n".to_string()),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain",
+            "method not allowed\n".to_string(),
+        ),
+    };
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+/// The STARTTLS acceptor: the configured certificate, or a self-signed one
+/// made at first start in `<data-dir>/tls/`.
+fn tls_acceptor(cfg: &Config) -> Result<SslAcceptor> {
+    let (cert, key) = match &cfg.tls {
+        Some((c, k)) => (c.clone(), k.clone()),
+        None => self_signed(&cfg.data_dir.join("tls"), &cfg.hostname)?,
+    };
+    let e = |what: &str, p: &Path, err: openssl::error::ErrorStack| {
+        Error::Start(format!("TLS {what} {}: {err}", p.display()))
+    };
+    let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls())
+        .map_err(|err| e("setup", &cert, err))?;
+    b.set_certificate_chain_file(&cert)
+        .map_err(|err| e("certificate", &cert, err))?;
+    b.set_private_key_file(&key, SslFiletype::PEM)
+        .map_err(|err| e("key", &key, err))?;
+    b.check_private_key()
+        .map_err(|err| e("key does not match certificate", &key, err))?;
+    Ok(b.build())
+}
+
+fn self_signed(dir: &Path, hostname: &str) -> Result<(PathBuf, PathBuf)> {
+    use openssl::asn1::Asn1Time;
+    use openssl::bn::BigNum;
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::hash::MessageDigest;
+    use openssl::nid::Nid;
+    use openssl::pkey::PKey;
+    use openssl::x509::extension::SubjectAlternativeName;
+    use openssl::x509::{X509Builder, X509NameBuilder};
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let cert_path = dir.join("cert.pem");
+    let key_path = dir.join("key.pem");
+    if cert_path.exists() && key_path.exists() {
+        return Ok((cert_path, key_path));
+    }
+    let err = |e: &dyn std::fmt::Display| Error::Start(format!("self-signed TLS certificate: {e}"));
+    std::fs::create_dir_all(dir).map_err(|e| err(&e))?;
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).map_err(|e| err(&e))?;
+    let key =
+        PKey::from_ec_key(EcKey::generate(&group).map_err(|e| err(&e))?).map_err(|e| err(&e))?;
+    let mut name = X509NameBuilder::new().map_err(|e| err(&e))?;
+    name.append_entry_by_nid(Nid::COMMONNAME, hostname)
+        .map_err(|e| err(&e))?;
+    let name = name.build();
+    let mut b = X509Builder::new().map_err(|e| err(&e))?;
+    b.set_version(2).map_err(|e| err(&e))?;
+    let serial = BigNum::from_u32(crate::engine::rand_u32() | 1)
+        .and_then(|n| n.to_asn1_integer())
+        .map_err(|e| err(&e))?;
+    b.set_serial_number(&serial).map_err(|e| err(&e))?;
+    b.set_subject_name(&name).map_err(|e| err(&e))?;
+    b.set_issuer_name(&name).map_err(|e| err(&e))?;
+    b.set_pubkey(&key).map_err(|e| err(&e))?;
+    let nb = Asn1Time::days_from_now(0).map_err(|e| err(&e))?;
+    let na = Asn1Time::days_from_now(3650).map_err(|e| err(&e))?;
+    b.set_not_before(&nb).map_err(|e| err(&e))?;
+    b.set_not_after(&na).map_err(|e| err(&e))?;
+    let san = SubjectAlternativeName::new()
+        .dns(hostname)
+        .dns("localhost")
+        .ip("127.0.0.1")
+        .build(&b.x509v3_context(None, None))
+        .map_err(|e| err(&e))?;
+    b.append_extension(san).map_err(|e| err(&e))?;
+    b.sign(&key, MessageDigest::sha256()).map_err(|e| err(&e))?;
+    let cert = b.build();
+    let write = |p: &Path, bytes: &[u8], mode: u32| -> Result<()> {
+        let tmp = p.with_extension("tmp");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)
+            .map_err(|e| err(&e))?;
+        std::io::Write::write_all(&mut f, bytes).map_err(|e| err(&e))?;
+        f.sync_all().map_err(|e| err(&e))?;
+        std::fs::rename(&tmp, p).map_err(|e| err(&e))
+    };
+    write(
+        &key_path,
+        &key.private_key_to_pem_pkcs8().map_err(|e| err(&e))?,
+        0o600,
+    )?;
+    write(&cert_path, &cert.to_pem().map_err(|e| err(&e))?, 0o644)?;
+    tracing::info!(cert = %cert_path.display(), "made a self-signed STARTTLS certificate");
+    Ok((cert_path, key_path))
+}

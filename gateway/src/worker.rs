@@ -1,0 +1,535 @@
+//! Delivery workers: claim queued messages with a lease, process them
+//! (inbound: decrypt and verify; outbound: sign and encrypt as the policy
+//! says), deliver, and record each recipient's result. Failures and expiry
+//! bounce to the sender with a DSN, queued in the same transaction as the
+//! result, so a crash neither loses nor doubles it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use store::queue::{ClaimedMessage, Direction, NewMessage, NewRecipient, Outcome, RcptResult};
+use tokio::sync::watch;
+
+use crate::deliver::dsn::{self, Action, Dsn, DsnRecipient};
+use crate::deliver::maildir;
+use crate::deliver::smtp_client::{self, DeliveryError, NextHop, RcptOutcome, Recipient};
+use crate::engine::{Gateway, nap};
+use crate::process::{inbound, outbound};
+
+/// How long a claim is held before another worker may take the message.
+const LEASE_SECS: i64 = 600;
+
+/// Runs one worker until `stop` turns true. The message being worked on
+/// is finished first.
+pub async fn run(gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let claimed = {
+            let store = gw.svc.store();
+            match store.begin().await {
+                Ok(mut tx) => match tx.claim(&gw.owner, store::now(), LEASE_SECS, 1).await {
+                    Ok(c) => match tx.commit().await {
+                        Ok(()) => c,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "claim commit failed");
+                            Vec::new()
+                        }
+                    },
+                    Err(e) => {
+                        tracing::warn!(error = %e, "claim failed");
+                        Vec::new()
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, "queue unavailable");
+                    Vec::new()
+                }
+            }
+        };
+        if claimed.is_empty() {
+            tokio::select! {
+                _ = nap(&gw.wake, Duration::from_secs(1)) => {}
+                _ = stop.changed() => {}
+            }
+            continue;
+        }
+        for m in claimed {
+            work(&gw, m).await;
+        }
+    }
+}
+
+/// One attempt at one message.
+async fn work(gw: &Arc<Gateway>, m: ClaimedMessage) {
+    let now = store::now();
+    let expired = now - m.received_at > gw.cfg.max_age.as_secs() as i64;
+    let results = if expired {
+        m.recipients
+            .iter()
+            .map(|r| RcptResult {
+                idx: r.idx,
+                outcome: Outcome::Failed(format!(
+                    "expired after {} in the queue; last error: {}",
+                    human(gw.cfg.max_age),
+                    r.last_error.as_deref().unwrap_or("none")
+                )),
+            })
+            .collect()
+    } else {
+        match m.direction {
+            Direction::Inbound => inbound_attempt(gw, &m).await,
+            Direction::Outbound => outbound_attempt(gw, &m).await,
+        }
+    };
+    finish(gw, &m, results).await;
+}
+
+async fn inbound_attempt(gw: &Arc<Gateway>, m: &ClaimedMessage) -> Vec<RcptResult> {
+    let crypto = gw.crypto();
+    let body = m.body.clone();
+    let c = crypto.clone();
+    let processed =
+        match tokio::task::spawn_blocking(move || inbound::process(&body, &c.keys, &c.trust)).await
+        {
+            Ok(p) => p,
+            Err(e) => {
+                let why = format!("processing failed: {e}");
+                return defer_all(m, &why);
+            }
+        };
+    if processed.decrypted {
+        gw.metrics
+            .decrypted
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    for (addr, cert) in &processed.harvest {
+        match gw.svc.harvest(addr, cert).await {
+            Ok(_) => {
+                gw.metrics
+                    .harvested
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Err(e) => tracing::warn!(queue_id = m.id, error = %e, "harvest failed"),
+        }
+    }
+    let mut results = Vec::new();
+    let mut deliver_to = Vec::new();
+    if let Some(why) = &processed.undecryptable {
+        gw.metrics
+            .undecryptable
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        gw.metrics.fail("undecryptable");
+        for r in &m.recipients {
+            if gw.policy.undecryptable_for(&r.address) == policies::Undecryptable::Quarantine {
+                results.push(RcptResult {
+                    idx: r.idx,
+                    outcome: Outcome::Quarantined(format!("not decrypted: {why}")),
+                });
+            } else {
+                deliver_to.push(r);
+            }
+        }
+    } else {
+        deliver_to.extend(m.recipients.iter());
+    }
+    tracing::info!(
+        queue_id = m.id,
+        decrypted = processed.decrypted,
+        undecryptable = processed.undecryptable.is_some(),
+        signature = processed.signature,
+        recipients = m.recipients.len(),
+        "inbound processed"
+    );
+    if deliver_to.is_empty() {
+        return results;
+    }
+    results.extend(deliver(gw, m, &deliver_to, &processed.message, true).await);
+    results
+}
+
+async fn outbound_attempt(gw: &Arc<Gateway>, m: &ClaimedMessage) -> Vec<RcptResult> {
+    let addrs: Vec<String> = m.recipients.iter().map(|r| r.address.clone()).collect();
+    let mut certs = std::collections::HashMap::new();
+    for a in &addrs {
+        certs.insert(a.clone(), gw.certs_for(a).await);
+    }
+    let crypto = gw.crypto();
+    let gw2 = gw.clone();
+    let body = m.body.clone();
+    let from = m.mail_from.clone();
+    let a2 = addrs.clone();
+    let plan = tokio::task::spawn_blocking(move || {
+        let lookup = |a: &str| certs.get(a).cloned().unwrap_or_default();
+        outbound::plan(
+            &body,
+            &from,
+            &a2,
+            &gw2.policy,
+            &crypto.keys,
+            &lookup,
+            store::now(),
+        )
+    })
+    .await;
+    let plan = match plan {
+        Ok(p) => p,
+        Err(e) => return defer_all(m, &format!("processing failed: {e}")),
+    };
+    let mut results = Vec::new();
+    for r in &plan.refused {
+        let rc = &m.recipients[r.recipient];
+        gw.metrics.fail(if r.status.starts_with('4') {
+            "sign_failed"
+        } else {
+            "encryption_required"
+        });
+        tracing::info!(queue_id = m.id, recipient = %rc.address, status = r.status, "refused by policy");
+        results.push(RcptResult {
+            idx: rc.idx,
+            outcome: if r.status.starts_with('4') {
+                Outcome::Deferred(r.reason.clone())
+            } else {
+                Outcome::Failed(format!("{} {}", r.status, r.reason))
+            },
+        });
+    }
+    for copy in &plan.copies {
+        if copy.signed_by.is_some() {
+            gw.metrics
+                .signed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        if copy.encrypted.is_some() {
+            gw.metrics
+                .encrypted
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        tracing::info!(
+            queue_id = m.id,
+            recipients = copy.recipients.len(),
+            signed = copy.signed_by.is_some(),
+            encrypted = copy.encrypted.unwrap_or("no"),
+            "outbound copy"
+        );
+        let rcpts: Vec<&store::queue::QueuedRecipient> =
+            copy.recipients.iter().map(|i| &m.recipients[*i]).collect();
+        results.extend(deliver(gw, m, &rcpts, &copy.message, false).await);
+    }
+    results
+}
+
+/// Delivers `message` to `rcpts`: inbound to the next hop or the Maildir,
+/// outbound to the relay.
+async fn deliver(
+    gw: &Arc<Gateway>,
+    m: &ClaimedMessage,
+    rcpts: &[&store::queue::QueuedRecipient],
+    message: &[u8],
+    inbound: bool,
+) -> Vec<RcptResult> {
+    let hop = if inbound {
+        gw.cfg
+            .inbound
+            .next_hop
+            .clone()
+            .map(|h| (h, gw.cfg.inbound.next_hop_tls))
+    } else {
+        gw.cfg
+            .outbound
+            .relay
+            .clone()
+            .map(|h| (h, gw.cfg.outbound.relay_tls))
+    };
+    let delivered = |gw: &Gateway| {
+        let secs = (store::now() - m.received_at).max(0) as f64;
+        let h = if inbound {
+            &gw.metrics.latency_inbound
+        } else {
+            &gw.metrics.latency_outbound
+        };
+        h.observe(secs);
+        gw.metrics.delivered.inc(inbound);
+    };
+    match hop {
+        None if inbound => {
+            let root = gw.maildir_root();
+            let mut out = Vec::new();
+            for r in rcpts {
+                let root = root.clone();
+                let addr = r.address.clone();
+                let msg = message.to_vec();
+                let res =
+                    tokio::task::spawn_blocking(move || maildir::deliver(&root, &addr, &msg)).await;
+                let outcome = match res {
+                    Ok(Ok(path)) => {
+                        delivered(gw);
+                        Outcome::Delivered(format!("maildir {}", path.display()))
+                    }
+                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                        Outcome::Failed(format!("5.1.3 mailbox name refused: {e}"))
+                    }
+                    Ok(Err(e)) => {
+                        gw.metrics.fail("maildir");
+                        Outcome::Deferred(format!("maildir: {e}"))
+                    }
+                    Err(e) => Outcome::Deferred(format!("maildir task: {e}")),
+                };
+                out.push(RcptResult {
+                    idx: r.idx,
+                    outcome,
+                });
+            }
+            out
+        }
+        None => rcpts
+            .iter()
+            .map(|r| RcptResult {
+                idx: r.idx,
+                outcome: Outcome::Deferred(
+                    "no outbound relay is configured ([outbound] relay) and MX lookup is not supported yet".into(),
+                ),
+            })
+            .collect(),
+        Some(((host, port), tls)) => {
+            let mut hop = NextHop::new(host.clone(), port);
+            hop.tls = tls;
+            hop.helo = gw.cfg.hostname.clone();
+            let list: Vec<Recipient> = rcpts
+                .iter()
+                .map(|r| Recipient {
+                    address: r.address.clone(),
+                    notify: r.notify.clone(),
+                    orcpt: r.orcpt.clone(),
+                })
+                .collect();
+            let res = smtp_client::send(
+                &hop,
+                &m.mail_from,
+                &list,
+                message,
+                m.envid.as_deref(),
+                m.ret.as_deref(),
+            )
+            .await;
+            match res {
+                Ok(outcomes) => rcpts
+                    .iter()
+                    .zip(outcomes)
+                    .map(|(r, o)| RcptResult {
+                        idx: r.idx,
+                        outcome: match o {
+                            RcptOutcome::Accepted => {
+                                delivered(gw);
+                                Outcome::Delivered(format!("{host}:{port}"))
+                            }
+                            RcptOutcome::Temporary(s) => {
+                                gw.metrics.fail("next_hop_temporary");
+                                Outcome::Deferred(format!("{host}:{port} said: {s}"))
+                            }
+                            RcptOutcome::Permanent(s) => {
+                                gw.metrics.fail("next_hop_permanent");
+                                Outcome::Failed(format!("{host}:{port} said: {s}"))
+                            }
+                        },
+                    })
+                    .collect(),
+                Err(e) => {
+                    let (fail, why) = match &e {
+                        DeliveryError::Permanent(s) => (true, s.clone()),
+                        other => (false, other.to_string()),
+                    };
+                    gw.metrics.fail(if fail {
+                        "next_hop_permanent"
+                    } else {
+                        "next_hop_unreachable"
+                    });
+                    rcpts
+                        .iter()
+                        .map(|r| RcptResult {
+                            idx: r.idx,
+                            outcome: if fail {
+                                Outcome::Failed(format!("{host}:{port}: {why}"))
+                            } else {
+                                Outcome::Deferred(format!("{host}:{port}: {why}"))
+                            },
+                        })
+                        .collect()
+                }
+            }
+        }
+    }
+}
+
+fn defer_all(m: &ClaimedMessage, why: &str) -> Vec<RcptResult> {
+    m.recipients
+        .iter()
+        .map(|r| RcptResult {
+            idx: r.idx,
+            outcome: Outcome::Deferred(why.to_string()),
+        })
+        .collect()
+}
+
+/// Records the attempt, and queues a DSN for the recipients that failed
+/// for good, in one transaction.
+async fn finish(gw: &Arc<Gateway>, m: &ClaimedMessage, results: Vec<RcptResult>) {
+    let now = store::now();
+    // Exponential backoff from `retry_base`, doubling, at most an hour.
+    let base = gw.cfg.retry_base.as_secs().max(1) as i64;
+    let next = now + (base << m.attempts.clamp(0, 12)).min(3600).max(base);
+    let failed: Vec<(&store::queue::QueuedRecipient, String)> = results
+        .iter()
+        .filter_map(|r| match &r.outcome {
+            Outcome::Failed(why) => m
+                .recipients
+                .iter()
+                .find(|q| q.idx == r.idx)
+                .map(|q| (q, why.clone())),
+            _ => None,
+        })
+        .filter(|(q, _)| dsn::should_notify(q.notify.as_deref(), Action::Failed))
+        .collect();
+    let bounce = if m.mail_from.is_empty() || failed.is_empty() {
+        None
+    } else {
+        Some(make_dsn(gw, m, &failed))
+    };
+    let note = results.iter().find_map(|r| match &r.outcome {
+        Outcome::Quarantined(why) => Some(format!("quarantined: {why}")),
+        _ => None,
+    });
+    let store = gw.svc.store();
+    let outcome: Result<bool, store::StoreError> = async {
+        let mut tx = store.begin().await?;
+        let ok = tx
+            .finish_attempt(m.id, &gw.owner, &results, next, note.as_deref(), now)
+            .await?;
+        if ok && let Some(b) = &bounce {
+            let rc = [NewRecipient {
+                address: &m.mail_from,
+                notify: Some("NEVER"),
+                orcpt: None,
+            }];
+            let direction = if gw.cfg.is_local(&m.mail_from) && !gw.cfg.domains.is_empty() {
+                Direction::Inbound
+            } else {
+                reverse(m.direction)
+            };
+            tx.enqueue(
+                &NewMessage {
+                    org: m.org,
+                    direction,
+                    mail_from: "",
+                    envid: None,
+                    ret: None,
+                    client: "dsn",
+                    body: b,
+                    recipients: &rc,
+                },
+                now,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(ok)
+    }
+    .await;
+    match outcome {
+        Ok(true) => {
+            if bounce.is_some() {
+                gw.metrics
+                    .dsns
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                gw.wake.notify_waiters();
+            }
+            for r in &results {
+                let (state, detail) = match &r.outcome {
+                    Outcome::Delivered(d) => ("delivered", d.as_str()),
+                    Outcome::Deferred(d) => ("deferred", d.as_str()),
+                    Outcome::Failed(d) => ("failed", d.as_str()),
+                    Outcome::Quarantined(d) => ("quarantined", d.as_str()),
+                };
+                let rcpt = m
+                    .recipients
+                    .iter()
+                    .find(|q| q.idx == r.idx)
+                    .map(|q| q.address.as_str())
+                    .unwrap_or("");
+                tracing::info!(queue_id = m.id, recipient = %rcpt, state, detail, "delivery attempt");
+            }
+        }
+        Ok(false) => tracing::warn!(
+            queue_id = m.id,
+            "lease lost before the result was recorded; another worker retries"
+        ),
+        Err(e) => {
+            tracing::error!(queue_id = m.id, error = %e, "recording the result failed; the lease expires and the message is retried")
+        }
+    }
+}
+
+fn make_dsn(
+    gw: &Gateway,
+    m: &ClaimedMessage,
+    failed: &[(&store::queue::QueuedRecipient, String)],
+) -> Vec<u8> {
+    let postmaster = format!("MAILER-DAEMON@{}", gw.cfg.hostname);
+    let recipients = failed
+        .iter()
+        .map(|(q, why)| {
+            let status = why
+                .split_whitespace()
+                .next()
+                .filter(|s| s.len() == 5 && s.starts_with('5') && s.as_bytes()[1] == b'.')
+                .unwrap_or("5.0.0")
+                .to_string();
+            DsnRecipient {
+                final_recipient: q.address.clone(),
+                original_recipient: q.orcpt.clone(),
+                action: Action::Failed,
+                status,
+                diagnostic: Some(why.clone()),
+                remote_mta: None,
+            }
+        })
+        .collect();
+    let explanation = format!(
+        "This is the sikkermail gateway at {}.\r\n\r\nYour message could not be delivered to one or more recipients.\r\nThe reason is given for each recipient below. Nothing was sent to them.\r\n",
+        gw.cfg.hostname
+    );
+    dsn::build(&Dsn {
+        reporting_mta: &gw.cfg.hostname,
+        postmaster: &postmaster,
+        to: &m.mail_from,
+        envid: m.envid.as_deref(),
+        arrival_date: m.received_at,
+        recipients,
+        explanation: &explanation,
+        original: &m.body,
+        ret_full: m
+            .ret
+            .as_deref()
+            .is_some_and(|r| r.eq_ignore_ascii_case("FULL")),
+    })
+}
+
+fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    if s.is_multiple_of(86400) {
+        format!("{} days", s / 86400)
+    } else if s.is_multiple_of(3600) {
+        format!("{} hours", s / 3600)
+    } else {
+        format!("{s} seconds")
+    }
+}
+
+/// A bounce goes back the way the message came.
+fn reverse(d: Direction) -> Direction {
+    match d {
+        Direction::Inbound => Direction::Outbound,
+        Direction::Outbound => Direction::Inbound,
+    }
+}

@@ -1,0 +1,138 @@
+//! The configuration: defaults, the example file, environment overrides,
+//! and every error reported at once.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use gateway::Config;
+use gateway::config::Network;
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn embedded_default() {
+    let c = Config::embedded_default();
+    assert_eq!(c.data_dir, std::path::PathBuf::from("./sikkermail-data"));
+    assert_eq!(c.inbound.listen.to_string(), "127.0.0.1:2525");
+    assert_eq!(c.outbound.listen.to_string(), "127.0.0.1:2587");
+    assert_eq!(c.http_listen.to_string(), "127.0.0.1:8080");
+    assert!(c.inbound.next_hop.is_none() && c.outbound.relay.is_none());
+    assert_eq!(c.max_age, Duration::from_secs(5 * 86400));
+    assert!(
+        c.is_local("anyone@anywhere.test"),
+        "no domains: any recipient"
+    );
+    let lo: IpAddr = "127.0.0.1".parse().unwrap();
+    assert!(c.outbound.trusted_networks.iter().any(|n| n.contains(lo)));
+    let ext: IpAddr = "192.0.2.1".parse().unwrap();
+    assert!(!c.outbound.trusted_networks.iter().any(|n| n.contains(ext)));
+}
+
+#[test]
+fn the_example_file_is_valid() {
+    let text = include_str!("../../sikkermail.example.toml");
+    let c = Config::load(Some(("sikkermail.example.toml", text)), &[]).unwrap();
+    assert_eq!(c.domains, vec!["advokat.dk".to_string()]);
+    assert_eq!(c.inbound.next_hop, Some(("10.0.0.5".to_string(), 25)));
+    assert_eq!(
+        c.outbound.relay,
+        Some(("smtp.provider.dk".to_string(), 587))
+    );
+    assert!(c.is_local("post@advokat.dk") && c.is_local("x@afd.advokat.dk"));
+    assert!(!c.is_local("x@xadvokat.dk") && !c.is_local("x@gmail.com"));
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    let text = "[inbound]\nnext_hop = \"10.0.0.5:25\"\n[organisation]\ndomains = [\"a.dk\"]\n";
+    let c = Config::load(
+        Some(("f.toml", text)),
+        &env(&[
+            ("SIKKERMAIL_INBOUND_NEXT_HOP", "127.0.0.1:2526"),
+            ("SIKKERMAIL_ORGANISATION_DOMAINS", "b.dk, c.dk"),
+            ("SIKKERMAIL_DATA_DIR", "/srv/sm"),
+            ("SIKKERMAIL_QUEUE_MAX_AGE", "2h"),
+            // Not configuration keys: ignored.
+            ("SIKKERMAIL_MASTER_KEY", "x"),
+            ("SIKKERMAIL_REQUIRE_PEERS", "1"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.inbound.next_hop, Some(("127.0.0.1".to_string(), 2526)));
+    assert_eq!(c.domains, vec!["b.dk".to_string(), "c.dk".to_string()]);
+    assert_eq!(c.data_dir, std::path::PathBuf::from("/srv/sm"));
+    assert_eq!(c.max_age, Duration::from_secs(7200));
+}
+
+#[test]
+fn every_error_at_once_with_where() {
+    let text = "bogus = 1\n[inbound]\nlisten = \"nowhere\"\nnext_hop = \"host-without-port\"\n[outbound]\ntrusted_networks = [\"10.0.0.0/33\"]\n[queue]\nmax_age = \"5 weeks\"\nworkers = 0\n[nope]\nx = 1\n";
+    let errs = Config::load(
+        Some(("gw.toml", text)),
+        &env(&[("SIKKERMAIL_LOG_FORMAT", "xml")]),
+    )
+    .unwrap_err();
+    let all: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    let want = [
+        "gw.toml:1: unknown key bogus",
+        "gw.toml:3: [inbound] listen: \"nowhere\" is not an IP address and port",
+        "gw.toml:4: [inbound] next_hop: \"host-without-port\" is not host:port",
+        "gw.toml:6: [outbound] trusted_networks: \"10.0.0.0/33\": prefix length must be 0..=32",
+        "gw.toml:8: [queue] max_age: \"5 weeks\" is not a duration",
+        "gw.toml:9: [queue] workers: must be at least 1",
+        "gw.toml:10: unknown section [nope]",
+        "SIKKERMAIL_LOG_FORMAT (environment): must be \"text\" or \"json\"",
+    ];
+    for w in want {
+        assert!(
+            all.iter().any(|e| e.starts_with(w)),
+            "missing {w:?} in {all:#?}"
+        );
+    }
+    assert_eq!(all.len(), want.len(), "{all:#?}");
+}
+
+#[test]
+fn syntax_error_names_the_line() {
+    let errs = Config::load(Some(("x.toml", "[inbound]\nlisten = \n")), &[]).unwrap_err();
+    assert!(errs[0].to_string().starts_with("x.toml:2:"), "{errs:?}");
+}
+
+#[test]
+fn two_listeners_on_one_port_are_refused() {
+    let errs = Config::load(
+        None,
+        &env(&[("SIKKERMAIL_OUTBOUND_LISTEN", "127.0.0.1:2525")]),
+    )
+    .unwrap_err();
+    assert!(
+        errs[0].to_string().contains("more than one listener"),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn networks() {
+    let n = Network::parse("10.1.0.0/16").unwrap();
+    assert!(n.contains("10.1.200.3".parse().unwrap()));
+    assert!(!n.contains("10.2.0.1".parse().unwrap()));
+    assert!(
+        n.contains("::ffff:10.1.0.9".parse().unwrap()),
+        "IPv4-mapped"
+    );
+    let all = Network::parse("0.0.0.0/0").unwrap();
+    assert!(all.contains("192.0.2.1".parse().unwrap()));
+    assert!(
+        Network::parse("::1")
+            .unwrap()
+            .contains("::1".parse().unwrap())
+    );
+    assert!(Network::parse("banana/8").is_err());
+}

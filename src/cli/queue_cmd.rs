@@ -1,0 +1,163 @@
+//! `sikkermail queue ...`: what waits, what was done, and the actions.
+
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use service::QueueAction;
+
+use super::context::{StoreArgs, date, open};
+use super::io::Fail;
+
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// Messages waiting (or held), oldest first: id, direction, state,
+    /// received, next attempt, sender, recipients with their states, note.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Also finished messages (delivered, failed, quarantined).
+        #[arg(long)]
+        all: bool,
+        /// At most this many.
+        #[arg(long, default_value_t = 1000)]
+        limit: i64,
+    },
+    /// One message: envelope, per-recipient results and errors.
+    Show {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Queue id.
+        id: i64,
+        /// Print the message itself too (it may be decrypted mail).
+        #[arg(long)]
+        body: bool,
+    },
+    /// Try a message now (releases it if held).
+    Retry {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Queue id.
+        id: i64,
+    },
+    /// Keep a message from being delivered until released.
+    Hold {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Queue id.
+        id: i64,
+    },
+    /// Deliver a held message again.
+    Release {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Queue id.
+        id: i64,
+    },
+    /// Remove a message from the queue (it is not delivered, and no DSN
+    /// is sent).
+    Delete {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Queue id.
+        id: i64,
+    },
+}
+
+/// `sikkermail queue ...`.
+pub fn queue(cmd: QueueCommand) -> Result<ExitCode, Fail> {
+    let (store, id, action) = match cmd {
+        QueueCommand::List { store, all, limit } => return list(&store, all, limit),
+        QueueCommand::Show { store, id, body } => return show(&store, id, body),
+        QueueCommand::Retry { store, id } => (store, id, QueueAction::Retry),
+        QueueCommand::Hold { store, id } => (store, id, QueueAction::Hold),
+        QueueCommand::Release { store, id } => (store, id, QueueAction::Release),
+        QueueCommand::Delete { store, id } => (store, id, QueueAction::Delete),
+    };
+    let ctx = open(&store)?;
+    ctx.rt.block_on(ctx.svc.queue_act(id, action))?;
+    let done = match action {
+        QueueAction::Retry => "due now",
+        QueueAction::Hold => "held",
+        QueueAction::Release => "released",
+        QueueAction::Delete => "deleted",
+    };
+    println!("{id}\t{done}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn list(store: &StoreArgs, all: bool, limit: i64) -> Result<ExitCode, Fail> {
+    let ctx = open(store)?;
+    for m in ctx.rt.block_on(ctx.svc.queue_list(all, limit))? {
+        let rcpts: Vec<String> = m
+            .recipients
+            .iter()
+            .map(|(a, s)| format!("{a}={}", s.as_str()))
+            .collect();
+        let from = if m.mail_from.is_empty() {
+            "<>"
+        } else {
+            &m.mail_from
+        };
+        println!(
+            "{}\t{}\t{}\t{}\tnext {}\tattempts {}\t{}\t{}\t{}",
+            m.id,
+            m.direction.as_str(),
+            m.state.as_str(),
+            date(m.received_at),
+            date(m.next_attempt),
+            m.attempts,
+            from,
+            rcpts.join(","),
+            m.note.as_deref().unwrap_or("")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn show(store: &StoreArgs, id: i64, body: bool) -> Result<ExitCode, Fail> {
+    let ctx = open(store)?;
+    let m = ctx.rt.block_on(ctx.svc.queue_show(id))?;
+    println!("id:           {}", m.id);
+    println!("direction:    {}", m.direction.as_str());
+    println!("state:        {}", m.state.as_str());
+    println!(
+        "from:         {}",
+        if m.mail_from.is_empty() {
+            "<>"
+        } else {
+            &m.mail_from
+        }
+    );
+    println!("client:       {}", m.client);
+    println!("received:     {}", date(m.received_at));
+    println!("next attempt: {}", date(m.next_attempt));
+    println!("attempts:     {}", m.attempts);
+    println!("size:         {}", m.size);
+    if let Some(e) = &m.envid {
+        println!("envid:        {e}");
+    }
+    if let Some(r) = &m.ret {
+        println!("ret:          {r}");
+    }
+    if let Some(n) = &m.note {
+        println!("note:         {n}");
+    }
+    if let (Some(o), Some(u)) = (&m.lease_owner, m.lease_until) {
+        println!("lease:        {o} until {}", date(u));
+    }
+    for r in &m.recipients {
+        println!(
+            "recipient:    {}\t{}\tattempts {}\t{}",
+            r.address,
+            r.state.as_str(),
+            r.attempts,
+            r.last_error.as_deref().unwrap_or("")
+        );
+    }
+    if body {
+        println!();
+        use std::io::Write;
+        let _ = std::io::stdout().write_all(&m.body);
+    }
+    Ok(ExitCode::SUCCESS)
+}

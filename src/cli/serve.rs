@@ -1,0 +1,156 @@
+//! `sikkermail serve`: the gateway. Reads the configuration, sets up logs,
+//! starts the gateway, prints what it listens on, and stops on SIGTERM or
+//! Ctrl-C.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use gateway::Config;
+
+use super::io::Fail;
+
+/// `serve` options. Everything else is in the configuration file or the
+/// environment (`SIKKERMAIL_<SECTION>_<KEY>`).
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Configuration file (TOML). Without one the embedded defaults apply:
+    /// ./sikkermail-data, loopback ports 2525, 2587 and 8080.
+    #[arg(long, value_name = "FILE", env = "SIKKERMAIL_CONFIG")]
+    config: Option<PathBuf>,
+    /// Check the configuration (and the policy file) and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+/// Reads the configuration file and the environment: every error at once.
+pub fn load_config(file: Option<&PathBuf>) -> Result<Config, Fail> {
+    let text = match file {
+        Some(p) => Some((
+            p.display().to_string(),
+            std::fs::read_to_string(p).map_err(|e| Fail {
+                code: 2,
+                msg: format!("cannot read the configuration {}: {e}", p.display()),
+            })?,
+        )),
+        None => None,
+    };
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    Config::load(text.as_ref().map(|(n, t)| (n.as_str(), t.as_str())), &env).map_err(|errs| {
+        let lines: Vec<String> = errs.iter().map(|e| format!("  {e}")).collect();
+        Fail {
+            code: 2,
+            msg: format!(
+                "the configuration has {} error(s):\n{}",
+                errs.len(),
+                lines.join("\n")
+            ),
+        }
+    })
+}
+
+/// `sikkermail serve`.
+pub fn serve(a: ServeArgs) -> Result<ExitCode, Fail> {
+    let cfg = load_config(a.config.as_ref())?;
+    if a.check {
+        if let Some(p) = &cfg.policy {
+            let text = std::fs::read_to_string(p).map_err(|e| Fail {
+                code: 2,
+                msg: format!("policy {}: {e}", p.display()),
+            })?;
+            if let Err(errs) = policies::Policy::parse(&text) {
+                let lines: Vec<String> = errs.iter().map(|e| format!("  {e}")).collect();
+                return Err(Fail {
+                    code: 2,
+                    msg: format!("policy {}:\n{}", p.display(), lines.join("\n")),
+                });
+            }
+        }
+        println!("configuration OK");
+        return Ok(ExitCode::SUCCESS);
+    }
+    init_logs(&cfg);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Fail {
+            code: 1,
+            msg: format!("cannot start the runtime: {e}"),
+        })?;
+    rt.block_on(async move {
+        let data_dir = cfg.data_dir.clone();
+        let (running, notes) = gateway::start(cfg).await.map_err(|e| Fail {
+            code: 1,
+            msg: e.to_string(),
+        })?;
+        let c = &running.gw.cfg;
+        if notes.initialised {
+            println!(
+                "sikkermail: created {} (organisation {:?}, CVR {}, internal CA); back up {}",
+                data_dir.display(),
+                c.org_name,
+                c.org_cvr,
+                data_dir.join("master.key").display()
+            );
+        }
+        let inbound_to = match &c.inbound.next_hop {
+            Some((h, p)) => format!("next hop {h}:{p}"),
+            None => format!("Maildir {}", running.gw.maildir_root().display()),
+        };
+        let outbound_to = match &c.outbound.relay {
+            Some((h, p)) => format!("relay {h}:{p}"),
+            None => "no relay configured (mail waits in the queue)".into(),
+        };
+        let b = &running.bound;
+        println!("sikkermail serve: data directory {}", data_dir.display());
+        println!("  inbound SMTP   {} -> {inbound_to}", b.inbound);
+        println!("  outbound SMTP  {} -> {outbound_to}", b.outbound);
+        println!("  HTTP           http://{}/metrics  /healthz", b.http);
+        match &notes.policy {
+            Some(p) => println!("  policy         {}", p.display()),
+            None => println!("  policy         built-in defaults (no policy.toml)"),
+        }
+        println!("ready");
+        wait_for_stop().await;
+        println!("sikkermail serve: stopping");
+        running.shutdown(Duration::from_secs(8)).await;
+        println!("sikkermail serve: stopped; the queue is kept");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn wait_for_stop() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn init_logs(cfg: &Config) {
+    use tracing_subscriber::fmt;
+    let level = match cfg.log_level.as_str() {
+        "error" => tracing::Level::ERROR,
+        "warn" => tracing::Level::WARN,
+        "debug" => tracing::Level::DEBUG,
+        "trace" => tracing::Level::TRACE,
+        _ => tracing::Level::INFO,
+    };
+    let builder = fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let _ = if cfg.log_json {
+        builder.json().try_init()
+    } else {
+        builder.with_ansi(false).try_init()
+    };
+}

@@ -1,0 +1,902 @@
+//! `sikkermail serve` end to end, over loopback sockets, against real peers:
+//! swaks and Python's smtplib send, Postfix's smtp-sink is the next hop
+//! (dumping each message to a file), OpenSSL makes and reads the S/MIME.
+//! Tests that need a peer skip loudly without it, and fail instead when
+//! SIKKERMAIL_REQUIRE_PEERS=1.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+mod site;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{peer, sh};
+use site::{Site, first_field, make_oces2_p12, sites};
+
+/// A running `sikkermail serve`.
+struct Serve {
+    child: Child,
+    inbound: SocketAddr,
+    outbound: SocketAddr,
+    http: SocketAddr,
+    log: PathBuf,
+    stdout: std::sync::mpsc::Receiver<String>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_sikkermail"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("SIKKERMAIL_") && k != "SIKKERMAIL_REQUIRE_PEERS" {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+impl Serve {
+    /// Starts `serve` with the site's data directory and `extra` TOML
+    /// appended to a configuration on ports the kernel picks.
+    fn start(site: &Site, extra: &str) -> Serve {
+        Self::start_at(site, extra, "127.0.0.1:0")
+    }
+
+    fn start_at(site: &Site, extra: &str, inbound: &str) -> Serve {
+        let parent = site.dir.parent().unwrap();
+        let cfg = parent.join("sikkermail.toml");
+        let db = site
+            .db_url
+            .as_ref()
+            .map(|u| format!("database_url = \"{u}\"\n"))
+            .unwrap_or_default();
+        fs::write(
+            &cfg,
+            format!(
+                "data_dir = \"{}\"\n{db}hostname = \"gw.test\"\n{extra}\n",
+                site.dir.display()
+            ),
+        )
+        .unwrap();
+        let mut c = bin();
+        c.arg("serve")
+            .arg("--config")
+            .arg(&cfg)
+            .env("SIKKERMAIL_INBOUND_LISTEN", inbound)
+            .env("SIKKERMAIL_OUTBOUND_LISTEN", "127.0.0.1:0")
+            .env("SIKKERMAIL_HTTP_LISTEN", "127.0.0.1:0")
+            .env("SIKKERMAIL_QUEUE_RETRY_BASE", "1s");
+        Self::spawn(c, &parent.join(format!("serve-{}.log", free_port())))
+    }
+
+    fn spawn(mut c: Command, log: &Path) -> Serve {
+        let err = fs::File::create(log).unwrap();
+        let mut child = c
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(err))
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut lines = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(l) if l == "ready" => break,
+                Ok(l) => lines.push(l),
+                Err(_) => panic!(
+                    "serve did not get ready: {lines:?}\n{}",
+                    fs::read_to_string(log).unwrap_or_default()
+                ),
+            }
+        }
+        let addr = |what: &str| -> SocketAddr {
+            let l = lines
+                .iter()
+                .find(|l| l.trim_start().starts_with(what))
+                .unwrap_or_else(|| panic!("no {what} line in {lines:?}"));
+            let a = l
+                .split_whitespace()
+                .find(|w| w.contains(':') && w.contains('.'));
+            a.unwrap()
+                .trim_start_matches("http://")
+                .trim_end_matches("/metrics")
+                .parse()
+                .unwrap()
+        };
+        Serve {
+            inbound: addr("inbound SMTP"),
+            outbound: addr("outbound SMTP"),
+            http: addr("HTTP"),
+            child,
+            log: log.to_path_buf(),
+            stdout: rx,
+        }
+    }
+
+    /// SIGTERM; must exit 0 within 10 seconds.
+    fn stop(mut self) {
+        let pid = self.child.id() as i32;
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let t0 = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                assert!(st.success(), "serve exited {st}: {}", self.logs());
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "serve did not stop within 10 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let rest: Vec<String> = self.stdout.try_iter().collect();
+        assert!(
+            rest.iter().any(|l| l.contains("stopped")),
+            "no stop message: {rest:?}"
+        );
+    }
+
+    fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    fn logs(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn http_get(&self, path: &str) -> (u16, String) {
+        let mut s = TcpStream::connect(self.http).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        let code = out[9..12].parse().unwrap();
+        let body = out.split_once("\r\n\r\n").unwrap().1.to_string();
+        (code, body)
+    }
+
+    /// A counter or gauge value from /metrics.
+    fn metric(&self, line_start: &str) -> f64 {
+        let (_, body) = self.http_get("/metrics");
+        body.lines()
+            .find(|l| l.starts_with(line_start))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {line_start} in {body}"))
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Postfix's smtp-sink, dumping every message it accepts into `dir`.
+struct Sink {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Sink {
+    fn start(dir: &Path) -> Sink {
+        Self::start_on(dir, free_port())
+    }
+
+    fn start_on(dir: &Path, port: u16) -> Sink {
+        fs::create_dir_all(dir).unwrap();
+        let mut c = Command::new("smtp-sink");
+        // As root smtp-sink demands -u (see ../shared/peers/mta-recipes.sh).
+        // SAFETY: getuid has no preconditions.
+        if unsafe { libc::getuid() } == 0 {
+            c.args(["-u", "root"]);
+        }
+        let child = c
+            .arg("-d")
+            .arg(format!("{}/%Y%m%d%H%M%S.", dir.display()))
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("64")
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..200 {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        Sink {
+            child,
+            port,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Every dumped message: (envelope recipients, message).
+    fn messages(&self) -> Vec<(Vec<String>, String)> {
+        let mut out = Vec::new();
+        let Ok(rd) = fs::read_dir(&self.dir) else {
+            return out;
+        };
+        let mut files: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
+        files.sort();
+        for f in files {
+            let text = String::from_utf8_lossy(&fs::read(&f).unwrap()).to_string();
+            // A file in progress has no blank line after the message yet.
+            if !text.ends_with("\n\n") {
+                continue;
+            }
+            let rcpts = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("X-Rcpt-Args: <"))
+                .map(|l| l.split('>').next().unwrap().to_string())
+                .collect();
+            // The message follows smtp-sink's own Received: field.
+            let mut body = String::new();
+            let (mut in_received, mut in_message) = (false, false);
+            for l in text.lines() {
+                if in_message {
+                    body.push_str(l);
+                    body.push('\n');
+                } else if l.starts_with("Received: ") {
+                    in_received = true;
+                } else if in_received && !l.starts_with('\t') && !l.starts_with(' ') {
+                    in_message = true;
+                    body.push_str(l);
+                    body.push('\n');
+                }
+            }
+            out.push((rcpts, body));
+        }
+        out
+    }
+
+    fn wait_for(&self, n: usize, secs: u64, serve: Option<&Serve>) -> Vec<(Vec<String>, String)> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let m = self.messages();
+            if m.len() >= n {
+                return m;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} of {n} messages arrived at the sink in {secs} s\n{}",
+                m.len(),
+                serve.map(|s| s.logs()).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn peers(tools: &[&str]) -> bool {
+    tools.iter().all(|t| peer(t))
+}
+
+/// swaks sending `data` (a file) from `from` to `to` at `addr`.
+fn swaks(addr: SocketAddr, from: &str, to: &str, data: &Path) -> String {
+    let o = Command::new("swaks")
+        .args(["-s", &addr.to_string(), "-f", from, "-t", to, "--data"])
+        .arg(format!("@{}", data.display()))
+        .args(["-n", "--timeout", "30"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(
+        o.status.success(),
+        "swaks failed: {out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    out
+}
+
+/// The header value `name` of a message (first occurrence).
+fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
+    let head = msg.split("\n\n").next().unwrap_or("");
+    head.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+fn count_headers(msg: &str, name: &str) -> usize {
+    let head = msg.split("\n\n").next().unwrap_or("");
+    head.lines()
+        .filter(|l| {
+            l.split_once(':')
+                .is_some_and(|(n, _)| n.eq_ignore_ascii_case(name))
+        })
+        .count()
+}
+
+#[test]
+fn serve_without_configuration_makes_its_data_directory_and_delivers_to_maildir() {
+    if !peers(&["swaks"]) {
+        return;
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("bare-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    let cwd = tmp.path();
+    // No --config, no data directory: only the ports differ from the
+    // embedded defaults (tests run side by side).
+    let mut c = bin();
+    c.arg("serve")
+        .current_dir(cwd)
+        .env("SIKKERMAIL_INBOUND_LISTEN", "127.0.0.1:0")
+        .env("SIKKERMAIL_OUTBOUND_LISTEN", "127.0.0.1:0")
+        .env("SIKKERMAIL_HTTP_LISTEN", "127.0.0.1:0");
+    let serve = Serve::spawn(c, &cwd.join("serve.log"));
+    let data = cwd.join("sikkermail-data");
+    assert!(data.join("sikkermail.db").exists());
+    assert!(data.join("master.key").exists());
+    assert!(
+        data.join("tls/cert.pem").exists(),
+        "self-signed STARTTLS certificate"
+    );
+
+    fs::write(
+        cwd.join("m.eml"),
+        "From: a@udenfor.test\r\nTo: post@advokat.test\r\nSubject: hej\r\nX-Sikkermail-Decrypted: forged\r\n\r\nHej.\r\n",
+    )
+    .unwrap();
+    let tx = swaks(
+        serve.inbound,
+        "a@udenfor.test",
+        "post@advokat.test",
+        &cwd.join("m.eml"),
+    );
+    assert!(tx.contains("250 2.0.0"), "{tx}");
+    let new = data.join("maildir/post@advokat.test/new");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let file = loop {
+        if let Some(f) = fs::read_dir(&new).ok().and_then(|mut r| r.next()) {
+            break f.unwrap().path();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing in {new:?}\n{}",
+            serve.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let msg = fs::read_to_string(file).unwrap().replace("\r\n", "\n");
+    assert!(msg.contains("Hej."), "{msg}");
+    assert_eq!(
+        header(&msg, "X-Sikkermail-Signature"),
+        Some("none"),
+        "{msg}"
+    );
+    assert!(
+        !msg.contains("forged"),
+        "an outside X-Sikkermail header survived: {msg}"
+    );
+    assert_eq!(count_headers(&msg, "Received"), 1, "{msg}");
+
+    let (code, body) = serve.http_get("/healthz");
+    assert_eq!((code, body.as_str()), (200, "ok\n"));
+    assert_eq!(serve.http_get("/nope").0, 404);
+    assert_eq!(
+        serve.metric("sikkermail_messages_received_total{direction=\"inbound\"}"),
+        1.0
+    );
+    assert_eq!(
+        serve.metric("sikkermail_deliveries_total{direction=\"inbound\"}"),
+        1.0
+    );
+    serve.stop();
+}
+
+/// The organisation of a site: its certificate (PEM file) for outsiders to
+/// encrypt to, its internal root, and a legacy OCES2 certificate.
+struct Org {
+    org_cert: String,
+    root: String,
+    oces2_cert: String,
+}
+
+fn set_up_org(site: &Site) -> Org {
+    let d = site.dir.parent().unwrap().to_path_buf();
+    site.ok(&[
+        "init",
+        "--org-name",
+        "Advokatfirma Jørgensen",
+        "--cvr",
+        "12345678",
+    ]);
+    let id = first_field(&site.ok(&[
+        "cert",
+        "issue",
+        "--kind",
+        "organisation",
+        "--name",
+        "Fælles postkasse",
+        "--email",
+        "post@advokat.test",
+    ]));
+    let org_cert = d.join("org.crt");
+    fs::write(&org_cert, site.pem(&id)).unwrap();
+    let root = d.join("root.crt");
+    fs::write(&root, site.pem("1")).unwrap();
+    let (p12, oces2) = make_oces2_p12(&d);
+    let o = site.run_env(
+        &["key", "import", &p12, "--password-env", "PW", "--legacy"],
+        &[("PW", "gammel")],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    Org {
+        org_cert: org_cert.display().to_string(),
+        root: root.display().to_string(),
+        oces2_cert: oces2,
+    }
+}
+
+/// An outside party: a CA of its own and a signing certificate from it
+/// (what a court's MitID Erhverv certificate looks like to us).
+fn outside_party(dir: &Path, cn: &str, email: &str) -> (String, String, String) {
+    sh(
+        dir,
+        &format!(
+            "openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj '/CN={cn} CA' -keyout {cn}-ca.key -out {cn}-ca.crt 2>/dev/null && \
+             openssl req -newkey rsa:2048 -nodes -subj '/CN={cn}/emailAddress={email}' -keyout {cn}.key -out {cn}.csr 2>/dev/null && \
+             printf 'basicConstraints=CA:FALSE\\nkeyUsage=digitalSignature,keyEncipherment\\nextendedKeyUsage=emailProtection\\nsubjectAltName=email:{email}\\n' > {cn}.ext && \
+             openssl x509 -req -in {cn}.csr -CA {cn}-ca.crt -CAkey {cn}-ca.key -CAcreateserial -days 30 -extfile {cn}.ext -out {cn}.crt 2>/dev/null"
+        ),
+    );
+    let p = |n: &str| dir.join(n).display().to_string();
+    (
+        p(&format!("{cn}-ca.crt")),
+        p(&format!("{cn}.crt")),
+        p(&format!("{cn}.key")),
+    )
+}
+
+#[test]
+fn inbound_decrypts_oces3_and_legacy_oces2_verifies_and_harvests() {
+    if !peers(&["swaks", "smtp-sink", "openssl"]) {
+        return;
+    }
+    for site in sites() {
+        let d = site.dir.parent().unwrap().to_path_buf();
+        let org = set_up_org(&site);
+        let (court_ca, court_crt, court_key) = outside_party(&d, "retten", "post@retten.test");
+        let sink = Sink::start(&d.join("sink"));
+        let serve = Serve::start(
+            &site,
+            &format!(
+                "[organisation]\ndomains = [\"advokat.test\"]\n[inbound]\nnext_hop = \"127.0.0.1:{}\"\nnext_hop_tls = \"none\"\ntrust_anchors = [\"{court_ca}\"]\n",
+                sink.port
+            ),
+        );
+        fs::write(
+            d.join("inner.txt"),
+            "Content-Type: text/plain; charset=utf-8\r\n\r\nDom i sag 2026-17: frifundet.\r\n",
+        )
+        .unwrap();
+        // 1. To the organisation certificate (OCES3), signed by the court inside.
+        sh(
+            &d,
+            &format!(
+                "openssl cms -sign -in inner.txt -signer {court_crt} -inkey {court_key} -out signed.txt && \
+                 openssl cms -encrypt -aes-256-cbc -in signed.txt -out m1.eml -from post@retten.test -to post@advokat.test -subject 'Dom 1' {}",
+                org.org_cert
+            ),
+        );
+        // 2. To the retired OCES2 key (old mail, still opens).
+        sh(
+            &d,
+            &format!(
+                "openssl cms -encrypt -aes-128-cbc -in inner.txt -out m2.eml -subject 'Dom 2' {}",
+                org.oces2_cert
+            ),
+        );
+        // 3. To a key nobody here holds: delivered as received, with the reason.
+        sh(
+            &d,
+            &format!(
+                "openssl cms -encrypt -aes-256-cbc -in inner.txt -out m3.eml -subject 'Dom 3' {court_crt}"
+            ),
+        );
+        for m in ["m1.eml", "m2.eml", "m3.eml"] {
+            swaks(
+                serve.inbound,
+                "post@retten.test",
+                "post@advokat.test",
+                &d.join(m),
+            );
+        }
+        // Not ours: refused at RCPT (no open relay).
+        let o = Command::new("swaks")
+            .args([
+                "-s",
+                &serve.inbound.to_string(),
+                "-f",
+                "a@b.test",
+                "-t",
+                "x@elsewhere.test",
+                "-n",
+            ])
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(out.contains("550 5.7.1"), "{out}");
+
+        let got = sink.wait_for(3, 60, Some(&serve));
+        let by_subject: BTreeMap<String, String> = got
+            .iter()
+            .map(|(r, m)| {
+                assert_eq!(r, &vec!["post@advokat.test".to_string()]);
+                (header(m, "Subject").unwrap_or("").to_string(), m.clone())
+            })
+            .collect();
+        let m1 = &by_subject["Dom 1"];
+        assert!(m1.contains("frifundet"), "{m1}");
+        let dec = header(m1, "X-Sikkermail-Decrypted").unwrap();
+        assert!(
+            dec.contains("generation=OCES3") && dec.contains("Fælles postkasse"),
+            "{dec}"
+        );
+        assert_eq!(
+            header(m1, "X-Sikkermail-Signature"),
+            Some("valid; signer=post@retten.test"),
+            "{m1}"
+        );
+        let m2 = &by_subject["Dom 2"];
+        assert!(m2.contains("frifundet"), "{m2}");
+        let dec2 = header(m2, "X-Sikkermail-Decrypted").unwrap();
+        assert!(
+            dec2.contains("generation=OCES2") && dec2.contains("VOCES"),
+            "{dec2}"
+        );
+        assert_eq!(header(m2, "X-Sikkermail-Signature"), Some("none"));
+        let m3 = &by_subject["Dom 3"];
+        assert!(!m3.contains("frifundet"));
+        assert!(
+            header(m3, "X-Sikkermail-Error").is_some_and(|e| e.starts_with("not decrypted")),
+            "{m3}"
+        );
+        assert!(m3.contains("application/pkcs7-mime") || m3.contains("application/x-pkcs7-mime"));
+        // The court's certificate was harvested under its address.
+        let list = site.ok(&["recipient", "list"]);
+        assert!(
+            list.lines()
+                .any(|l| l.contains("post@retten.test") && l.contains("harvested")),
+            "{list}"
+        );
+        assert_eq!(serve.metric("sikkermail_decrypted_total"), 2.0);
+        assert_eq!(serve.metric("sikkermail_undecryptable_total"), 1.0);
+        let _ = &org.root;
+        serve.stop();
+    }
+}
+
+#[test]
+fn outbound_signs_and_encrypts_and_required_encryption_never_leaks() {
+    if !peers(&["swaks", "smtp-sink", "openssl"]) {
+        return;
+    }
+    for site in sites() {
+        let d = site.dir.parent().unwrap().to_path_buf();
+        let org = set_up_org(&site);
+        let (_court_ca, court_crt, court_key) = outside_party(&d, "retten", "post@retten.test");
+        site.ok(&["recipient", "import", &court_crt]);
+        fs::write(
+            d.join("policy.toml"),
+            "[domain.\"retten.test\"]\nencrypt = \"required\"\n[domain.\"skat.test\"]\nencrypt = \"required\"\n",
+        )
+        .unwrap();
+        let sink = Sink::start(&d.join("sink"));
+        let serve = Serve::start(
+            &site,
+            &format!(
+                "policy = \"{}\"\n[organisation]\ndomains = [\"advokat.test\"]\n[inbound]\nnext_hop = \"127.0.0.1:{port}\"\nnext_hop_tls = \"none\"\n[outbound]\nrelay = \"127.0.0.1:{port}\"\nrelay_tls = \"none\"\n",
+                d.join("policy.toml").display(),
+                port = sink.port
+            ),
+        );
+        let secret = "Fortroligt: forlig i sag 2026-17.";
+        fs::write(
+            d.join("out1.eml"),
+            format!("From: post@advokat.test\r\nTo: post@retten.test\r\nSubject: Processkrift\r\n\r\n{secret}\r\n"),
+        )
+        .unwrap();
+        fs::write(
+            d.join("out2.eml"),
+            format!("From: post@advokat.test\r\nTo: ven@andet.test\r\nSubject: [sikker] Til klient\r\n\r\n{secret}\r\n"),
+        )
+        .unwrap();
+        fs::write(
+            d.join("out3.eml"),
+            "From: post@advokat.test\r\nTo: ven@andet.test\r\nSubject: Frokost\r\n\r\nSes kl. 12.\r\n",
+        )
+        .unwrap();
+        swaks(
+            serve.outbound,
+            "post@advokat.test",
+            "post@retten.test",
+            &d.join("out1.eml"),
+        );
+        swaks(
+            serve.outbound,
+            "post@advokat.test",
+            "ven@andet.test",
+            &d.join("out2.eml"),
+        );
+        swaks(
+            serve.outbound,
+            "post@advokat.test",
+            "ven@andet.test",
+            &d.join("out3.eml"),
+        );
+        // out1 (encrypted), out3 (signed only) and the DSN for out2.
+        let got = sink.wait_for(3, 60, Some(&serve));
+        for (_, m) in &got {
+            assert!(!m.contains(secret), "plaintext left the gateway: {m}");
+        }
+        let to_court: Vec<&String> = got
+            .iter()
+            .filter(|(r, _)| r == &vec!["post@retten.test".to_string()])
+            .map(|(_, m)| m)
+            .collect();
+        assert_eq!(to_court.len(), 1);
+        fs::write(d.join("court.eml"), to_court[0]).unwrap();
+        // The court opens it with OpenSSL and verifies our signature
+        // against our internal CA.
+        let o = sh(
+            &d,
+            &format!(
+                "openssl cms -decrypt -in court.eml -recip {court_crt} -inkey {court_key} -out court-dec.eml && \
+                 openssl cms -verify -in court-dec.eml -CAfile {} -purpose smimesign -out court-plain.txt",
+                org.root
+            ),
+        );
+        assert!(o.status.success());
+        let plain = fs::read_to_string(d.join("court-plain.txt")).unwrap();
+        assert!(plain.contains(secret), "{plain}");
+        // The trigger made encryption required for a recipient without a
+        // certificate: nothing went to them, the sender got a DSN.
+        let to_friend: Vec<&String> = got
+            .iter()
+            .filter(|(r, _)| r == &vec!["ven@andet.test".to_string()])
+            .map(|(_, m)| m)
+            .collect();
+        assert_eq!(
+            to_friend.len(),
+            1,
+            "only the lunch mail went to ven@: {got:?}"
+        );
+        assert_eq!(header(to_friend[0], "Subject"), Some("Frokost"));
+        assert!(
+            to_friend[0].contains("multipart/signed"),
+            "signed: {}",
+            to_friend[0]
+        );
+        let dsn: Vec<&String> = got
+            .iter()
+            .filter(|(r, _)| r == &vec!["post@advokat.test".to_string()])
+            .map(|(_, m)| m)
+            .collect();
+        assert_eq!(dsn.len(), 1, "{got:?}");
+        let dsn = dsn[0];
+        assert!(dsn.contains("multipart/report"), "{dsn}");
+        assert!(
+            dsn.contains("Final-Recipient: rfc822; ven@andet.test"),
+            "{dsn}"
+        );
+        assert!(
+            dsn.contains("Action: failed") && dsn.contains("5.7.1"),
+            "{dsn}"
+        );
+        assert!(dsn.contains("encryption is required"), "{dsn}");
+        assert!(!dsn.contains("[sikker]") || !dsn.contains(secret));
+        assert_eq!(serve.metric("sikkermail_encrypted_total"), 1.0);
+        assert_eq!(serve.metric("sikkermail_dsn_total"), 1.0);
+        serve.stop();
+    }
+}
+
+/// Python's smtplib clients: `clients` threads send `n` messages in all,
+/// each with a unique X-Test-Id; prints the id of every message that got
+/// 250, flushed at once (so a kill -9 of the server loses no record).
+const CLIENTS_PY: &str = r#"
+import smtplib, sys, threading
+host, port, n, clients = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+lock = threading.Lock()
+def run(k):
+    i = k
+    s = None
+    while i < n:
+        try:
+            if s is None:
+                s = smtplib.SMTP(host, port, timeout=20)
+                s.ehlo("client%d.test" % k)
+            body = "From: a@udenfor.test\r\nTo: post@advokat.test\r\nSubject: msg %d\r\nX-Test-Id: %d\r\n\r\n%s\r\n" % (i, i, "x" * 2000)
+            s.sendmail("a@udenfor.test", ["post@advokat.test"], body)
+            with lock:
+                sys.stdout.write("OK %d\n" % i); sys.stdout.flush()
+            i += clients
+        except Exception as e:
+            with lock:
+                sys.stderr.write("ERR %d %r\n" % (i, e)); sys.stderr.flush()
+            s = None
+            return
+ts = [threading.Thread(target=run, args=(k,)) for k in range(clients)]
+[t.start() for t in ts]; [t.join() for t in ts]
+"#;
+
+#[test]
+fn kill_9_in_the_middle_of_a_stream_loses_no_accepted_message() {
+    if !peers(&["smtp-sink", "python3"]) {
+        return;
+    }
+    for site in sites() {
+        let d = site.dir.parent().unwrap().to_path_buf();
+        site.ok(&["init", "--test"]);
+        let sink = Sink::start(&d.join("sink"));
+        let port = free_port();
+        let extra = format!(
+            "[organisation]\ndomains = [\"advokat.test\"]\n[inbound]\nnext_hop = \"127.0.0.1:{}\"\nnext_hop_tls = \"none\"\n",
+            sink.port
+        );
+        let inbound = format!("127.0.0.1:{port}");
+        let serve = Serve::start_at(&site, &extra, &inbound);
+        fs::write(d.join("clients.py"), CLIENTS_PY).unwrap();
+        let mut clients = Command::new("python3")
+            .arg(d.join("clients.py"))
+            .args(["127.0.0.1", &port.to_string(), "500", "4"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(clients.stdout.take().unwrap());
+        let mut accepted = BTreeSet::new();
+        let mut line = String::new();
+        // Kill the server after some messages were accepted, mid-stream.
+        while accepted.len() < 150 {
+            line.clear();
+            if out.read_line(&mut line).unwrap() == 0 {
+                break;
+            }
+            accepted.insert(
+                line.trim()
+                    .strip_prefix("OK ")
+                    .unwrap()
+                    .parse::<u32>()
+                    .unwrap(),
+            );
+        }
+        serve.kill9();
+        let mut rest = String::new();
+        out.read_to_string(&mut rest).unwrap();
+        for l in rest.lines() {
+            accepted.insert(l.strip_prefix("OK ").unwrap().parse::<u32>().unwrap());
+        }
+        clients.wait().unwrap();
+        assert!(
+            accepted.len() >= 150 && accepted.len() < 500,
+            "{}",
+            accepted.len()
+        );
+        // Restart: every accepted message is delivered.
+        let serve = Serve::start_at(&site, &extra, &inbound);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let delivered = loop {
+            let mut ids: BTreeMap<u32, usize> = BTreeMap::new();
+            for (_, m) in sink.messages() {
+                if let Some(id) = header(&m, "X-Test-Id") {
+                    *ids.entry(id.parse().unwrap()).or_default() += 1;
+                }
+            }
+            if accepted.iter().all(|a| ids.contains_key(a)) {
+                break ids;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} accepted messages not delivered after the restart\n{}",
+                accepted.iter().filter(|a| !ids.contains_key(a)).count(),
+                serve.logs()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        // Duplicates: only a delivery cut off between the next hop's 250
+        // and recording it may repeat (at-least-once); at most one per
+        // worker that was delivering when the process died.
+        let dups: Vec<(&u32, &usize)> = delivered.iter().filter(|(_, n)| **n > 1).collect();
+        eprintln!(
+            "crash test: {} accepted, {} delivered, duplicates {:?}",
+            accepted.len(),
+            delivered.len(),
+            dups
+        );
+        assert!(dups.len() <= 4, "too many duplicates: {dups:?}");
+        // A message the server never answered 250 may or may not be there;
+        // nothing else is.
+        assert!(delivered.keys().all(|k| *k < 500));
+        serve.stop();
+    }
+}
+
+#[test]
+fn mail_waits_while_the_next_hop_is_down_and_goes_when_it_returns() {
+    if !peers(&["smtp-sink", "swaks"]) {
+        return;
+    }
+    let site = Site::new(false).unwrap();
+    let d = site.dir.parent().unwrap().to_path_buf();
+    site.ok(&["init", "--test"]);
+    let port = free_port();
+    let serve = Serve::start(
+        &site,
+        &format!("[inbound]\nnext_hop = \"127.0.0.1:{port}\"\nnext_hop_tls = \"none\"\n"),
+    );
+    fs::write(
+        d.join("m.eml"),
+        "From: a@udenfor.test\r\nSubject: venter\r\n\r\nHej.\r\n",
+    )
+    .unwrap();
+    for _ in 0..3 {
+        swaks(
+            serve.inbound,
+            "a@udenfor.test",
+            "post@advokat.test",
+            &d.join("m.eml"),
+        );
+    }
+    // Tried and deferred while nobody listens.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let list = site.ok(&["queue", "list"]);
+        if list.contains("Connection refused") || list.contains("connect") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no deferral recorded: {list}\n{}",
+            serve.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let sink = Sink::start_on(&d.join("sink"), port);
+    let got = sink.wait_for(3, 90, Some(&serve));
+    assert_eq!(got.len(), 3);
+    assert!(got.iter().all(|(_, m)| m.contains("Hej.")));
+    serve.stop();
+}
