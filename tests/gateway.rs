@@ -411,6 +411,22 @@ fn serve_without_configuration_makes_its_data_directory_and_delivers_to_maildir(
     );
     assert_eq!(count_headers(&msg, "Received"), 1, "{msg}");
 
+    // A second `serve` on the same data directory is refused.
+    let o = bin()
+        .arg("serve")
+        .current_dir(cwd)
+        .env("SIKKERMAIL_INBOUND_LISTEN", "127.0.0.1:0")
+        .env("SIKKERMAIL_OUTBOUND_LISTEN", "127.0.0.1:0")
+        .env("SIKKERMAIL_HTTP_LISTEN", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("another `sikkermail serve` is running"),
+        "{err}"
+    );
+
     let (code, body) = serve.http_get("/healthz");
     assert_eq!((code, body.as_str()), (200, "ok\n"));
     assert_eq!(serve.http_get("/nope").0, 404);
@@ -883,8 +899,8 @@ fn mail_waits_while_the_next_hop_is_down_and_goes_when_it_returns() {
     // Tried and deferred while nobody listens.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let list = site.ok(&["queue", "list"]);
-        if list.contains("Connection refused") || list.contains("connect") {
+        let list = site.ok(&["queue", "show", "1"]);
+        if list.contains("Connection refused") {
             break;
         }
         assert!(

@@ -67,6 +67,7 @@ pub struct Gateway {
     pub wake: Notify,
     crypto: RwLock<Arc<Crypto>>,
     writer: mpsc::Sender<(Incoming, Reply)>,
+    _serve_lock: store::DirLock,
 }
 
 /// Messages committed together at most (one transaction, one sync).
@@ -75,9 +76,35 @@ const BATCH: usize = 128;
 impl Gateway {
     /// Builds the state and starts the writer task. Call inside a runtime.
     pub async fn new(cfg: Config, svc: Service, policy: Policy) -> Result<Arc<Gateway>> {
+        // One `serve` per data directory: it owns the leases of its node.
+        let serve_lock = store::DirLock::try_acquire_file(
+            &cfg.data_dir.join("serve.lock"),
+            store::LockMode::Exclusive,
+        )
+        .map_err(|e| Error::Start(e.to_string()))?
+        .ok_or_else(|| {
+            Error::Start(format!(
+                "another `sikkermail serve` is running on {}",
+                cfg.data_dir.display()
+            ))
+        })?;
+        let node = node_id(&cfg.data_dir)?;
+        // Claims of this node's previous run died with it: take them back
+        // now rather than when their leases expire.
+        let freed = svc
+            .store()
+            .release_leases(&format!("{node}/"))
+            .await
+            .map_err(|e| Error::Start(e.to_string()))?;
+        if freed > 0 {
+            tracing::warn!(
+                messages = freed,
+                "took back claims of this node's previous run"
+            );
+        }
         let crypto = load_crypto(&svc, &cfg).await?;
         let (tx, rx) = mpsc::channel(4096);
-        let owner = format!("{}:{}:{:08x}", cfg.hostname, std::process::id(), rand_u32());
+        let owner = format!("{node}/{}", std::process::id());
         let gw = Arc::new(Gateway {
             cfg,
             svc,
@@ -87,6 +114,7 @@ impl Gateway {
             wake: Notify::new(),
             crypto: RwLock::new(Arc::new(crypto)),
             writer: tx,
+            _serve_lock: serve_lock,
         });
         tokio::spawn(writer(Arc::downgrade(&gw), rx));
         Ok(gw)
@@ -288,6 +316,23 @@ fn read_certs(path: &Path) -> Result<Vec<X509>> {
         out.extend(certs);
     }
     Ok(out)
+}
+
+/// This node's name for leases: made once, kept in `<data-dir>/node-id`.
+fn node_id(dir: &Path) -> Result<String> {
+    let p = dir.join("node-id");
+    if let Ok(s) = std::fs::read_to_string(&p) {
+        let s = s.trim();
+        if !s.is_empty() {
+            return Ok(s.to_string());
+        }
+    }
+    let id = format!("{:08x}{:08x}", rand_u32(), rand_u32());
+    let tmp = dir.join("node-id.tmp");
+    std::fs::write(&tmp, format!("{id}\n"))
+        .and_then(|()| std::fs::rename(&tmp, &p))
+        .map_err(|e| Error::Start(format!("{}: {e}", p.display())))?;
+    Ok(id)
 }
 
 /// A random 32-bit number (for node names and unique ids).

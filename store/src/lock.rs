@@ -83,7 +83,12 @@ impl DirLock {
 
     /// Takes the lock only if nobody holds a conflicting one.
     pub fn try_acquire(dir: &Path, mode: LockMode) -> Result<Option<DirLock>, StoreError> {
-        let path = dir.join(LOCK_FILE);
+        Self::try_acquire_file(&dir.join(LOCK_FILE), mode)
+    }
+
+    /// The same on any lock file.
+    pub fn try_acquire_file(path: &Path, mode: LockMode) -> Result<Option<DirLock>, StoreError> {
+        let path = path.to_path_buf();
         let file = open_lock_file(&path)?;
         if flock(&file, op_of(mode) | libc::LOCK_NB).is_err() {
             return Ok(None);
