@@ -10,20 +10,14 @@
 #     cores x yardstick;
 #  3. encrypt of a 25 MB message: wall time and peak memory (max RSS);
 #  4. `openssl speed rsa3072` (Debian's OpenSSL) as the second reference.
-# CARGO_TARGET_DIR is honoured. See benches/README.md.
+# CARGO_TARGET_DIR is honoured. Shared parts in benches/lib.sh. See benches/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-2000}
 R=${R:-5}
-T=${CARGO_TARGET_DIR:-$PWD/target}
+. benches/lib.sh   # bench_build, yardstick, ratio
 echo "== load before: $(uptime)"
-cargo build --release -q
-B=$T/release/sikkermail
-yardstick() {
-    cargo bench -q --bench smime -- yardstick/ 2>/dev/null |
-        awk '/time:/ { sub(/.*time: *\[/, ""); split($0, a, " "); v = a[3]; u = a[4];
-                       if (u == "ms") v *= 1000; if (u == "ns") v /= 1000; print v }'
-}
+bench_build
 Y1=$(yardstick)
 echo "== yardstick (vendored OpenSSL, RSA-3072 private decrypt): ${Y1} us"
 W=$(mktemp -d)
@@ -48,7 +42,7 @@ for r in $(seq 1 "$R"); do
     rm -rf out; sync
     line=$("$B" smime decrypt --key kc.pem --in-dir in --out-dir out 2>&1 | grep '^decrypted')
     rate=$(echo "$line" | sed -E 's/.*\(([0-9]+) files\/s\).*/\1/')
-    echo "$line  => $(awk -v r="$rate" -v y="$Y1" -v c="$C" 'BEGIN { printf "%.3fx of %d x yardstick", r / (c * 1e6 / y), c }')"
+    echo "$line  => $(ratio "$rate" "$Y1" "$C")"
 done
 echo "== 25 MB encrypt to a file"
 /usr/bin/time -f "wall %e s, max RSS %M KB" "$B" smime encrypt --to c.pem --in msg25m.eml --out big.p7m 2>&1 | tail -1

@@ -43,6 +43,9 @@ enum Command {
     /// The mail queue: list, show, retry, hold, release, delete.
     #[command(subcommand)]
     Queue(cli::queue_cmd::QueueCommand),
+    /// Accounts for SMTP AUTH on the outbound listener.
+    #[command(subcommand)]
+    SmtpUser(cli::smtp_user_cmd::SmtpUserCommand),
 }
 
 fn main() -> ExitCode {
@@ -70,5 +73,6 @@ fn main() -> ExitCode {
         Command::Smime(c) => cli::smime::run(c),
         Command::Serve(a) => cli::serve::serve(a),
         Command::Queue(c) => cli::queue_cmd::queue(c),
+        Command::SmtpUser(c) => cli::smtp_user_cmd::smtp_user(c),
     })
 }

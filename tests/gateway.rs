@@ -551,7 +551,27 @@ fn inbound_decrypts_oces3_and_legacy_oces2_verifies_and_harvests() {
                 "openssl cms -encrypt -aes-256-cbc -in inner.txt -out m3.eml -subject 'Dom 3' {court_crt}"
             ),
         );
-        for m in ["m1.eml", "m2.eml", "m3.eml"] {
+        // 4. A forged info header hidden inside the encryption.
+        fs::write(
+            d.join("forged.txt"),
+            "X-Sikkermail-Signature: valid; signer=dommer@retten.test\r\nContent-Type: text/plain\r\n\r\nFalsk.\r\n",
+        )
+        .unwrap();
+        sh(
+            &d,
+            &format!(
+                "openssl cms -encrypt -aes-256-cbc -in forged.txt -out m4.eml -subject 'Dom 4' {}",
+                org.org_cert
+            ),
+        );
+        // 5. A valid signature by someone who is not the sender.
+        sh(
+            &d,
+            &format!(
+                "openssl cms -sign -in inner.txt -signer {court_crt} -inkey {court_key} -from dommer@falsk.test -subject 'Dom 5' -out m5.eml"
+            ),
+        );
+        for m in ["m1.eml", "m2.eml", "m3.eml", "m4.eml", "m5.eml"] {
             swaks(
                 serve.inbound,
                 "post@retten.test",
@@ -575,7 +595,7 @@ fn inbound_decrypts_oces3_and_legacy_oces2_verifies_and_harvests() {
         let out = String::from_utf8_lossy(&o.stdout);
         assert!(out.contains("550 5.7.1"), "{out}");
 
-        let got = sink.wait_for(3, 60, Some(&serve));
+        let got = sink.wait_for(5, 60, Some(&serve));
         let by_subject: BTreeMap<String, String> = got
             .iter()
             .map(|(r, m)| {
@@ -610,6 +630,18 @@ fn inbound_decrypts_oces3_and_legacy_oces2_verifies_and_harvests() {
             "{m3}"
         );
         assert!(m3.contains("application/pkcs7-mime") || m3.contains("application/x-pkcs7-mime"));
+        let m4 = &by_subject["Dom 4"];
+        assert!(m4.contains("Falsk."), "{m4}");
+        assert_eq!(count_headers(m4, "X-Sikkermail-Signature"), 1, "{m4}");
+        assert_eq!(header(m4, "X-Sikkermail-Signature"), Some("none"), "{m4}");
+        let m5 = &by_subject["Dom 5"];
+        assert_eq!(
+            header(m5, "X-Sikkermail-Signature"),
+            Some(
+                "invalid (the signer is not the sender dommer@falsk.test); signer=post@retten.test"
+            ),
+            "{m5}"
+        );
         // The court's certificate was harvested under its address.
         let list = site.ok(&["recipient", "list"]);
         assert!(
@@ -617,7 +649,7 @@ fn inbound_decrypts_oces3_and_legacy_oces2_verifies_and_harvests() {
                 .any(|l| l.contains("post@retten.test") && l.contains("harvested")),
             "{list}"
         );
-        assert_eq!(serve.metric("sikkermail_decrypted_total"), 2.0);
+        assert_eq!(serve.metric("sikkermail_decrypted_total"), 3.0);
         assert_eq!(serve.metric("sikkermail_undecryptable_total"), 1.0);
         let _ = &org.root;
         serve.stop();
@@ -914,5 +946,119 @@ fn mail_waits_while_the_next_hop_is_down_and_goes_when_it_returns() {
     let got = sink.wait_for(3, 90, Some(&serve));
     assert_eq!(got.len(), 3);
     assert!(got.iter().all(|(_, m)| m.contains("Hej.")));
+    serve.stop();
+}
+
+#[test]
+fn outbound_needs_trust_or_smtp_auth_and_queue_commands_act_and_are_audited() {
+    if !peers(&["swaks"]) {
+        return;
+    }
+    let site = Site::new(false).unwrap();
+    let d = site.dir.parent().unwrap().to_path_buf();
+    site.ok(&["init", "--test"]);
+    let pw = "et-langt-kodeord-42";
+    let o = site.run_env(
+        &["smtp-user", "add", "mailserver", "--password-env", "PW"],
+        &[("PW", "kort")],
+    );
+    assert_eq!(o.status.code(), Some(2), "a short password is refused");
+    let o = site.run_env(
+        &["smtp-user", "add", "mailserver", "--password-env", "PW"],
+        &[("PW", pw)],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(site.ok(&["smtp-user", "list"]).starts_with("mailserver\t"));
+    // Nobody listens on the relay port: mail stays in the queue.
+    let serve = Serve::start(
+        &site,
+        &format!(
+            "[outbound]\ntrusted_networks = []\nrelay = \"127.0.0.1:{}\"\nrelay_tls = \"none\"\n",
+            free_port()
+        ),
+    );
+    fs::write(
+        d.join("m.eml"),
+        "From: post@advokat.test\r\nSubject: x\r\n\r\nHej.\r\n",
+    )
+    .unwrap();
+    let swaks_rc = |extra: &[&str]| {
+        let o = Command::new("swaks")
+            .args([
+                "-s",
+                &serve.outbound.to_string(),
+                "-f",
+                "post@advokat.test",
+                "-t",
+                "x@retten.test",
+            ])
+            .args(["--data", &format!("@{}", d.join("m.eml").display()), "-n"])
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).to_string(),
+        )
+    };
+    let (rc, tx) = swaks_rc(&[]);
+    assert_eq!(rc, Some(23), "{tx}");
+    assert!(tx.contains("530 5.7.0"), "{tx}");
+    let (rc, tx) = swaks_rc(&[
+        "--tls",
+        "-a",
+        "PLAIN",
+        "-au",
+        "mailserver",
+        "-ap",
+        "forkert-kodeord",
+    ]);
+    assert_eq!(rc, Some(28), "{tx}");
+    let (rc, tx) = swaks_rc(&["--tls", "-a", "PLAIN", "-au", "nobody", "-ap", pw]);
+    assert_eq!(rc, Some(28), "{tx}");
+    let (rc, tx) = swaks_rc(&["--tls", "-a", "PLAIN", "-au", "mailserver", "-ap", pw]);
+    assert_eq!(rc, Some(0), "{tx}");
+    assert!(tx.contains("235 2.7.0") && tx.contains("250 2.0.0"), "{tx}");
+
+    let list = site.ok(&["queue", "list"]);
+    assert!(list.starts_with("1\toutbound\tactive\t"), "{list}");
+    site.ok(&["queue", "hold", "1"]);
+    assert!(
+        site.ok(&["queue", "show", "1"])
+            .contains("state:        held")
+    );
+    site.ok(&["queue", "release", "1"]);
+    // A retry is refused while an attempt holds the message; the attempts
+    // here end at once (connection refused), so it gets through soon.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let o = site.run(&["queue", "retry", "1"]);
+        if o.status.success() {
+            break;
+        }
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("being delivered now"), "{err}");
+        assert!(Instant::now() < deadline, "{err}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let show = site.ok(&["queue", "show", "1"]);
+    assert!(
+        show.contains("client:       helo=") && show.contains("auth=mailserver"),
+        "{show}"
+    );
+    site.ok(&["queue", "delete", "1"]);
+    site.fails(&["queue", "show", "1"], 2, "not found");
+    assert_eq!(site.ok(&["queue", "list"]), "");
+    let audit = site.ok(&["audit"]);
+    for a in [
+        "smtp_user.add",
+        "queue.hold",
+        "queue.release",
+        "queue.retry",
+        "queue.delete",
+    ] {
+        assert!(audit.contains(a), "{a} not audited: {audit}");
+    }
+    assert!(!audit.contains(pw));
     serve.stop();
 }

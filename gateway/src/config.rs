@@ -267,6 +267,18 @@ impl Config {
         let hostname = t
             .opt_string("", "hostname")
             .unwrap_or_else(default_hostname);
+        let host_ok = !hostname.is_empty()
+            && hostname.len() <= 253
+            && hostname
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+        if !host_ok {
+            t.error(
+                "",
+                "hostname",
+                &format!("{hostname:?} is not a host name (letters, digits, dots and hyphens)"),
+            );
+        }
         let org_name = t.string("organisation", "name", "Testorganisation");
         let org_cvr = t.string("organisation", "cvr", "00000000");
         let domains: Vec<String> = t
@@ -327,6 +339,13 @@ impl Config {
         let log_level = t.string("log", "level", "info");
         if !["error", "warn", "info", "debug", "trace"].contains(&log_level.as_str()) {
             t.error("log", "level", "must be error, warn, info, debug or trace");
+        }
+        if domains.is_empty() && !inbound.listen.ip().is_loopback() {
+            t.error(
+                "inbound",
+                "listen",
+                "an inbound listener beyond loopback needs [organisation] domains (else it relays for anyone to the next hop)",
+            );
         }
         for addr in [inbound.listen, outbound.listen, http_listen] {
             let n = [inbound.listen, outbound.listen, http_listen]

@@ -68,7 +68,13 @@ pub struct Gateway {
     crypto: RwLock<Arc<Crypto>>,
     writer: mpsc::Sender<(Incoming, Reply)>,
     _serve_lock: store::DirLock,
+    /// When this process answered 250 for a queue id (for the latency
+    /// histogram with sub-second precision; the store keeps seconds).
+    accepted_at: std::sync::Mutex<std::collections::HashMap<i64, Instant>>,
 }
+
+/// Most accepted-at times remembered (older messages fall back to seconds).
+const ACCEPTED_AT_MAX: usize = 100_000;
 
 /// Messages committed together at most (one transaction, one sync).
 const BATCH: usize = 128;
@@ -88,7 +94,9 @@ impl Gateway {
                 cfg.data_dir.display()
             ))
         })?;
-        let node = node_id(&cfg.data_dir)?;
+        // The node: its data directory's id and the host (a copied data
+        // directory on another host is another node).
+        let node = format!("{}@{}", node_id(&cfg.data_dir)?, cfg.hostname);
         // Claims of this node's previous run died with it: take them back
         // now rather than when their leases expire.
         let freed = svc
@@ -115,6 +123,7 @@ impl Gateway {
             crypto: RwLock::new(Arc::new(crypto)),
             writer: tx,
             _serve_lock: serve_lock,
+            accepted_at: Default::default(),
         });
         tokio::spawn(writer(Arc::downgrade(&gw), rx));
         Ok(gw)
@@ -157,15 +166,47 @@ impl Gateway {
         r
     }
 
-    /// Certificates for `address` (see [`Service::recipient_certs`]).
-    pub async fn certs_for(&self, address: &str) -> Vec<RecipientCert> {
-        match self.svc.recipient_certs(address, store::now()).await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "recipient certificate lookup failed");
-                Vec::new()
+    /// Seconds since message `id` was accepted: precise for messages this
+    /// process accepted, else from the stored time (whole seconds).
+    pub fn age_of(&self, id: i64, received_at: i64) -> f64 {
+        let map = match self.accepted_at.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        match map.get(&id) {
+            Some(t) => t.elapsed().as_secs_f64(),
+            None => (store::now() - received_at).max(0) as f64,
+        }
+    }
+
+    fn remember(&self, ids: &[i64]) {
+        let now = Instant::now();
+        let mut map = match self.accepted_at.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        if map.len() + ids.len() <= ACCEPTED_AT_MAX {
+            for id in ids {
+                map.insert(*id, now);
             }
         }
+    }
+
+    /// Forgets the accepted-at time of `id` (its attempt is over).
+    pub fn forget(&self, id: i64) {
+        let mut map = match self.accepted_at.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        map.remove(&id);
+    }
+
+    /// Certificates for `address` (see [`Service::recipient_certs`]).
+    pub async fn certs_for(&self, address: &str) -> Result<Vec<RecipientCert>, String> {
+        self.svc
+            .recipient_certs(address, store::now())
+            .await
+            .map_err(|e| format!("recipient certificate lookup failed: {e}"))
     }
 
     /// Where inbound mail goes when no next hop is configured.
@@ -214,11 +255,40 @@ async fn writer(gw: std::sync::Weak<Gateway>, mut rx: mpsc::Receiver<(Incoming, 
                 recipients: r,
             })
             .collect();
-        let result = gw.svc.store().enqueue_batch(&msgs, store::now()).await;
+        let now = store::now();
+        let result = gw.svc.store().enqueue_batch(&msgs, now).await;
+        if result.is_err() && msgs.len() > 1 {
+            // One bad message must not fail the others: one at a time.
+            let mut ids = Vec::new();
+            for m in &msgs {
+                ids.push(gw.svc.store().enqueue(m, now).await);
+            }
+            drop(msgs);
+            drop(rcpts);
+            for ((m, reply), id) in batch.into_iter().zip(ids) {
+                let r = match id {
+                    Ok(id) => {
+                        gw.remember(&[id]);
+                        gw.metrics.received.inc(m.direction == Direction::Inbound);
+                        tracing::info!(queue_id = id, direction = m.direction.as_str(), "queued");
+                        Ok(id)
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "queue commit failed; answered 451");
+                        gw.metrics.fail("queue_commit");
+                        Err("queue unavailable, try again later".to_string())
+                    }
+                };
+                let _ = reply.send(r);
+            }
+            gw.wake.notify_waiters();
+            continue;
+        }
         drop(msgs);
         drop(rcpts);
         match result {
             Ok(ids) => {
+                gw.remember(&ids);
                 for ((m, reply), id) in batch.into_iter().zip(ids) {
                     gw.metrics.received.inc(m.direction == Direction::Inbound);
                     tracing::info!(
@@ -237,7 +307,8 @@ async fn writer(gw: std::sync::Weak<Gateway>, mut rx: mpsc::Receiver<(Incoming, 
                 tracing::error!(error = %e, messages = batch.len(), "queue commit failed; answered 451");
                 gw.metrics.fail("queue_commit");
                 for (_, reply) in batch {
-                    let _ = reply.send(Err(format!("queue unavailable: {e}")));
+                    // The detail is in the log, not in the reply to a peer.
+                    let _ = reply.send(Err("queue unavailable, try again later".to_string()));
                 }
             }
         }

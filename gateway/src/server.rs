@@ -44,6 +44,10 @@ pub struct Running {
     workers: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// Open SMTP sessions at most (both listeners together); each may hold a
+/// message of up to `max_message_size` in memory.
+const MAX_SESSIONS: usize = 256;
+
 /// Counts open sessions so a stop can wait for them.
 #[derive(Debug, Default)]
 struct Sessions {
@@ -93,7 +97,7 @@ impl Running {
         tasks.push(tokio::spawn(http_loop(http, gw.clone(), stop_rx.clone())));
         tasks.push(tokio::spawn(refresh_keys(gw.clone(), stop_rx.clone())));
         let workers = (0..cfg.workers)
-            .map(|_| tokio::spawn(worker::run(gw.clone(), stop_rx.clone())))
+            .map(|i| tokio::spawn(worker::run(gw.clone(), i, stop_rx.clone())))
             .collect();
         Ok(Running {
             gw,
@@ -172,6 +176,18 @@ async fn accept_loop(
             },
             _ = stop_accept.changed() => return,
         };
+        if sessions.open.load(Ordering::SeqCst) >= MAX_SESSIONS {
+            // Busy: say so and close, rather than hold more messages in
+            // memory than the machine has.
+            let mut stream = stream;
+            let _ = tokio::time::timeout(
+                Duration::from_secs(5),
+                stream.write_all(b"421 4.3.2 too many connections, try again later\r\n"),
+            )
+            .await;
+            gw.metrics.fail("too_many_sessions");
+            continue;
+        }
         let _ = stream.set_nodelay(true);
         let trusted = scfg.direction == SessionDirection::Outbound
             && gw
@@ -200,6 +216,11 @@ async fn accept_loop(
     }
 }
 
+/// A hash no password matches, checked for unknown user names.
+static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    service::smtp_users::hash_password("no such user: dummy password").unwrap_or_default()
+});
+
 /// The gateway's answers to a session: which recipients, and queueing.
 struct GatewayHandler {
     gw: Arc<Gateway>,
@@ -213,7 +234,10 @@ impl Handler for GatewayHandler {
         _from: &str,
         rcpt: &str,
     ) -> std::result::Result<(), Reply> {
-        if self.direction == SessionDirection::Inbound && !self.gw.cfg.is_local(rcpt) {
+        // RFC 5321 §4.5.1: <Postmaster> (no domain) is always accepted.
+        let postmaster = rcpt.eq_ignore_ascii_case("postmaster");
+        if self.direction == SessionDirection::Inbound && !postmaster && !self.gw.cfg.is_local(rcpt)
+        {
             return Err(Reply::new(
                 550,
                 Some(EnhancedCode::new(5, 7, 1)),
@@ -223,10 +247,28 @@ impl Handler for GatewayHandler {
         Ok(())
     }
 
-    async fn authenticate(&self, _user: &str, _password: &str) -> bool {
-        // No SMTP AUTH accounts yet: the outbound listener trusts its
-        // `trusted_networks` (see the README).
-        false
+    async fn authenticate(&self, user: &str, password: &str) -> bool {
+        let hash = match self.gw.svc.smtp_user_hash(user).await {
+            Ok(Some(h)) => h,
+            Ok(None) => {
+                // Spend the same time as a wrong password: no oracle for
+                // which names exist.
+                DUMMY_HASH.clone()
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "SMTP user lookup failed");
+                return false;
+            }
+        };
+        let pw = password.to_string();
+        let ok =
+            tokio::task::spawn_blocking(move || service::smtp_users::verify_password(&hash, &pw))
+                .await
+                .unwrap_or(false);
+        if !ok {
+            self.gw.metrics.fail("auth_failed");
+        }
+        ok
     }
 
     async fn accept(
@@ -263,7 +305,7 @@ impl Handler for GatewayHandler {
                 let orcpt = p
                     .orcpt
                     .as_ref()
-                    .map(|o| format!("{};{}", o.addr_type, o.address));
+                    .map(|o| no_controls(&format!("{};{}", o.addr_type, o.address)));
                 (a.clone(), notify, orcpt)
             })
             .collect();
@@ -277,7 +319,7 @@ impl Handler for GatewayHandler {
         let m = Incoming {
             direction,
             mail_from: envelope.mail_from.clone(),
-            envid: envelope.params.envid.clone(),
+            envid: envelope.params.envid.as_deref().map(no_controls),
             ret: envelope.params.ret.map(|r| match r {
                 Ret::Full => "FULL".to_string(),
                 Ret::Hdrs => "HDRS".to_string(),
@@ -292,6 +334,12 @@ impl Handler for GatewayHandler {
             .map(|id| id.to_string())
             .map_err(AcceptError::Temporary)
     }
+}
+
+/// ENVID and ORCPT arrive xtext-encoded and may decode to control bytes
+/// (a NUL that PostgreSQL refuses, a CR LF for a DSN header): dropped.
+fn no_controls(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).collect()
 }
 
 /// Reloads keys every minute (an imported key, a renewal, a rotation).

@@ -21,7 +21,10 @@ const LEASE_SECS: i64 = 600;
 
 /// Runs one worker until `stop` turns true. The message being worked on
 /// is finished first.
-pub async fn run(gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
+pub async fn run(gw: Arc<Gateway>, index: usize, mut stop: watch::Receiver<bool>) {
+    // One lease owner per worker: a worker's results never count for
+    // another's claim.
+    let owner = format!("{}/{index}", gw.owner);
     loop {
         if *stop.borrow() {
             return;
@@ -29,7 +32,7 @@ pub async fn run(gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
         let claimed = {
             let store = gw.svc.store();
             match store.begin().await {
-                Ok(mut tx) => match tx.claim(&gw.owner, store::now(), LEASE_SECS, 1).await {
+                Ok(mut tx) => match tx.claim(&owner, store::now(), LEASE_SECS, 1).await {
                     Ok(c) => match tx.commit().await {
                         Ok(()) => c,
                         Err(e) => {
@@ -56,13 +59,32 @@ pub async fn run(gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
             continue;
         }
         for m in claimed {
-            work(&gw, m).await;
+            // The lease is renewed while the attempt runs (a slow next hop
+            // may take longer than one lease).
+            let renew = tokio::spawn(renew_lease(gw.clone(), m.id, owner.clone()));
+            work(&gw, m, &owner).await;
+            renew.abort();
         }
     }
 }
 
 /// One attempt at one message.
-async fn work(gw: &Arc<Gateway>, m: ClaimedMessage) {
+async fn renew_lease(gw: Arc<Gateway>, id: i64, owner: String) {
+    loop {
+        tokio::time::sleep(Duration::from_secs((LEASE_SECS / 3) as u64)).await;
+        let until = store::now() + LEASE_SECS;
+        match gw.svc.store().renew_lease(id, &owner, until).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(queue_id = id, "lease lost during the attempt");
+                return;
+            }
+            Err(e) => tracing::warn!(queue_id = id, error = %e, "renewing the lease failed"),
+        }
+    }
+}
+
+async fn work(gw: &Arc<Gateway>, m: ClaimedMessage, owner: &str) {
     let now = store::now();
     let expired = now - m.received_at > gw.cfg.max_age.as_secs() as i64;
     let results = if expired {
@@ -71,7 +93,7 @@ async fn work(gw: &Arc<Gateway>, m: ClaimedMessage) {
             .map(|r| RcptResult {
                 idx: r.idx,
                 outcome: Outcome::Failed(format!(
-                    "expired after {} in the queue; last error: {}",
+                    "4.4.7 expired after {} in the queue; last error: {}",
                     human(gw.cfg.max_age),
                     r.last_error.as_deref().unwrap_or("none")
                 )),
@@ -83,22 +105,30 @@ async fn work(gw: &Arc<Gateway>, m: ClaimedMessage) {
             Direction::Outbound => outbound_attempt(gw, &m).await,
         }
     };
-    finish(gw, &m, results).await;
+    finish(gw, &m, results, owner).await;
+    gw.forget(m.id);
 }
 
 async fn inbound_attempt(gw: &Arc<Gateway>, m: &ClaimedMessage) -> Vec<RcptResult> {
+    let run = |crypto: Arc<crate::engine::Crypto>| {
+        let body = m.body.clone();
+        tokio::task::spawn_blocking(move || inbound::process(&body, &crypto.keys, &crypto.trust))
+    };
     let crypto = gw.crypto();
-    let body = m.body.clone();
-    let c = crypto.clone();
-    let processed =
-        match tokio::task::spawn_blocking(move || inbound::process(&body, &c.keys, &c.trust)).await
-        {
-            Ok(p) => p,
-            Err(e) => {
-                let why = format!("processing failed: {e}");
-                return defer_all(m, &why);
-            }
-        };
+    let mut processed = match run(crypto.clone()).await {
+        Ok(p) => p,
+        Err(e) => return defer_all(m, &format!("processing failed: {e}")),
+    };
+    // A key imported since the keys were loaded: load them again, once.
+    if processed.undecryptable.is_some() && crypto.loaded.elapsed() > Duration::from_secs(5) {
+        match gw.reload_crypto().await {
+            Ok(()) => match run(gw.crypto()).await {
+                Ok(p) => processed = p,
+                Err(e) => return defer_all(m, &format!("processing failed: {e}")),
+            },
+            Err(e) => tracing::warn!(error = %e, "reloading keys failed"),
+        }
+    }
     if processed.decrypted {
         gw.metrics
             .decrypted
@@ -153,7 +183,14 @@ async fn outbound_attempt(gw: &Arc<Gateway>, m: &ClaimedMessage) -> Vec<RcptResu
     let addrs: Vec<String> = m.recipients.iter().map(|r| r.address.clone()).collect();
     let mut certs = std::collections::HashMap::new();
     for a in &addrs {
-        certs.insert(a.clone(), gw.certs_for(a).await);
+        match gw.certs_for(a).await {
+            Ok(c) => {
+                certs.insert(a.clone(), c);
+            }
+            // Never "no certificate" because the store did not answer:
+            // that could bounce, or send in the clear.
+            Err(e) => return defer_all(m, &e),
+        }
     }
     let crypto = gw.crypto();
     let gw2 = gw.clone();
@@ -243,7 +280,7 @@ async fn deliver(
             .map(|h| (h, gw.cfg.outbound.relay_tls))
     };
     let delivered = |gw: &Gateway| {
-        let secs = (store::now() - m.received_at).max(0) as f64;
+        let secs = gw.age_of(m.id, m.received_at);
         let h = if inbound {
             &gw.metrics.latency_inbound
         } else {
@@ -374,7 +411,7 @@ fn defer_all(m: &ClaimedMessage, why: &str) -> Vec<RcptResult> {
 
 /// Records the attempt, and queues a DSN for the recipients that failed
 /// for good, in one transaction.
-async fn finish(gw: &Arc<Gateway>, m: &ClaimedMessage, results: Vec<RcptResult>) {
+async fn finish(gw: &Arc<Gateway>, m: &ClaimedMessage, results: Vec<RcptResult>, owner: &str) {
     let now = store::now();
     // Exponential backoff from `retry_base`, doubling, at most an hour.
     let base = gw.cfg.retry_base.as_secs().max(1) as i64;
@@ -404,7 +441,7 @@ async fn finish(gw: &Arc<Gateway>, m: &ClaimedMessage, results: Vec<RcptResult>)
     let outcome: Result<bool, store::StoreError> = async {
         let mut tx = store.begin().await?;
         let ok = tx
-            .finish_attempt(m.id, &gw.owner, &results, next, note.as_deref(), now)
+            .finish_attempt(m.id, owner, &results, next, note.as_deref(), now)
             .await?;
         if ok && let Some(b) = &bounce {
             let rc = [NewRecipient {
@@ -479,12 +516,7 @@ fn make_dsn(
     let recipients = failed
         .iter()
         .map(|(q, why)| {
-            let status = why
-                .split_whitespace()
-                .next()
-                .filter(|s| s.len() == 5 && s.starts_with('5') && s.as_bytes()[1] == b'.')
-                .unwrap_or("5.0.0")
-                .to_string();
+            let status = status_in(why).unwrap_or_else(|| "5.0.0".into());
             DsnRecipient {
                 final_recipient: q.address.clone(),
                 original_recipient: q.orcpt.clone(),
@@ -531,5 +563,46 @@ fn reverse(d: Direction) -> Direction {
     match d {
         Direction::Inbound => Direction::Outbound,
         Direction::Outbound => Direction::Inbound,
+    }
+}
+
+/// The first RFC 3463 status code (`d.ddd.ddd`, class 4 or 5) in a text.
+fn status_in(text: &str) -> Option<String> {
+    text.split(|c: char| c.is_whitespace() || c == ';' || c == ',')
+        .find(|w| {
+            let mut parts = w.split('.');
+            let (Some(a), Some(b), Some(c), None) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
+            else {
+                return false;
+            };
+            matches!(a, "4" | "5")
+                && (1..=3).contains(&b.len())
+                && (1..=3).contains(&c.len())
+                && b.bytes().chain(c.bytes()).all(|x| x.is_ascii_digit())
+        })
+        .map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::status_in;
+
+    #[test]
+    fn status_codes_in_texts() {
+        assert_eq!(
+            status_in("127.0.0.1:25 said: 550 5.1.10 no such user").as_deref(),
+            Some("5.1.10")
+        );
+        assert_eq!(
+            status_in("4.4.7 expired after 5 days").as_deref(),
+            Some("4.4.7")
+        );
+        assert_eq!(
+            status_in("5.7.1 encryption is required").as_deref(),
+            Some("5.7.1")
+        );
+        assert_eq!(status_in("host 10.0.0.5:25: refused"), None);
+        assert_eq!(status_in("version 1.2.3"), None);
     }
 }

@@ -136,3 +136,34 @@ fn networks() {
     );
     assert!(Network::parse("banana/8").is_err());
 }
+
+#[test]
+fn unsafe_combinations_are_refused() {
+    let errs = Config::load(
+        None,
+        &env(&[
+            ("SIKKERMAIL_HOSTNAME", "gw example"),
+            ("SIKKERMAIL_INBOUND_LISTEN", "0.0.0.0:25"),
+        ]),
+    )
+    .unwrap_err();
+    let all: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    assert!(
+        all.iter().any(|e| e.contains("is not a host name")),
+        "{all:?}"
+    );
+    assert!(
+        all.iter()
+            .any(|e| e.contains("needs [organisation] domains")),
+        "{all:?}"
+    );
+    // With domains, listening beyond loopback is fine.
+    Config::load(
+        None,
+        &env(&[
+            ("SIKKERMAIL_INBOUND_LISTEN", "0.0.0.0:25"),
+            ("SIKKERMAIL_ORGANISATION_DOMAINS", "advokat.dk"),
+        ]),
+    )
+    .unwrap();
+}

@@ -28,6 +28,7 @@ pub mod init;
 pub mod keys;
 pub mod mail;
 pub mod queue;
+pub mod smtp_users;
 
 use std::path::{Path, PathBuf};
 

@@ -10,3 +10,4 @@ pub mod policy_cmd;
 pub mod queue_cmd;
 pub mod serve;
 pub mod smime;
+pub mod smtp_user_cmd;

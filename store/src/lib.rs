@@ -22,6 +22,7 @@ pub mod lock;
 pub mod queue;
 pub mod records;
 pub mod seal;
+pub mod smtp_users;
 
 use std::path::Path;
 use std::sync::{Arc, Once, RwLock};

@@ -74,7 +74,11 @@ pub fn strip_fields(raw: &[u8], drop: impl Fn(&str) -> bool) -> Vec<u8> {
 
 /// True for the gateway's own info headers, which never come from outside.
 pub fn is_sikkermail_field(name: &str) -> bool {
-    name.len() >= 13 && name[..13].eq_ignore_ascii_case("x-sikkermail-")
+    // Bytes, not a `str` slice: a name with a non-ASCII character around
+    // byte 13 must not panic.
+    name.as_bytes()
+        .get(..13)
+        .is_some_and(|p| p.eq_ignore_ascii_case(b"x-sikkermail-"))
 }
 
 /// The unfolded value of the first field `name`.
@@ -174,19 +178,21 @@ pub fn decode_words(v: &str) -> String {
             let (enc, r) = r.split_once('?')?;
             let (text, tail) = r.split_once("?=")?;
             let bytes = match enc {
-                "B" | "b" => base64::engine::general_purpose::STANDARD
-                    .decode(text.trim())
-                    .ok()?,
+                "B" | "b" => {
+                    let t = text.trim().trim_end_matches('=');
+                    base64::engine::general_purpose::STANDARD_NO_PAD
+                        .decode(t)
+                        .ok()?
+                }
                 "Q" | "q" => q_decode(text),
                 _ => return None,
             };
             let cs = charset.split('*').next().unwrap_or("").to_ascii_lowercase();
+            // UTF-8 as UTF-8; any other charset byte by byte (Latin-1):
+            // exact for ASCII, so the subject trigger is always seen.
             let s = match cs.as_str() {
-                "utf-8" | "us-ascii" => String::from_utf8_lossy(&bytes).to_string(),
-                "iso-8859-1" | "latin1" | "windows-1252" => {
-                    bytes.iter().map(|b| char::from(*b)).collect()
-                }
-                _ => return None,
+                "utf-8" | "utf8" => String::from_utf8_lossy(&bytes).to_string(),
+                _ => bytes.iter().map(|b| char::from(*b)).collect(),
             };
             Some((s, tail))
         });
@@ -259,6 +265,21 @@ mod tests {
         assert!(out.ends_with(b"\r\n\r\nbody"));
         let s2 = field(&out, "subject").unwrap_or_default();
         assert_eq!(decode_words(&s2), "Dom i sag æ");
+    }
+
+    #[test]
+    fn odd_names_and_charsets() {
+        assert!(!is_sikkermail_field("X-Sikkermailæ"));
+        assert!(!is_sikkermail_field("X-Sikkermai\u{fffd}x"));
+        assert!(is_sikkermail_field("x-SIKKERMAIL-anything"));
+        let raw = "X-Sikkermail\u{e6}: x\r\nSubject: y\r\n\r\n".as_bytes();
+        assert_eq!(strip_fields(raw, is_sikkermail_field), raw.to_vec());
+        assert_eq!(
+            decode_words("=?iso-8859-15?Q?Fortroligt_=5Bsikker=5D_=E6?="),
+            "Fortroligt [sikker] \u{e6}"
+        );
+        assert_eq!(decode_words("=?UTF-8?B?W3Npa2tlcl0?="), "[sikker]");
+        assert_eq!(decode_words("=?koi8-r?B?W3Npa2tlcl0=?="), "[sikker]");
     }
 
     #[test]

@@ -54,7 +54,10 @@ pub fn process(raw: &[u8], keys: &MailKeys, trust: &TrustStore) -> InboundResult
                     format!("inner layer not opened: {why}"),
                 ));
             }
-            opened.message
+            // The decrypted entity's own fields come after the outer ones:
+            // an X-Sikkermail-* field hidden inside is as forged as one
+            // outside.
+            strip_fields(&opened.message, is_sikkermail_field)
         }
         Err(SmimeError::NotSmime { .. }) => clean.clone(),
         Err(e) => {
@@ -93,7 +96,26 @@ pub fn process(raw: &[u8], keys: &MailKeys, trust: &TrustStore) -> InboundResult
             .filter_map(|s| s.emails.first().cloned())
             .collect();
         let signer = signers.first().cloned().unwrap_or_else(|| "unknown".into());
-        match reports.iter().find(|r| !r.valid) {
+        // RFC 8550 §3: the signer must be the sender.
+        let from = sender_address(&message);
+        let mismatch = match &from {
+            Some(f) => !reports
+                .iter()
+                .flat_map(|r| r.signers.iter())
+                .any(|s| s.emails.iter().any(|e| e.eq_ignore_ascii_case(f))),
+            None => true,
+        };
+        let bad = reports
+            .iter()
+            .find(|r| !r.valid)
+            .map(|r| r.reason.clone().unwrap_or_else(|| "not valid".into()));
+        let bad = bad.or_else(|| {
+            mismatch.then(|| match &from {
+                Some(f) => format!("the signer is not the sender {f}"),
+                None => "the message has no From address".into(),
+            })
+        });
+        match bad {
             None => {
                 for r in &reports {
                     for s in &r.signers {
@@ -109,8 +131,7 @@ pub fn process(raw: &[u8], keys: &MailKeys, trust: &TrustStore) -> InboundResult
                 info.push(("X-Sikkermail-Signature", format!("valid; signer={signer}")));
                 "valid"
             }
-            Some(bad) => {
-                let why = bad.reason.clone().unwrap_or_else(|| "not valid".into());
+            Some(why) => {
                 info.push((
                     "X-Sikkermail-Signature",
                     format!("invalid ({why}); signer={signer}"),
@@ -126,6 +147,16 @@ pub fn process(raw: &[u8], keys: &MailKeys, trust: &TrustStore) -> InboundResult
         signature,
         harvest,
     }
+}
+
+/// The address in the From field (the last `<...>`, or the bare value).
+fn sender_address(message: &[u8]) -> Option<String> {
+    let v = super::headers::field(message, "from")?;
+    let addr = match (v.rfind('<'), v.rfind('>')) {
+        (Some(a), Some(b)) if a < b => v[a + 1..b].trim().to_string(),
+        _ => v.trim().to_string(),
+    };
+    (addr.contains('@')).then(|| addr.to_ascii_lowercase())
 }
 
 fn decrypted_value(d: &smime::DecryptReport, keys: &MailKeys) -> String {

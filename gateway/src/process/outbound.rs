@@ -51,7 +51,9 @@ pub struct Plan {
 /// a copy.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Treatment {
-    encrypt: bool,
+    /// Encrypted copies are made per recipient: one copy's RecipientInfos
+    /// would tell every recipient who else (Bcc included) got it.
+    encrypt_to: Option<String>,
     sign: bool,
     cipher: &'static str,
     oaep: bool,
@@ -113,7 +115,7 @@ pub fn plan(
             (EncryptRule::Opportunistic, None) => false,
         };
         let t = Treatment {
-            encrypt,
+            encrypt_to: encrypt.then(|| rcpt.to_ascii_lowercase()),
             sign: d.sign,
             cipher: d.cipher.name(),
             oaep: d.oaep,
@@ -131,9 +133,21 @@ pub fn plan(
             None => clean.clone(),
         };
         let mut signed_by = None;
-        if t.sign
-            && let Some(k) = keys.signer_for(from, now)
-        {
+        if t.sign {
+            let Some(k) = keys.signer_for(from, now) else {
+                // The policy says sign: never send unsigned instead. The
+                // message waits (and says why) until a key is there.
+                for i in &idx {
+                    out.refused.push(Refused {
+                        recipient: *i,
+                        status: "4.7.0",
+                        reason: format!(
+                            "the policy says sign, and no valid organisation or personal key can sign for {from} (issue or import an organisation certificate)"
+                        ),
+                    });
+                }
+                continue;
+            };
             match smime::sign(&msg, &k.pair, &SignOptions::default()) {
                 Ok(signed) => {
                     msg = signed;
@@ -153,7 +167,7 @@ pub fn plan(
             }
         }
         let mut encrypted = None;
-        if t.encrypt {
+        if t.encrypt_to.is_some() {
             let opts = EncryptOptions {
                 cipher: cipher_of(t.cipher),
                 key_transport: if t.oaep {

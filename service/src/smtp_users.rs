@@ -1,0 +1,99 @@
+//! SMTP AUTH accounts for the outbound listener: the firm's mail server (or
+//! a script) authenticates instead of, or besides, being in
+//! `trusted_networks`. Passwords are kept as argon2id hashes; every change
+//! is audited.
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+
+use crate::{Error, Result, Service};
+
+/// Hashes `password` with argon2id (the crate's default parameters) and a
+/// random salt, as a PHC string.
+pub fn hash_password(password: &str) -> Result<String> {
+    let mut salt = [0u8; 16];
+    openssl::rand::rand_bytes(&mut salt)?;
+    let salt = SaltString::encode_b64(&salt).map_err(|e| Error::Invalid(format!("salt: {e}")))?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| Error::Invalid(format!("hashing the password: {e}")))
+}
+
+/// True when `password` matches the PHC string `hash`. Slow on purpose
+/// (tens of milliseconds): call it off the async runtime's threads.
+pub fn verify_password(hash: &str, password: &str) -> bool {
+    PasswordHash::new(hash)
+        .map(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "@._-+".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "SMTP user name {name:?}: use 1-128 letters, digits and @ . _ - +"
+        )))
+    }
+}
+
+impl Service {
+    /// Adds an SMTP user, or sets a new password for an existing one.
+    /// Returns true when the user is new.
+    pub async fn smtp_user_set(&self, name: &str, password: &str) -> Result<bool> {
+        check_name(name)?;
+        if password.chars().count() < 12 {
+            return Err(Error::Invalid(
+                "the SMTP password must have at least 12 characters".into(),
+            ));
+        }
+        let hash = hash_password(password)?;
+        let mut tx = self.store.begin().await?;
+        let new = tx.smtp_user_set(self.org.id, name, &hash).await?;
+        let action = if new {
+            "smtp_user.add"
+        } else {
+            "smtp_user.password"
+        };
+        tx.audit(Some(self.org.id), self.actor.as_str(), action, name, "")
+            .await?;
+        tx.commit().await?;
+        Ok(new)
+    }
+
+    /// Removes an SMTP user.
+    pub async fn smtp_user_remove(&self, name: &str) -> Result<()> {
+        let mut tx = self.store.begin().await?;
+        tx.smtp_user_remove(self.org.id, name).await?;
+        tx.audit(
+            Some(self.org.id),
+            self.actor.as_str(),
+            "smtp_user.remove",
+            name,
+            "",
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every SMTP user: (name, created at).
+    pub async fn smtp_users(&self) -> Result<Vec<(String, i64)>> {
+        Ok(self.store.smtp_users(self.org.id).await?)
+    }
+
+    /// The stored hash of `name`, to check with [`verify_password`].
+    pub async fn smtp_user_hash(&self, name: &str) -> Result<Option<String>> {
+        Ok(self.store.smtp_user_hash(self.org.id, name).await?)
+    }
+}
