@@ -54,7 +54,12 @@ pub fn load_config(file: Option<&PathBuf>) -> Result<Config, Fail> {
 pub fn serve(a: ServeArgs) -> Result<ExitCode, Fail> {
     let cfg = load_config(a.config.as_ref())?;
     if a.check {
-        if let Some(p) = &cfg.policy {
+        let default_policy = cfg.data_dir.join("policy.toml");
+        let policy = cfg
+            .policy
+            .clone()
+            .or_else(|| default_policy.exists().then_some(default_policy));
+        if let Some(p) = &policy {
             let text = std::fs::read_to_string(p).map_err(|e| Fail {
                 code: 2,
                 msg: format!("policy {}: {e}", p.display()),
