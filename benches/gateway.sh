@@ -34,7 +34,7 @@
 #   PERF=0        1: perf record the serve process during each run, print its top symbols
 #   TIMEOUT=600   seconds to wait for the deliveries after the last 250
 # See benches/README.md.
-set -euo pipefail
+set -eEuo pipefail
 cd "$(dirname "$0")/.."
 . benches/lib.sh   # bench_build, yardstick, ratio
 N=${N:-2000}
@@ -72,13 +72,17 @@ cd "$W"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 200); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return; sleep 0.05; done; return 1; }
+# Forgets a PID that was reaped (so the exit trap never signals a reused one).
+forget() {
+    local k=()
+    for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || k+=("$p"); done
+    PIDS=("${k[@]}")
+}
 # Stops a process this script started (by its PID) and forgets it.
 stop() {
     kill "$1" 2>/dev/null || true
     wait "$1" 2>/dev/null || true
-    local k=()
-    for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || k+=("$p"); done
-    PIDS=("${k[@]}")
+    forget "$1"
 }
 # As root smtp-sink insists on -u (see shared/peers/mta-recipes.sh).
 SINK_U=()
@@ -243,9 +247,8 @@ EOF
     done
     t2=$(date +%s.%N)
     local c1 m1; c1=$(proc_cpu "$spid"); m1=$(machine_cpu)
-    if [ -n "$perfp" ]; then kill -INT "$perfp"; wait "$perfp" 2>/dev/null || true; PIDS=("${PIDS[@]/$perfp}"); fi
-    for p in "${tops[@]}"; do wait "$p" 2>/dev/null || true; done
-    for p in "${tops[@]}"; do PIDS=("${PIDS[@]/$p}"); done
+    if [ -n "$perfp" ]; then kill -INT "$perfp"; wait "$perfp" 2>/dev/null || true; forget "$perfp"; fi
+    for p in "${tops[@]}"; do wait "$p" 2>/dev/null || true; forget "$p"; done
     curl -s "http://$HTTP/metrics" > run/m1.txt
     local acc; acc=$(awk -v n="$N" -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", n / (b - a) }')
     echo "   accepted: smtp-source took $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }') s = $acc msgs/s  => $(ratio "$acc" "$Y1" "$C")"

@@ -787,6 +787,7 @@ fn outbound_signs_and_encrypts_and_required_encryption_never_leaks() {
 const CLIENTS_PY: &str = r#"
 import smtplib, sys, threading
 host, port, n, clients = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+offset = int(sys.argv[5]) if len(sys.argv) > 5 else 0
 lock = threading.Lock()
 def run(k):
     i = k
@@ -796,10 +797,10 @@ def run(k):
             if s is None:
                 s = smtplib.SMTP(host, port, timeout=20)
                 s.ehlo("client%d.test" % k)
-            body = "From: a@udenfor.test\r\nTo: post@advokat.test\r\nSubject: msg %d\r\nX-Test-Id: %d\r\n\r\n%s\r\n" % (i, i, "x" * 2000)
+            body = "From: a@udenfor.test\r\nTo: post@advokat.test\r\nSubject: msg %d\r\nX-Test-Id: %d\r\n\r\n%s\r\n" % (i + offset, i + offset, "x" * 2000)
             s.sendmail("a@udenfor.test", ["post@advokat.test"], body)
             with lock:
-                sys.stdout.write("OK %d\n" % i); sys.stdout.flush()
+                sys.stdout.write("OK %d\n" % (i + offset)); sys.stdout.flush()
             i += clients
         except Exception as e:
             with lock:
@@ -1060,5 +1061,147 @@ fn outbound_needs_trust_or_smtp_auth_and_queue_commands_act_and_are_audited() {
         assert!(audit.contains(a), "{a} not audited: {audit}");
     }
     assert!(!audit.contains(pw));
+    serve.stop();
+}
+
+#[test]
+fn two_nodes_on_one_postgresql_share_the_queue_and_deliver_each_message_once() {
+    if !peers(&["smtp-sink", "python3"]) {
+        return;
+    }
+    let Some(a) = Site::new(true) else {
+        assert!(
+            !common::peers_required(),
+            "SIKKERMAIL_REQUIRE_PEERS=1 needs TEST_DATABASE_URL"
+        );
+        eprintln!("!!! SKIPPED: TEST_DATABASE_URL not set: no two-node test");
+        return;
+    };
+    a.ok(&["init", "--test"]);
+    let b = a.second_node();
+    let d = a.dir.parent().unwrap().to_path_buf();
+    let sink = Sink::start(&d.join("sink"));
+    let extra = format!(
+        "[organisation]\ndomains = [\"advokat.test\"]\n[inbound]\nnext_hop = \"127.0.0.1:{}\"\nnext_hop_tls = \"none\"\n",
+        sink.port
+    );
+    let serve_a = Serve::start(&a, &extra);
+    let serve_b = Serve::start(&b, &extra);
+    fs::write(d.join("clients.py"), CLIENTS_PY).unwrap();
+    let (pa, pb) = (serve_a.inbound.port(), serve_b.inbound.port());
+    let send = |port: u16, offset: &str| {
+        Command::new("python3")
+            .arg(d.join("clients.py"))
+            .args(["127.0.0.1", &port.to_string(), "200", "4", offset])
+            .output()
+            .unwrap()
+    };
+    let (oa, ob) = std::thread::scope(|sc| {
+        let ha = sc.spawn(|| send(pa, "0"));
+        let hb = sc.spawn(|| send(pb, "1000"));
+        (ha.join().unwrap(), hb.join().unwrap())
+    });
+    for o in [&oa, &ob] {
+        assert!(
+            o.status.success() && o.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 200);
+    }
+    let got = sink.wait_for(400, 120, Some(&serve_a));
+    let mut ids: BTreeMap<u32, usize> = BTreeMap::new();
+    for (_, m) in &got {
+        *ids.entry(header(m, "X-Test-Id").unwrap().parse().unwrap())
+            .or_default() += 1;
+    }
+    assert_eq!(ids.len(), 400);
+    assert!(
+        ids.values().all(|n| *n == 1),
+        "delivered twice: {:?}",
+        ids.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>()
+    );
+    let by_a = serve_a.metric("sikkermail_deliveries_total{direction=\"inbound\"}");
+    let by_b = serve_b.metric("sikkermail_deliveries_total{direction=\"inbound\"}");
+    eprintln!("two nodes: A delivered {by_a}, B delivered {by_b}");
+    assert_eq!(by_a + by_b, 400.0);
+    serve_a.stop();
+    serve_b.stop();
+}
+
+#[test]
+fn undecryptable_mail_is_quarantined_by_policy_and_released_by_an_administrator() {
+    if !peers(&["swaks", "openssl"]) {
+        return;
+    }
+    let site = Site::new(false).unwrap();
+    let d = site.dir.parent().unwrap().to_path_buf();
+    site.ok(&["init", "--test"]);
+    let (_, other_crt, _) = outside_party(&d, "andre", "post@andre.test");
+    fs::write(
+        d.join("policy.toml"),
+        "[default]\nundecryptable = \"quarantine\"\n",
+    )
+    .unwrap();
+    fs::write(
+        d.join("inner.txt"),
+        "Content-Type: text/plain\r\n\r\nHemmeligt.\r\n",
+    )
+    .unwrap();
+    sh(
+        &d,
+        &format!(
+            "openssl cms -encrypt -aes-256-cbc -in inner.txt -out m.eml -subject 'Ikke til os' {other_crt}"
+        ),
+    );
+    let serve = Serve::start(
+        &site,
+        &format!("policy = \"{}\"\n", d.join("policy.toml").display()),
+    );
+    swaks(
+        serve.inbound,
+        "a@udenfor.test",
+        "post@advokat.test",
+        &d.join("m.eml"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let list = site.ok(&["queue", "list", "--all"]);
+        if list.contains("post@advokat.test=quarantined") {
+            assert!(list.contains("quarantined: not decrypted"), "{list}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not quarantined: {list}\n{}",
+            serve.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let new = site.dir.join("maildir/post@advokat.test/new");
+    assert!(
+        fs::read_dir(&new).map(|r| r.count()).unwrap_or(0) == 0,
+        "quarantined mail was delivered"
+    );
+    site.ok(&["queue", "release", "1"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let file = loop {
+        if let Some(f) = fs::read_dir(&new).ok().and_then(|mut r| r.next()) {
+            break f.unwrap().path();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "released mail not delivered\n{}",
+            serve.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let msg = fs::read_to_string(file).unwrap().replace("\r\n", "\n");
+    assert!(
+        header(&msg, "X-Sikkermail-Error").is_some_and(|e| e.starts_with("not decrypted")),
+        "{msg}"
+    );
+    assert!(!msg.contains("Hemmeligt."));
+    assert!(site.ok(&["audit"]).contains("queue.release"));
     serve.stop();
 }

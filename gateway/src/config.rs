@@ -55,6 +55,7 @@ const KEYS: &[(&str, &str, &str)] = &[
     ("queue", "max_age", "duration (s, m, h, d)"),
     ("queue", "retry_base", "duration"),
     ("queue", "workers", "count"),
+    ("queue", "keep_done", "duration"),
     ("http", "listen", "address:port"),
     ("tls", "cert", "PEM file"),
     ("tls", "key", "PEM file"),
@@ -182,6 +183,9 @@ pub struct Config {
     pub retry_base: Duration,
     /// Delivery workers (default 4).
     pub workers: usize,
+    /// How long finished messages stay in the queue for `queue list --all`
+    /// (default 7 days). Quarantined ones stay until released or deleted.
+    pub keep_done: Duration,
     /// HTTP listener for /metrics and /healthz (default 127.0.0.1:8080).
     pub http_listen: SocketAddr,
     /// STARTTLS certificate and key; `None`: a self-signed one made at first start.
@@ -323,6 +327,7 @@ impl Config {
         let max_age = t.duration("queue", "max_age", "5d");
         let retry_base = t.duration("queue", "retry_base", "1m");
         let workers = t.int("queue", "workers", 4, 1) as usize;
+        let keep_done = t.duration("queue", "keep_done", "7d");
         let http_listen = t.addr("http", "listen", "127.0.0.1:8080");
         let tls = match (t.opt_string("tls", "cert"), t.opt_string("tls", "key")) {
             (Some(c), Some(k)) => Some((PathBuf::from(c), PathBuf::from(k))),
@@ -375,6 +380,7 @@ impl Config {
             max_age,
             retry_base,
             workers,
+            keep_done,
             http_listen,
             tls,
             log_json: format == "json",

@@ -96,6 +96,7 @@ impl Running {
         }
         tasks.push(tokio::spawn(http_loop(http, gw.clone(), stop_rx.clone())));
         tasks.push(tokio::spawn(refresh_keys(gw.clone(), stop_rx.clone())));
+        tasks.push(tokio::spawn(purge(gw.clone(), stop_rx.clone())));
         let workers = (0..cfg.workers)
             .map(|i| tokio::spawn(worker::run(gw.clone(), i, stop_rx.clone())))
             .collect();
@@ -351,6 +352,22 @@ async fn refresh_keys(gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
         }
         if let Err(e) = gw.reload_crypto().await {
             tracing::warn!(error = %e, "reloading keys failed; the previous ones stay in use");
+        }
+    }
+}
+
+/// Removes finished messages older than `[queue] keep_done`, hourly.
+async fn purge(gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let keep = gw.cfg.keep_done.as_secs() as i64;
+        match gw.svc.store().purge_done(store::now() - keep).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(messages = n, "purged finished messages"),
+            Err(e) => tracing::warn!(error = %e, "purging finished messages failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            _ = stop.changed() => return,
         }
     }
 }

@@ -152,7 +152,9 @@ async fn inbound_attempt(gw: &Arc<Gateway>, m: &ClaimedMessage) -> Vec<RcptResul
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         gw.metrics.fail("undecryptable");
         for r in &m.recipients {
-            if gw.policy.undecryptable_for(&r.address) == policies::Undecryptable::Quarantine {
+            if !m.released
+                && gw.policy.undecryptable_for(&r.address) == policies::Undecryptable::Quarantine
+            {
                 results.push(RcptResult {
                     idx: r.idx,
                     outcome: Outcome::Quarantined(format!("not decrypted: {why}")),

@@ -49,7 +49,7 @@ impl Service {
         match action {
             QueueAction::Retry => tx.queue_retry(org, id, crate::now()).await?,
             QueueAction::Hold => tx.queue_hold(org, id).await?,
-            QueueAction::Release => tx.queue_release(org, id).await?,
+            QueueAction::Release => tx.queue_release(org, id, crate::now()).await?,
             QueueAction::Delete => tx.queue_delete(org, id).await?,
         }
         tx.audit(

@@ -182,6 +182,8 @@ pub struct ClaimedMessage {
     pub received_at: i64,
     /// Attempts made before this one.
     pub attempts: i64,
+    /// An administrator released it from quarantine: deliver as it is.
+    pub released: bool,
     /// The recipients still queued, in envelope order.
     pub recipients: Vec<QueuedRecipient>,
 }
@@ -340,7 +342,7 @@ macro_rules! claim_sql {
             "AND (lease_until IS NULL OR lease_until < $3) ORDER BY next_attempt, id LIMIT $4",
             $lock,
             ") RETURNING id, org_id, direction, mail_from, envid, ret, client, body, ",
-            "received_at, attempts, next_attempt"
+            "received_at, attempts, next_attempt, released"
         )
     };
 }
@@ -428,6 +430,7 @@ impl Tx<'_> {
                 body: r.try_get("body")?,
                 received_at: r.try_get("received_at")?,
                 attempts: r.try_get("attempts")?,
+                released: r.try_get::<i64, _>("released")? != 0,
                 recipients: Vec::new(),
             };
             due.push((r.try_get::<i64, _>("next_attempt")?, m));
@@ -723,9 +726,39 @@ impl Tx<'_> {
         self.set_state(org, id, MessageState::Held).await
     }
 
-    /// Releases message `id` of `org` (held -> active; active stays
-    /// active), due when it was due before.
-    pub async fn queue_release(&mut self, org: OrgId, id: QueueId) -> Result<(), StoreError> {
+    /// Releases message `id` of `org`: held -> active (due when it was due
+    /// before; active stays active); or, for a message whose recipients
+    /// were quarantined, those recipients are queued again, due `now`, and
+    /// the message is marked released (delivered as it is, not quarantined
+    /// again).
+    pub async fn queue_release(
+        &mut self,
+        org: OrgId,
+        id: QueueId,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let requeued = sqlx::query(
+            "UPDATE queue_recipients SET state = 'queued', updated_at = $1 \
+             WHERE state = 'quarantined' AND message_id IN \
+             (SELECT id FROM queue_messages WHERE org_id = $2 AND id = $3)",
+        )
+        .bind(now)
+        .bind(org.0)
+        .bind(id)
+        .execute(&mut *self.tx)
+        .await?;
+        if requeued.rows_affected() > 0 {
+            sqlx::query(
+                "UPDATE queue_messages SET state = 'active', released = 1, next_attempt = $1, \
+                 done_at = NULL WHERE org_id = $2 AND id = $3",
+            )
+            .bind(now)
+            .bind(org.0)
+            .bind(id)
+            .execute(&mut *self.tx)
+            .await?;
+            return Ok(());
+        }
         self.set_state(org, id, MessageState::Active).await
     }
 
@@ -811,18 +844,37 @@ impl Tx<'_> {
     /// Deletes the done messages (of every organisation) that became done
     /// before `older_than`; returns how many.
     pub async fn purge_done(&mut self, older_than: i64) -> Result<i64, StoreError> {
-        sqlx::query(
-            "DELETE FROM queue_recipients WHERE message_id IN \
-             (SELECT id FROM queue_messages WHERE state = 'done' AND done_at < $1)",
-        )
-        .bind(older_than)
-        .execute(&mut *self.tx)
-        .await?;
-        let done = sqlx::query("DELETE FROM queue_messages WHERE state = 'done' AND done_at < $1")
+        // Quarantined mail stays until an administrator releases or
+        // deletes it.
+        const PURGEABLE: &str = "SELECT id FROM queue_messages m WHERE state = 'done' AND done_at < $1 \
+             AND NOT EXISTS (SELECT 1 FROM queue_recipients q WHERE q.message_id = m.id \
+             AND q.state = 'quarantined')";
+        let ids: Vec<i64> = sqlx::query(PURGEABLE)
             .bind(older_than)
+            .fetch_all(&mut *self.tx)
+            .await?
+            .iter()
+            .map(|r| r.try_get("id"))
+            .collect::<Result<_, _>>()?;
+        for chunk in ids.chunks(500) {
+            let list = chunk
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM queue_recipients WHERE message_id IN ({list})"
+            )))
             .execute(&mut *self.tx)
             .await?;
-        Ok(i64::try_from(done.rows_affected()).unwrap_or(i64::MAX))
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM queue_messages WHERE id IN ({list})"
+            )))
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        let done = ids.len();
+        Ok(i64::try_from(done).unwrap_or(i64::MAX))
     }
 }
 
@@ -872,7 +924,7 @@ in_tx! { begin:
     /// Holds message `id` of `org`.
     fn queue_hold(&self, org: OrgId, id: QueueId) -> ();
     /// Releases message `id` of `org`.
-    fn queue_release(&self, org: OrgId, id: QueueId) -> ();
+    fn queue_release(&self, org: OrgId, id: QueueId, now: i64) -> ();
     /// Removes message `id` of `org`.
     fn queue_delete(&self, org: OrgId, id: QueueId) -> ();
     /// Deletes the done messages that became done before `older_than`.

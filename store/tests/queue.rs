@@ -239,8 +239,30 @@ async fn enqueue_claim_finish_round_trip() {
                 ("three@domstol.dk".to_string(), RcptState::Failed),
             ]
         );
-        assert_eq!(s.purge_done(420).await.unwrap(), 0);
-        assert_eq!(s.purge_done(421).await.unwrap(), 1);
+        // Quarantined mail is never purged; released, it is delivered as
+        // it is (the claim says so), then it may go.
+        assert_eq!(s.purge_done(421).await.unwrap(), 0);
+        s.queue_release(org, id, 500).await.unwrap();
+        let rel = s.claim("w4", 500, 60, 10).await.unwrap();
+        assert_eq!(rel.len(), 1);
+        assert!(rel[0].released);
+        assert_eq!(rel[0].recipients.len(), 1);
+        assert_eq!(rel[0].recipients[0].address, "two@domstol.dk");
+        let results = [RcptResult {
+            idx: 1,
+            outcome: Outcome::Delivered("250 ok".into()),
+        }];
+        assert!(
+            s.finish_attempt(id, "w4", &results, 900, None, 510)
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            s.queue_show(org, id).await.unwrap().state,
+            MessageState::Done
+        );
+        assert_eq!(s.purge_done(510).await.unwrap(), 0);
+        assert_eq!(s.purge_done(511).await.unwrap(), 1);
         assert!(matches!(
             s.queue_show(org, id).await,
             Err(StoreError::NotFound(_))
@@ -330,7 +352,7 @@ async fn hold_release_and_retry() {
         // its lease ran out).
         let late = s.claim("w", i64::MAX / 2, 60, 10).await.unwrap();
         assert_eq!(late.iter().map(|m| m.id).collect::<Vec<_>>(), [free]);
-        s.queue_release(org, held).await.unwrap();
+        s.queue_release(org, held, 100).await.unwrap();
         assert_eq!(
             s.claim("w", 100, 60, 10).await.unwrap()[0].id,
             held,
@@ -389,7 +411,7 @@ async fn hold_release_and_retry() {
         );
         for r in [
             s.queue_hold(org, free).await,
-            s.queue_release(org, free).await,
+            s.queue_release(org, free, 100).await,
             s.queue_retry(org, free, 800).await,
         ] {
             assert!(matches!(r, Err(StoreError::Conflict(_))), "{r:?}");
@@ -459,7 +481,7 @@ async fn one_organisation_never_touches_another_ones_mail() {
         for r in [
             s.queue_retry(b, id, 100).await,
             s.queue_hold(b, id).await,
-            s.queue_release(b, id).await,
+            s.queue_release(b, id, 100).await,
             s.queue_delete(b, id).await,
         ] {
             assert!(matches!(r, Err(StoreError::NotFound(_))), "{r:?}");

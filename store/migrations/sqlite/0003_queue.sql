@@ -19,7 +19,8 @@ CREATE TABLE queue_messages (
     lease_owner   TEXT,
     lease_until   BIGINT,
     note          TEXT,
-    done_at       BIGINT
+    done_at       BIGINT,
+    released      BIGINT NOT NULL DEFAULT 0   -- released from quarantine: deliver as it is
 );
 
 -- claim: active messages by due time.
