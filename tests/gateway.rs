@@ -645,8 +645,9 @@ fn inbound_decrypts_oces3_and_legacy_oces2_verifies_and_harvests() {
         // The court's certificate was harvested under its address.
         let list = site.ok(&["recipient", "list"]);
         assert!(
-            list.lines()
-                .any(|l| l.contains("post@retten.test") && l.contains("harvested")),
+            list.lines().any(|l| l.contains("post@retten.test")
+                && l.contains("harvested")
+                && l.contains("AES-256-CBC")),
             "{list}"
         );
         assert_eq!(serve.metric("sikkermail_decrypted_total"), 3.0);

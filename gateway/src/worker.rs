@@ -134,8 +134,8 @@ async fn inbound_attempt(gw: &Arc<Gateway>, m: &ClaimedMessage) -> Vec<RcptResul
             .decrypted
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
-    for (addr, cert) in &processed.harvest {
-        match gw.svc.harvest(addr, cert).await {
+    for (addr, cert, caps) in &processed.harvest {
+        match gw.svc.harvest(addr, cert, caps).await {
             Ok(_) => {
                 gw.metrics
                     .harvested

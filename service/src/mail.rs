@@ -215,9 +215,15 @@ impl Service {
     }
 
     /// Records the certificate of a verified signer under `address` (its
-    /// source `harvested`). Seen again, only its last-seen time changes.
-    /// Returns the recipient entry's id.
-    pub async fn harvest(&self, address: &str, cert: &X509) -> Result<i64> {
+    /// source `harvested`) with the S/MIME capabilities the signature
+    /// announced. Seen again, its last-seen time and capabilities are
+    /// updated. Returns the recipient entry's id.
+    pub async fn harvest(
+        &self,
+        address: &str,
+        cert: &X509,
+        capabilities: &[String],
+    ) -> Result<i64> {
         if smime::keyring::is_ca_certificate(cert) {
             return Err(Error::Invalid(
                 "a CA certificate is never harvested as a recipient".into(),
@@ -227,8 +233,8 @@ impl Service {
             .map_err(|e| Error::Invalid(format!("certificate PEM: {e}")))?;
         let subject = smime::keyring::name_to_string(cert.subject_name());
         let (_, not_after) = validity(cert);
-        let id = self
-            .store
+        let mut tx = self.store.begin().await?;
+        let id = tx
             .upsert_recipient(
                 self.org.id,
                 address,
@@ -239,6 +245,11 @@ impl Service {
                 "harvested",
             )
             .await?;
+        if !capabilities.is_empty() {
+            tx.set_recipient_capabilities(self.org.id, id, &capabilities.join(","))
+                .await?;
+        }
+        tx.commit().await?;
         Ok(id)
     }
 }

@@ -230,13 +230,14 @@ pub fn recipient(cmd: RecipientCommand) -> Result<ExitCode, Fail> {
             let ctx = open(&store)?;
             for r in ctx.rt.block_on(ctx.store().list_recipients(ctx.org().id))? {
                 println!(
-                    "{}\t{}\t{}\tuntil {}\t{}\t{}",
+                    "{}\t{}\t{}\tuntil {}\t{}\t{}\t{}",
                     r.id,
                     r.address,
                     r.source,
                     date(r.not_after),
                     &r.fingerprint[..16.min(r.fingerprint.len())],
-                    r.subject
+                    r.subject,
+                    r.capabilities.as_deref().unwrap_or("")
                 );
             }
             Ok(ExitCode::SUCCESS)

@@ -161,6 +161,8 @@ pub struct RecipientRow {
     pub last_seen: i64,
     /// Pinned by an administrator.
     pub pinned: bool,
+    /// SMIMECapabilities the signer announced (harvested certificates).
+    pub capabilities: Option<String>,
 }
 
 /// The CA of an organisation.
@@ -516,13 +518,29 @@ impl Tx<'_> {
     /// Every outside certificate of `org`.
     pub async fn list_recipients(&mut self, org: OrgId) -> Result<Vec<RecipientRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, address, cert_pem, fingerprint, subject, not_after, source, first_seen, last_seen, pinned \
+            "SELECT id, address, cert_pem, fingerprint, subject, not_after, source, first_seen, last_seen, pinned, capabilities \
              FROM recipients WHERE org_id = $1 ORDER BY address, id",
         )
         .bind(org.0)
         .fetch_all(&mut *self.tx)
         .await?;
         rows.iter().map(recipient_row).collect()
+    }
+
+    /// Records the S/MIME capabilities announced with recipient entry `id`.
+    pub async fn set_recipient_capabilities(
+        &mut self,
+        org: OrgId,
+        id: i64,
+        capabilities: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE recipients SET capabilities = $1 WHERE org_id = $2 AND id = $3")
+            .bind(capabilities)
+            .bind(org.0)
+            .bind(id)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
     }
 
     /// The outside certificates recorded for `address` (lowercased).
@@ -532,7 +550,7 @@ impl Tx<'_> {
         address: &str,
     ) -> Result<Vec<RecipientRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, address, cert_pem, fingerprint, subject, not_after, source, first_seen, last_seen, pinned \
+            "SELECT id, address, cert_pem, fingerprint, subject, not_after, source, first_seen, last_seen, pinned, capabilities \
              FROM recipients WHERE org_id = $1 AND address = $2 ORDER BY id",
         )
         .bind(org.0)
@@ -645,5 +663,6 @@ fn recipient_row(r: &sqlx::any::AnyRow) -> Result<RecipientRow, StoreError> {
         first_seen: r.try_get("first_seen")?,
         last_seen: r.try_get("last_seen")?,
         pinned: r.try_get::<i64, _>("pinned")? != 0,
+        capabilities: r.try_get("capabilities")?,
     })
 }

@@ -25,8 +25,9 @@ pub struct InboundResult {
     pub undecryptable: Option<String>,
     /// `valid`, `invalid` or `none`.
     pub signature: &'static str,
-    /// Certificates of valid signers with their addresses, to harvest.
-    pub harvest: Vec<(String, X509)>,
+    /// Certificates of valid signers with their addresses and announced
+    /// S/MIME capabilities, to harvest.
+    pub harvest: Vec<(String, X509, Vec<String>)>,
 }
 
 /// Processes one inbound message.
@@ -124,7 +125,11 @@ pub fn process(raw: &[u8], keys: &MailKeys, trust: &TrustStore) -> InboundResult
                             continue;
                         };
                         for e in &s.emails {
-                            harvest.push((e.to_ascii_lowercase(), cert.clone()));
+                            harvest.push((
+                                e.to_ascii_lowercase(),
+                                cert.clone(),
+                                s.capabilities.clone(),
+                            ));
                         }
                     }
                 }
