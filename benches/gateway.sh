@@ -30,9 +30,13 @@
 #   WORKERS="2 4" [queue] workers to try    R=1        runs per direction and setting
 #   DIRS="inbound outbound"                 REUSE=0    1: smtp-source -d (reuse connections)
 #   LIGHT=100     light-load messages (0: none)        LS=8  its sessions (~LS msgs/s)
-#   TOPH=1        per-thread CPU of serve (top -H) during each run
+#   TOPH=1        per-thread CPU of serve (from /proc/PID/task, the whole run) and a top
+#                 of the busiest processes 2-7 s into each run
 #   PERF=0        1: perf record the serve process during each run, print its top symbols
+#   SYSCALLS=0    1: strace -c the serve process during each run (clock_nanosleep, fsync,
+#                 connect only, so it slows little): SQLite's busy-handler sleeps per message
 #   TIMEOUT=600   seconds to wait for the deliveries after the last 250
+#   YARDSTICK_US  a yardstick (us) to use instead of measuring it: only while trying knobs
 # See benches/README.md.
 set -eEuo pipefail
 cd "$(dirname "$0")/.."
@@ -47,7 +51,12 @@ LIGHT=${LIGHT:-100}
 LS=${LS:-8}
 TOPH=${TOPH:-1}
 PERF=${PERF:-0}
+SYSCALLS=${SYSCALLS:-0}
 TIMEOUT=${TIMEOUT:-600}
+if [ "$LIGHT" -gt 0 ] && [ "$LIGHT" -lt "$LS" ]; then echo "LIGHT ($LIGHT) must be 0 or at least LS ($LS)" >&2; exit 2; fi
+if [ "$PERF" = 1 ] || [ "$SYSCALLS" = 1 ]; then
+    echo "!! PERF=1 / SYSCALLS=1 attach to serve and slow it down: use such runs for the profile, not for the rates"
+fi
 C=$(nproc)
 HZ=$(getconf CLK_TCK)
 
@@ -56,7 +65,7 @@ top -bn1 | head -15
 echo "== building the release binary"
 bench_build
 echo "   $B"
-Y1=$(yardstick)
+Y1=${YARDSTICK_US:-$(yardstick)}   # YARDSTICK_US=2500: skip criterion (only while trying knobs)
 echo "== yardstick (vendored OpenSSL, RSA-3072 private decrypt): ${Y1} us = $(awk -v y="$Y1" 'BEGIN { printf "%.0f", 1e6 / y }')/s per core, $C cores"
 
 W=$(mktemp -d)
@@ -91,6 +100,10 @@ SINK_U=()
 proc_cpu() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 # busy idle iowait steal (clock ticks, all cores) from /proc/stat.
 machine_cpu() { awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, $5, $6, $9 }' /proc/stat; }
+# tid name ticks, per thread of a process.
+threads_cpu() { cat /proc/"$1"/task/*/stat 2>/dev/null | awk '{ gsub(/[()]/, "", $2); print $1, $2, $14 + $15 }'; }
+# write_bytes of a process (what it sent to the block layer).
+proc_wbytes() { awk '$1 == "write_bytes:" { print $2 }' "/proc/$1/io"; }
 metric() { curl -s "http://$HTTP/metrics" | awk -v k="$1" 'index($0, k) == 1 { v = $NF } END { print v + 0 }'; }
 
 echo "== preparing: data directory, RSA-3072 organisation certificate, recipient certificate, messages"
@@ -149,17 +162,17 @@ acc = n / (lastq - first) if lastq > first else float("nan")
 e2e = n / (lastd - first)
 print(f"   log: first 250 -> last 250 {lastq - first:.2f} s ({acc:.0f} msgs/s), first 250 -> last delivery {lastd - first:.2f} s")
 print(f"   latency 250 -> delivery recorded, all {n} (log timestamps): p50 {q(0.5):.3f} s, p99 {q(0.99):.3f} s, max {lat[-1]:.3f} s")
-def hist(path):
+def hist(path, name, labels):
     b = {}
     for l in open(path):
-        m = re.match(r'sikkermail_delivery_latency_seconds_bucket\{direction="%s",le="([^"]+)"\} (\S+)' % direction, l)
+        m = re.match(r'%s_bucket\{%sle="([^"]+)"\} (\S+)' % (name, labels), l)
         if m:
             b[float(m.group(1))] = float(m.group(2))
     return b
-h0, h1 = hist(m0), hist(m1)
-les = sorted(h1)
-cum = [h1[le] - h0.get(le, 0) for le in les]
-def hq(p):  # Prometheus histogram_quantile: linear inside the bucket
+def hq(name, labels, p):  # Prometheus histogram_quantile over this phase: linear inside the bucket
+    h0, h1 = hist(m0, name, labels), hist(m1, name, labels)
+    les = sorted(h1)
+    cum = [h1[le] - h0.get(le, 0) for le in les]
     want = p * cum[-1]
     for i, c in enumerate(cum):
         if c >= want:
@@ -168,7 +181,10 @@ def hq(p):  # Prometheus histogram_quantile: linear inside the bucket
                 return lo
             return lo + (les[i] - lo) * ((want - clo) / (c - clo) if c > clo else 1)
     return float("nan")
-print(f"   latency from /metrics buckets (histogram_quantile): p50 {hq(0.5):.3f} s, p99 {hq(0.99):.3f} s")
+d = ('sikkermail_delivery_latency_seconds', 'direction="%s",' % direction)
+c = ('sikkermail_commit_latency_seconds', '')
+print(f"   latency from /metrics buckets (histogram_quantile): p50 {hq(*d, 0.5):.3f} s, p99 {hq(*d, 0.99):.3f} s")
+print(f"   queue commit before each 250 (/metrics commit_latency, histogram_quantile): p50 {hq(*c, 0.5) * 1000:.1f} ms, p99 {hq(*c, 0.99) * 1000:.1f} ms")
 print(f"RESULT {e2e:.1f} {q(0.5):.3f} {q(0.99):.3f}")
 PY
 
@@ -217,16 +233,22 @@ EOF
     echo "== $dir, [queue] workers = $wk, run $r: $N messages over $S sessions$([ "$REUSE" = 1 ] && echo ", connections reused") into $addr"
     curl -s "http://$HTTP/metrics" > run/m0.txt
     local l0; l0=$(wc -l < run/serve.log)
-    local c0 m0 t0 t1 t2 tops=() perfp=""
-    c0=$(proc_cpu "$spid"); m0=$(machine_cpu)
+    local c0 m0 w0 t0 t1 t2 tops=() perfp="" stp=""
+    c0=$(proc_cpu "$spid"); m0=$(machine_cpu); w0=$(proc_wbytes "$spid")
+    threads_cpu "$spid" > run/threads0.txt
     if [ "$TOPH" = 1 ]; then
-        (sleep 2; exec top -H -b -d 5 -n 2 -p "$spid") > "run/toph.txt" 2>/dev/null & tops+=($!)
         (sleep 2; exec top -b -d 5 -n 2) > "run/top.txt" 2>/dev/null & tops+=($!)
         PIDS+=("${tops[@]}")
     fi
     if [ "$PERF" = 1 ]; then
         perf record -q -F 999 -g -p "$spid" -o "run/perf.data" 2>/dev/null & perfp=$!
         PIDS+=("$perfp")
+    fi
+    if [ "$SYSCALLS" = 1 ]; then
+        strace -f -c -p "$spid" --seccomp-bpf -e trace=clock_nanosleep,nanosleep,fsync,fdatasync,connect \
+            -o run/strace.txt 2>/dev/null & stp=$!
+        PIDS+=("$stp")
+        sleep 0.5
     fi
     t0=$(date +%s.%N)
     smtp-source "${reuse[@]}" -s "$S" -m "$N" -F "$file" -f "$from" -t "$to" "$addr"
@@ -246,7 +268,9 @@ EOF
         sleep 0.2
     done
     t2=$(date +%s.%N)
-    local c1 m1; c1=$(proc_cpu "$spid"); m1=$(machine_cpu)
+    local c1 m1 w1; c1=$(proc_cpu "$spid"); m1=$(machine_cpu); w1=$(proc_wbytes "$spid")
+    threads_cpu "$spid" > run/threads1.txt
+    if [ -n "$stp" ]; then kill -INT "$stp"; wait "$stp" 2>/dev/null || true; forget "$stp"; fi
     if [ -n "$perfp" ]; then kill -INT "$perfp"; wait "$perfp" 2>/dev/null || true; forget "$perfp"; fi
     for p in "${tops[@]}"; do wait "$p" 2>/dev/null || true; forget "$p"; done
     curl -s "http://$HTTP/metrics" > run/m1.txt
@@ -263,26 +287,61 @@ EOF
     read -r mb0 mi0 mw0 ms0 <<< "$m0"
     read -r mb1 mi1 mw1 ms1 <<< "$m1"
     awk -v c="$((c1 - c0))" -v hz="$HZ" -v n="$N" -v y="$Y1" -v a="$t0" -v b="$t2" -v cores="$C" \
-        -v mb="$((mb1 - mb0))" -v mi="$((mi1 - mi0))" -v mw="$((mw1 - mw0))" -v ms="$((ms1 - ms0))" 'BEGIN {
+        -v mb="$((mb1 - mb0))" -v mi="$((mi1 - mi0))" -v mw="$((mw1 - mw0))" -v ms="$((ms1 - ms0))" -v wb="$((w1 - w0))" 'BEGIN {
         s = c / hz; w = b - a; tot = mb + mi + mw
         printf "   serve CPU: %.2f s over %.2f s (%.2f cores) = %.2f ms per message; one RSA-3072 private op (yardstick) = %.2f ms = %.0f%% of it\n", s, w, s / w, 1000 * s / n, y / 1000, 100 * (y / 1000) / (1000 * s / n)
+        printf "   serve wrote %.0f KB to the disk per message (SQLite WAL and database)\n", wb / 1024 / n
         printf "   machine: %.0f%% busy of %d cores (serve %.0f%%, everything else %.0f%%), iowait %.0f%%, steal %.0f%%\n", 100 * mb / tot, cores, 100 * (c / hz) / (tot / hz), 100 * (mb - c) / tot, 100 * mw / tot, 100 * ms / tot }'
     if [ "$TOPH" = 1 ]; then
-        echo "   busiest threads of serve (top -H, a 5 s window from 2 s into the run):"
-        awk '/^top -/ { n++ } n == 2 && $1 ~ /^[0-9]+$/ && $9 + 0 > 0.5 { printf "     %5s%% %s\n", $9, $12 }' run/toph.txt | head -12
-        echo "   busiest processes (same window):"
+        echo "   threads of serve, CPU over the whole run (% of one core):"
+        awk -v hz="$HZ" -v w="$(awk -v a="$t0" -v b="$t2" 'BEGIN { print b - a }')" -v total="$((c1 - c0))" '
+            NR == FNR { t0[$1] = $3; next }
+            { d = $3 - t0[$1]; sum += d; if (d > 0) printf "%d %s\n", d, $2 }
+            END { if (total - sum > 0) printf "%d (threads that ended during the run)\n", total - sum }' \
+            run/threads0.txt run/threads1.txt |
+            sort -rn | head -12 | awk -v hz="$HZ" -v w="$(awk -v a="$t0" -v b="$t2" 'BEGIN { print b - a }')" '
+            { t = $1; $1 = ""; printf "     %5.1f%%%s\n", 100 * t / hz / w, $0 }'
+        echo "   busiest processes (top, a 5 s window from 2 s into the run):"
         awk '/^top -/ { n++ } n == 2 && $1 ~ /^[0-9]+$/ && $9 + 0 > 0.5 { printf "     %5s%% %s\n", $9, $12 }' run/top.txt | head -8
     fi
+    if [ -n "$stp" ]; then
+        echo "   syscalls of serve during the run (strace -c; sleeps are SQLite's busy handler waiting for the write lock):"
+        awk -v n="$N" '$NF ~ /^(clock_nanosleep|nanosleep|fsync|fdatasync|connect)$/ {
+            printf "     %-16s %7d calls = %5.2f per message, %8.3f s in all\n", $NF, $4, $4 / n, $2 }' run/strace.txt
+    fi
     if [ -n "$perfp" ]; then
-        echo "   perf (serve, self time, top symbols):"
-        perf report -i run/perf.data --stdio --no-children --sort dso,sym --percent-limit 1 2>/dev/null |
-            grep -E '^ +[0-9.]+%' | head -30 | sed 's/^/   /'
+        perf report -i run/perf.data --stdio --no-children -g none --sort dso,sym 2>/dev/null |
+            grep -E '^ +[0-9.]+%' > run/perf-self.txt || true
+        echo "   perf, serve's samples by kind (self time):"
+        awk '{ p = $1 + 0; d = $2; k = $3; $1 = $2 = $3 = ""; sym = $0
+               if (k == "[k]") c = "kernel"
+               else if (sym ~ /bn_|mulx4x|rsaz|BN_/) c = "RSA arithmetic (the yardstick'"'"'s work)"
+               else if (sym ~ /sqlite3|[Pp]ager|[Bb]tree|[Ww]al[A-Z]|[Vv]dbe|pcache|sqlx/) c = "SQLite + sqlx"
+               else if (d ~ /libc/) c = "libc (malloc, memcpy, ...)"
+               else if (sym ~ /tokio|mio::|flume|parking/) c = "tokio, channels"
+               else if (sym ~ /EVP|CMS|asn1|ASN1|X509|x509|d2i|i2d|ossl|OPENSSL|CRYPTO|aes|AES|sha|SHA/) c = "OpenSSL other (CMS, ASN.1, AES)"
+               else c = "other user space"
+               t[c] += p }
+             END { for (c in t) printf "     %5.1f%%  %s\n", t[c], c }' run/perf-self.txt | sort -rn
+        echo "   perf, kernel time by system call (inclusive, % of serve's samples):"
+        perf report -i run/perf.data --stdio --children -g none --sort sym 2>/dev/null |
+            awk '$NF ~ /^__x64_sys_/ && $1 + 0 >= 0.5 { printf "     %6s  %s\n", $1, substr($NF, 11) }' | head -12
+        echo "   perf, top symbols (self time):"
+        head -15 run/perf-self.txt | sed 's/^/   /'
     fi
     local light=""
     if [ "$LIGHT" -gt 0 ]; then
         curl -s "http://$HTTP/metrics" > run/m2.txt
         local l1; l1=$(wc -l < run/serve.log)
-        smtp-source -s "$LS" -w 1 -m "$LIGHT" -F "$file" -f "$from" -t "$to" "$addr"
+        # LS single-session senders, started 1/LS s apart, each pausing 1 s
+        # after a message: an even ~LS msgs/s, not bursts of LS.
+        local srcs=() k
+        for k in $(seq 1 "$LS"); do
+            smtp-source -s 1 -w 1 -m "$(( (LIGHT + LS - k) / LS ))" -F "$file" -f "$from" -t "$to" "$addr" & srcs+=($!)
+            PIDS+=("$!")
+            sleep "$(awk -v s="$LS" 'BEGIN { print 1 / s }')"
+        done
+        for k in "${srcs[@]}"; do wait "$k"; forget "$k"; done
         deadline=$((SECONDS + TIMEOUT))
         while [ "$(tail -n +"$((l1 + 1))" run/serve.log | grep -c 'delivery attempt.*state="delivered"' || true)" -lt "$LIGHT" ]; do
             kill -0 "$spid"
@@ -291,8 +350,8 @@ EOF
         done
         curl -s "http://$HTTP/metrics" > run/m3.txt
         tail -n +"$((l1 + 1))" run/serve.log > run/light.log
-        echo "   light load: $LIGHT messages, $LS sessions each pausing 1 s after a message (~$LS msgs/s, no backlog):"
-        python3 analyse.py run/light.log run/m2.txt run/m3.txt "$dir" "$LIGHT" | grep -E 'latency' | sed 's/^   /     /'
+        echo "   light load: $LIGHT messages from $LS senders, each pausing 1 s after a message (~$LS msgs/s, no backlog):"
+        python3 analyse.py run/light.log run/m2.txt run/m3.txt "$dir" "$LIGHT" | grep -E 'latency|commit' | sed 's/^   /     /'
         light=$(python3 analyse.py run/light.log run/m2.txt run/m3.txt "$dir" "$LIGHT" | tail -1 | awk '{ print $3 " / " $4 }')
     fi
     # Checks: the sink counted every message; /metrics agrees.
@@ -328,7 +387,7 @@ for dir in $DIRS; do
 done
 
 cd "$REPO"
-Y2=$(yardstick)
+Y2=${YARDSTICK_US:-$(yardstick)}
 echo
 echo "== yardstick again: ${Y2} us"
 echo "== openssl speed rsa3072 (Debian's $(openssl version | cut -d' ' -f2)), one core"

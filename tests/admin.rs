@@ -636,3 +636,88 @@ fn recipients_import_and_list() {
         );
     }
 }
+
+/// Runs SQL on the site's database (sqlite3 or psql).
+fn tamper(site: &Site, sql: &str) {
+    let cmd = match &site.db_url {
+        None => format!(
+            "sqlite3 '{}' \"{sql}\"",
+            site.dir.join("sikkermail.db").display()
+        ),
+        Some(u) => format!("psql '{u}' -qc \"{sql}\""),
+    };
+    sh(site.dir.parent().unwrap(), &cmd);
+}
+
+#[test]
+fn audit_trail_is_hash_chained_and_tampering_is_detected() {
+    if !peer("sqlite3") {
+        return;
+    }
+    for site in sites() {
+        site.ok(&["init", "--test"]);
+        for n in ["a", "b", "c"] {
+            site.ok(&[
+                "cert",
+                "issue",
+                "--kind",
+                "user",
+                "--name",
+                n,
+                "--email",
+                &format!("{n}@advokat.test"),
+            ]);
+        }
+        let ok = site.ok(&["audit", "verify"]);
+        assert!(ok.starts_with("audit trail intact: "), "{ok}");
+        let entries: i64 = ok["audit trail intact: ".len()..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(entries >= 4, "{ok}");
+        let broken = |want: &str| {
+            let o = site.run(&["audit", "verify"]);
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(o.status.code(), Some(1), "{err}");
+            assert!(
+                err.contains("audit trail BROKEN") && err.contains(want),
+                "wanted {want:?}: {err}"
+            );
+        };
+        // Changed.
+        tamper(
+            &site,
+            "UPDATE audit_events SET detail = 'nothing happened' WHERE seq = 2",
+        );
+        broken("entry 2 was changed");
+        // Removed.
+        tamper(&site, "DELETE FROM audit_events WHERE seq = 2");
+        broken("entry 2 is missing");
+        // Reordered: two entries swap places.
+        let site2 = Site::new(site.db_url.is_some()).unwrap();
+        site2.ok(&["init", "--test"]);
+        site2.ok(&[
+            "cert",
+            "issue",
+            "--kind",
+            "user",
+            "--name",
+            "d",
+            "--email",
+            "d@advokat.test",
+        ]);
+        site2.ok(&["audit", "verify"]);
+        tamper(
+            &site2,
+            "UPDATE audit_events SET seq = -seq WHERE seq IN (1, 2)",
+        );
+        tamper(&site2, "UPDATE audit_events SET seq = 2 WHERE seq = -1");
+        tamper(&site2, "UPDATE audit_events SET seq = 1 WHERE seq = -2");
+        let o = site2.run(&["audit", "verify"]);
+        assert_eq!(o.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("BROKEN: entry 1 does not follow"), "{err}");
+    }
+}

@@ -93,6 +93,9 @@ fn everything_opens(site: &Site, mails: &[(String, std::path::PathBuf)]) {
     let keys = site.ok(&["key", "list"]);
     assert!(!keys.contains("UNOPENABLE"), "{keys}");
     site.ok(&["ca", "crl", "--out", &site.path("check.crl")]);
+    // Audit entries written at once by racing commands form one chain.
+    let audit = site.ok(&["audit", "verify"]);
+    assert!(audit.starts_with("audit trail intact"), "{audit}");
     for (id, mail) in mails {
         let o = site.run(&["smime", "decrypt", "--in", mail.to_str().unwrap()]);
         assert!(

@@ -162,6 +162,11 @@ impl Service {
 
     /// Every key the organisation has held, as a decryption keyring; the
     /// keys that do not open are named, and the others still work.
+    /// Walks the audit trail's hash chain (the whole installation's).
+    pub async fn verify_audit(&self) -> Result<store::AuditCheck> {
+        Ok(self.store.verify_audit().await?)
+    }
+
     pub async fn keyring(&self) -> Result<store::StoreKeyring> {
         Ok(self.store.keyring(self.org.id).await?)
     }

@@ -252,11 +252,38 @@ pub struct AuditArgs {
     /// How many events (0: none).
     #[arg(long, default_value_t = 50)]
     limit: u32,
+    #[command(subcommand)]
+    action: Option<AuditAction>,
 }
 
-/// `sikkermail audit`: one event per line, newest first.
+#[derive(Debug, Subcommand)]
+pub enum AuditAction {
+    /// Check the audit trail's hash chain: exit 0 when intact (printing its
+    /// head, to keep elsewhere), 1 naming the first changed, removed or
+    /// reordered entry.
+    Verify,
+}
+
+/// `sikkermail audit`: one event per line, newest first; `audit verify`.
 pub fn audit(a: AuditArgs) -> Result<ExitCode, Fail> {
     let ctx = open(&a.store)?;
+    if let Some(AuditAction::Verify) = a.action {
+        let check = ctx.rt.block_on(ctx.svc.verify_audit())?;
+        return match check.broken {
+            None => {
+                let head = check
+                    .head
+                    .map(|(seq, h)| format!("; head {seq} {h}"))
+                    .unwrap_or_default();
+                println!("audit trail intact: {} entries{head}", check.entries);
+                Ok(ExitCode::SUCCESS)
+            }
+            Some(why) => Err(Fail {
+                code: 1,
+                msg: format!("audit trail BROKEN: {why}"),
+            }),
+        };
+    }
     for e in ctx.rt.block_on(ctx.svc.audit_events(a.limit))? {
         println!(
             "{}\t{}\t{}\t{}\t{}",

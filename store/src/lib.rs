@@ -16,6 +16,7 @@
 //! mail queue: accepted mail until it is delivered, with leases for the
 //! delivery workers of every node).
 
+pub mod audit_chain;
 pub mod error;
 pub mod keys;
 pub mod lock;
@@ -31,6 +32,7 @@ use std::time::Duration;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{Any, AnyPool, Executor};
 
+pub use audit_chain::AuditCheck;
 pub use error::StoreError;
 pub use keys::{KeyInfo, NewKey, ResealReport, StoreKeyring, Unopenable, keyring_label};
 pub use lock::{DirLock, LockMode};

@@ -578,7 +578,7 @@ impl Tx<'_> {
             .bind(detail)
             .execute(&mut *self.tx)
             .await?;
-        Ok(())
+        self.chain_audit().await
     }
 
     /// The newest `limit` audit events of `org`, newest first.
