@@ -46,6 +46,9 @@ enum Command {
     /// Accounts for SMTP AUTH on the outbound listener.
     #[command(subcommand)]
     SmtpUser(cli::smtp_user_cmd::SmtpUserCommand),
+    /// Administrators of the admin API: create, list.
+    #[command(subcommand)]
+    Admin(cli::admin_cmd::AdminCommand),
 }
 
 fn main() -> ExitCode {
@@ -74,5 +77,6 @@ fn main() -> ExitCode {
         Command::Serve(a) => cli::serve::serve(a),
         Command::Queue(c) => cli::queue_cmd::queue(c),
         Command::SmtpUser(c) => cli::smtp_user_cmd::smtp_user(c),
+        Command::Admin(c) => cli::admin_cmd::admin(c),
     })
 }

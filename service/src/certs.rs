@@ -538,3 +538,31 @@ pub(crate) async fn crls_in(tx: &mut Tx<'_>, org: store::OrgId, a: &Authority) -
     tx.store_arl(org, &root, now).await?;
     Ok(Crls { issuing, root })
 }
+
+impl Service {
+    /// Every certificate of the organisation (CA, organisation, user),
+    /// oldest first.
+    pub async fn certificates(&self) -> Result<Vec<store::CertRow>> {
+        Ok(self.store.list_certificates(self.org.id).await?)
+    }
+
+    /// The internal CA's certificates as PEM, root first then the issuing
+    /// CA (public: what `/ca.pem` serves). No key is opened.
+    pub async fn ca_pem(&self) -> Result<String> {
+        let org = self.org.id;
+        let mut tx = self.store.begin_read().await?;
+        let st = tx
+            .ca_state(org)
+            .await?
+            .ok_or_else(|| Error::NotFound("the internal CA".into()))?;
+        let root = tx.certificate(org, st.root_cert_id).await?;
+        let issuing = tx.certificate(org, st.issuing_cert_id).await?;
+        tx.commit().await?;
+        let mut pem = root.pem;
+        if !pem.ends_with('\n') {
+            pem.push('\n');
+        }
+        pem.push_str(&issuing.pem);
+        Ok(pem)
+    }
+}

@@ -22,6 +22,7 @@
 //! [`init()`].
 
 pub mod actor;
+pub mod admins;
 pub mod certs;
 pub mod error;
 pub mod init;
@@ -35,6 +36,7 @@ use std::path::{Path, PathBuf};
 use store::{DirLock, LockMode, MasterKeys, Organisation, Store};
 
 pub use actor::Actor;
+pub use admins::{Admin, AdminSession, Role, Session};
 pub use error::{Error, Result};
 pub use init::{InitOutcome, InitRequest, init};
 pub use keys::{RotateOutcome, rotate_master};

@@ -2,6 +2,7 @@
 //! map results to exit statuses: 0 success, 1 the cryptographic operation
 //! failed, 2 usage or unreadable input.
 
+pub mod admin_cmd;
 pub mod ca_cmd;
 pub mod context;
 pub mod io;

@@ -16,6 +16,7 @@
 //! mail queue: accepted mail until it is delivered, with leases for the
 //! delivery workers of every node).
 
+pub mod admins;
 pub mod audit_chain;
 pub mod error;
 pub mod keys;
@@ -32,6 +33,7 @@ use std::time::Duration;
 use sqlx::any::AnyPoolOptions;
 use sqlx::{Any, AnyPool, Executor};
 
+pub use admins::{AdminRow, AdminSessionRow};
 pub use audit_chain::AuditCheck;
 pub use error::StoreError;
 pub use keys::{KeyInfo, NewKey, ResealReport, StoreKeyring, Unopenable, keyring_label};

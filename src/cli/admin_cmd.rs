@@ -1,0 +1,85 @@
+//! `sikkermail admin ...`: administrators of the admin API.
+
+use std::process::ExitCode;
+
+use clap::{Subcommand, ValueEnum};
+use service::Role;
+
+use super::context::{StoreArgs, date, open};
+use super::io::{Fail, password, usage};
+
+/// A role on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RoleArg {
+    /// Organisation administrator: settings, certificates, keys, administrators.
+    OrgAdmin,
+    /// User administrator: users, activation, brugercertifikater.
+    UserAdmin,
+    /// Reads only.
+    Auditor,
+}
+
+impl From<RoleArg> for Role {
+    fn from(r: RoleArg) -> Role {
+        match r {
+            RoleArg::OrgAdmin => Role::OrgAdmin,
+            RoleArg::UserAdmin => Role::UserAdmin,
+            RoleArg::Auditor => Role::Auditor,
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create an administrator (password of at least 12 characters).
+    Create {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Login name.
+        name: String,
+        /// Role.
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// Environment variable holding the password.
+        #[arg(long = "password-env", value_name = "VAR")]
+        password_env: String,
+    },
+    /// Every administrator: name, role, created, status.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+/// `sikkermail admin ...`.
+pub fn admin(cmd: AdminCommand) -> Result<ExitCode, Fail> {
+    match cmd {
+        AdminCommand::Create {
+            store,
+            name,
+            role,
+            password_env,
+        } => {
+            let pw = password(&Some(password_env.clone()))?
+                .ok_or_else(|| usage(format!("environment variable {password_env} is not set")))?;
+            let ctx = open(&store)?;
+            let a = ctx
+                .rt
+                .block_on(ctx.svc.admin_create(&name, role.into(), &pw))?;
+            println!("{}\t{}\tcreated", a.name, a.role);
+        }
+        AdminCommand::List { store } => {
+            let ctx = open(&store)?;
+            for a in ctx.rt.block_on(ctx.svc.admins())? {
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    a.name,
+                    a.role,
+                    date(a.created_at),
+                    if a.disabled { "disabled" } else { "active" }
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
