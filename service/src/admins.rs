@@ -172,18 +172,7 @@ fn new_token() -> Result<String> {
 }
 
 fn check_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "@._-+".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::Invalid(format!(
-            "administrator name {name:?}: use 1-128 letters, digits and @ . _ - +"
-        )))
-    }
+    crate::smtp_users::check_account_name("administrator", name)
 }
 
 /// A login name fit for the audit trail (what an outsider typed).

@@ -32,7 +32,9 @@ pub fn verify_password(hash: &str, password: &str) -> bool {
         .unwrap_or(false)
 }
 
-fn check_name(name: &str) -> Result<()> {
+/// Account names (SMTP users, administrators): 1-128 letters, digits and
+/// `@ . _ - +`. `what` names the kind in the error.
+pub(crate) fn check_account_name(what: &str, name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 128
         && name
@@ -42,7 +44,7 @@ fn check_name(name: &str) -> Result<()> {
         Ok(())
     } else {
         Err(Error::Invalid(format!(
-            "SMTP user name {name:?}: use 1-128 letters, digits and @ . _ - +"
+            "{what} name {name:?}: use 1-128 letters, digits and @ . _ - +"
         )))
     }
 }
@@ -51,7 +53,7 @@ impl Service {
     /// Adds an SMTP user, or sets a new password for an existing one.
     /// Returns true when the user is new.
     pub async fn smtp_user_set(&self, name: &str, password: &str) -> Result<bool> {
-        check_name(name)?;
+        check_account_name("SMTP user", name)?;
         if password.chars().count() < 12 {
             return Err(Error::Invalid(
                 "the SMTP password must have at least 12 characters".into(),
