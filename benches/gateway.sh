@@ -34,7 +34,7 @@
 #                 of the busiest processes 2-7 s into each run
 #   PERF=0        1: perf record the serve process during each run, print its top symbols
 #   SYSCALLS=0    1: strace -c the serve process during each run (clock_nanosleep, fsync,
-#                 connect only, so it slows little): SQLite's busy-handler sleeps per message
+#                 connect): SQLite's busy-handler sleeps per message; halves the rate here
 #   TIMEOUT=600   seconds to wait for the deliveries after the last 250
 #   YARDSTICK_US  a yardstick (us) to use instead of measuring it: only while trying knobs
 # See benches/README.md.
