@@ -165,6 +165,24 @@ impl Serve {
         self.child.wait().unwrap();
     }
 
+    /// The first message delivered into the Maildir folder `new` (waits up
+    /// to 30 s), with LF line ends.
+    fn maildir_message(&self, new: &Path) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let file = loop {
+            if let Some(f) = fs::read_dir(new).ok().and_then(|mut r| r.next()) {
+                break f.unwrap().path();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nothing delivered in {new:?}\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        fs::read_to_string(file).unwrap().replace("\r\n", "\n")
+    }
+
     fn logs(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -386,19 +404,7 @@ fn serve_without_configuration_makes_its_data_directory_and_delivers_to_maildir(
     );
     assert!(tx.contains("250 2.0.0"), "{tx}");
     let new = data.join("maildir/post@advokat.test/new");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let file = loop {
-        if let Some(f) = fs::read_dir(&new).ok().and_then(|mut r| r.next()) {
-            break f.unwrap().path();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "nothing in {new:?}\n{}",
-            serve.logs()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let msg = fs::read_to_string(file).unwrap().replace("\r\n", "\n");
+    let msg = serve.maildir_message(&new);
     assert!(msg.contains("Hej."), "{msg}");
     assert_eq!(
         header(&msg, "X-Sikkermail-Signature"),
@@ -1185,19 +1191,7 @@ fn undecryptable_mail_is_quarantined_by_policy_and_released_by_an_administrator(
         "quarantined mail was delivered"
     );
     site.ok(&["queue", "release", "1"]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let file = loop {
-        if let Some(f) = fs::read_dir(&new).ok().and_then(|mut r| r.next()) {
-            break f.unwrap().path();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "released mail not delivered\n{}",
-            serve.logs()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let msg = fs::read_to_string(file).unwrap().replace("\r\n", "\n");
+    let msg = serve.maildir_message(&new);
     assert!(
         header(&msg, "X-Sikkermail-Error").is_some_and(|e| e.starts_with("not decrypted")),
         "{msg}"

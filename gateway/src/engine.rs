@@ -319,16 +319,11 @@ async fn load_crypto(svc: &Service, cfg: &Config) -> Result<Crypto> {
     // The data directory's lock is taken for this operation only (shared:
     // a rotation waits for it, and it waits for a rotation).
     let lock = {
-        let loc = service::Location {
-            data_dir: cfg.data_dir.clone(),
-            database_url: cfg.database_url.clone(),
-        };
-        tokio::task::spawn_blocking(move || {
-            store::DirLock::acquire(&loc.data_dir, store::LockMode::Shared, || {})
-        })
-        .await
-        .map_err(|e| Error::Start(format!("lock task: {e}")))?
-        .map_err(|e| Error::Start(e.to_string()))?
+        let loc = svc.location().clone();
+        tokio::task::spawn_blocking(move || loc.lock_shared())
+            .await
+            .map_err(|e| Error::Start(format!("lock task: {e}")))?
+            .map_err(|e| Error::Start(e.to_string()))?
     };
     let keys = svc
         .mail_keys()

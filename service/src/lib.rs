@@ -63,6 +63,13 @@ impl Location {
     /// Takes the data directory's lock, when there is a directory to lock
     /// (with PostgreSQL and the master key in the environment there may be
     /// none).
+    /// Takes the data directory's lock in shared mode (waiting while a
+    /// rotation holds it) for one operation of a server. Blocking: call it
+    /// outside the async runtime's worker threads.
+    pub fn lock_shared(&self) -> Result<Option<DirLock>> {
+        self.lock(LockMode::Shared, || {})
+    }
+
     fn lock(&self, mode: LockMode, on_wait: impl FnOnce()) -> Result<Option<DirLock>> {
         if self.database_url.is_some() && !self.data_dir.is_dir() {
             return Ok(None);
@@ -116,7 +123,7 @@ impl Service {
     /// Opens the organisation for a long-running server (`serve`): the data
     /// directory's lock is held while opening only. Every later operation
     /// that reads the master key (unsealing keys) takes it for its own
-    /// duration with [`Service::lock_shared`], so `rotate-master` can run
+    /// duration with [`Location::lock_shared`], so `rotate-master` can run
     /// beside a server that never stops.
     pub async fn open_server(loc: &Location, actor: Actor) -> Result<Service> {
         let mut svc = Self::open(loc, actor).await?;
@@ -124,11 +131,9 @@ impl Service {
         Ok(svc)
     }
 
-    /// Takes the data directory's lock in shared mode (waiting while a
-    /// rotation holds it) for one operation of a server. Blocking: call it
-    /// outside the async runtime's worker threads.
-    pub fn lock_shared(&self) -> Result<Option<DirLock>> {
-        self.loc.lock(LockMode::Shared, || {})
+    /// Where the organisation's data lives (for [`Location::lock_shared`]).
+    pub fn location(&self) -> &Location {
+        &self.loc
     }
 
     /// The store (for reads the service does not wrap).
