@@ -9,10 +9,16 @@
 //!
 //! Where to start reading: [`router`], then [`auth`].
 
+pub mod api;
 pub mod auth;
 pub mod error;
+pub mod limit;
+pub mod mail;
+pub mod pages;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Query, State};
@@ -23,44 +29,127 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use service::Service;
+use service::{Actor, Service};
 
-use crate::auth::{Authed, COOKIE_NAME};
+use crate::auth::{Authed, COOKIE_NAME, Need};
 use crate::error::{ApiError, ApiResult};
+use crate::limit::Limiter;
+pub use crate::mail::MailConfig;
 
-/// The largest request body accepted, bytes.
-pub const BODY_LIMIT: usize = 64 * 1024;
+/// The largest request body accepted, bytes (imports: 1 MiB).
+pub const BODY_LIMIT: usize = 1024 * 1024;
 
 /// The OpenAPI 3.1 document, as served.
 pub const OPENAPI: &str = include_str!("../openapi.json");
 
-/// Every route: (method, path), as in the OpenAPI document (which also
-/// lists the public `/ca.pem`).
+/// Every API route: (method, path), as in the OpenAPI document (which also
+/// lists the public `/ca.pem` and `/crl/{name}`).
 pub const ROUTES: &[(&str, &str)] = &[
     ("post", "/api/v1/login"),
     ("post", "/api/v1/logout"),
     ("get", "/api/v1/me"),
+    ("post", "/api/v1/bootstrap"),
+    ("post", "/api/v1/organisations"),
+    ("post", "/api/v1/organisations/approve"),
+    ("get", "/api/v1/settings"),
+    ("put", "/api/v1/settings"),
+    ("get", "/api/v1/admins"),
+    ("post", "/api/v1/admins"),
+    ("get", "/api/v1/users"),
+    ("get", "/api/v1/users/import/template"),
+    ("post", "/api/v1/users/import"),
+    ("post", "/api/v1/users/activate"),
+    ("get", "/api/v1/users/{id}"),
+    ("patch", "/api/v1/users/{id}"),
+    ("post", "/api/v1/users/{id}/activation-code"),
+    ("post", "/api/v1/users/{id}/resend-activation"),
+    ("post", "/api/v1/users/{id}/block"),
+    ("post", "/api/v1/users/{id}/unblock"),
+    ("post", "/api/v1/users/{id}/approve"),
+    ("post", "/api/v1/users/{id}/reject"),
+    ("post", "/api/v1/users/{id}/certificates"),
+    ("post", "/api/v1/access-requests"),
+    ("post", "/api/v1/activation"),
+    ("post", "/api/v1/certificate-download"),
     ("get", "/api/v1/queue"),
     ("get", "/api/v1/audit"),
     ("get", "/api/v1/certificates"),
+    ("post", "/api/v1/certificates/{id}/revoke"),
+    ("get", "/api/v1/recipients"),
     ("get", "/api/v1/openapi.json"),
     ("get", "/ca.pem"),
+    ("get", "/crl/{name}"),
 ];
 
 /// How the API is deployed.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ApiConfig {
     /// TLS is in front (the cookie gets `Secure`).
     pub secure_cookie: bool,
+    /// The address users reach the pages at, for links in e-mails
+    /// (no trailing slash).
+    pub public_url: String,
+    /// Where e-mails go; None: links are only returned to the
+    /// administrator (tests, or no mail wanted).
+    pub mail: Option<MailConfig>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            secure_cookie: false,
+            public_url: "http://127.0.0.1:8080".into(),
+            mail: None,
+        }
+    }
+}
+
+/// Certificate files waiting to be downloaded once (the page that shows
+/// the password links to them), for a few minutes.
+#[derive(Debug, Default)]
+pub struct Downloads {
+    files: Mutex<HashMap<String, Prepared>>,
+}
+
+/// A prepared download: bytes, file name, when made.
+type Prepared = (Vec<u8>, String, Instant);
+
+/// How long a prepared download waits.
+pub const DOWNLOAD_TTL: Duration = Duration::from_secs(15 * 60);
+
+impl Downloads {
+    /// Keeps `bytes` under a new random ticket.
+    pub fn put(&self, bytes: Vec<u8>, filename: String) -> ApiResult<String> {
+        let mut b = [0u8; 24];
+        openssl::rand::rand_bytes(&mut b).map_err(|e| ApiError::internal(&e))?;
+        use base64::Engine;
+        let ticket = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let mut m = self.files.lock().unwrap_or_else(|p| p.into_inner());
+        m.retain(|_, (_, _, at)| at.elapsed() < DOWNLOAD_TTL);
+        m.insert(ticket.clone(), (bytes, filename, Instant::now()));
+        Ok(ticket)
+    }
+
+    /// Takes the file (once).
+    pub fn take(&self, ticket: &str) -> Option<(Vec<u8>, String)> {
+        let mut m = self.files.lock().unwrap_or_else(|p| p.into_inner());
+        m.retain(|_, (_, _, at)| at.elapsed() < DOWNLOAD_TTL);
+        m.remove(ticket).map(|(b, n, _)| (b, n))
+    }
 }
 
 /// What every handler shares.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    /// The organisation's operations.
+    /// The installation (its first organisation; handlers scope it to the
+    /// session's organisation with [`Service::for_org`]).
     pub svc: Arc<Service>,
     /// Deployment settings.
-    pub config: ApiConfig,
+    pub config: Arc<ApiConfig>,
+    /// Failed logins and codes, per client and name.
+    pub limiter: Arc<Limiter>,
+    /// Prepared certificate downloads.
+    pub downloads: Arc<Downloads>,
 }
 
 /// The API with the default configuration (no `Secure` on the cookie).
@@ -68,8 +157,14 @@ pub fn router(svc: Arc<Service>) -> Router {
     router_with(svc, ApiConfig::default())
 }
 
-/// The API.
+/// The API and the pages.
 pub fn router_with(svc: Arc<Service>, config: ApiConfig) -> Router {
+    let st = AppState {
+        svc,
+        config: Arc::new(config),
+        limiter: Arc::new(Limiter::default()),
+        downloads: Arc::new(Downloads::default()),
+    };
     Router::new()
         .route("/api/v1/login", post(login))
         .route("/api/v1/logout", post(logout))
@@ -79,10 +174,12 @@ pub fn router_with(svc: Arc<Service>, config: ApiConfig) -> Router {
         .route("/api/v1/certificates", get(certificates))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/ca.pem", get(ca_pem))
+        .merge(api::routes())
+        .merge(pages::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .with_state(AppState { svc, config })
+        .with_state(st)
 }
 
 async fn not_found() -> ApiError {
@@ -93,7 +190,8 @@ async fn method_not_allowed() -> ApiError {
     ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
 }
 
-fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> ApiResult<T> {
+/// The body as JSON, or a clear 4xx.
+pub fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> ApiResult<T> {
     match body {
         Ok(Json(v)) => Ok(v),
         Err(r) => {
@@ -108,7 +206,8 @@ fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> ApiResult<T> {
     }
 }
 
-fn query<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
+/// The query, or a 400.
+pub fn query<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
     q.map(|Query(v)| v)
         .map_err(|_| ApiError::bad_request("bad query parameters"))
 }
@@ -127,7 +226,8 @@ impl std::fmt::Debug for LoginBody {
     }
 }
 
-fn cookie(st: &AppState, value: &str, max_age: i64) -> ApiResult<HeaderValue> {
+/// The session cookie.
+pub fn cookie(st: &AppState, value: &str, max_age: i64) -> ApiResult<HeaderValue> {
     let secure = if st.config.secure_cookie {
         "; Secure"
     } else {
@@ -139,18 +239,49 @@ fn cookie(st: &AppState, value: &str, max_age: i64) -> ApiResult<HeaderValue> {
     .map_err(|e| ApiError::internal(&e))
 }
 
+/// Logs `name` in as the administrator of their organisation (an unknown
+/// name costs the same and fails the same as a wrong password), counted by
+/// the rate limiter per client address and per name.
+pub async fn do_login(
+    st: &AppState,
+    ip: Option<&str>,
+    name: &str,
+    password: &str,
+) -> ApiResult<service::Session> {
+    let keys = limit::keys(ip, name);
+    if let Some(wait) = st.limiter.blocked(&keys) {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "too many failed logins: try again in {} seconds",
+                wait.as_secs().max(1)
+            ),
+        ));
+    }
+    let scoped = match st.svc.admin_org(name).await? {
+        Some(org) => st.svc.for_org(org, Actor::named("api")).await?,
+        None => st.svc.for_org(st.svc.org().id, Actor::named("api")).await?,
+    };
+    match scoped.admin_login(name, password).await {
+        Ok(s) => {
+            st.limiter.clear(&keys);
+            Ok(s)
+        }
+        Err(service::Error::Invalid(m)) if m == service::admins::LOGIN_FAILED => {
+            st.limiter.fail(&keys);
+            Err(ApiError::unauthorized(m))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 async fn login(
     State(st): State<AppState>,
+    ip: auth::ClientIp,
     body: Result<Json<LoginBody>, JsonRejection>,
 ) -> ApiResult<Response> {
     let body = json_body(body)?;
-    let s = match st.svc.admin_login(&body.name, &body.password).await {
-        Ok(s) => s,
-        Err(service::Error::Invalid(m)) if m == service::admins::LOGIN_FAILED => {
-            return Err(ApiError::unauthorized(m));
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let s = do_login(&st, ip.0.as_deref(), &body.name, &body.password).await?;
     let max_age = (s.expires_at - service::now()).max(0);
     let mut resp = Json(json!({
         "token": s.token,
@@ -166,18 +297,25 @@ async fn login(
 }
 
 async fn logout(State(st): State<AppState>, who: Authed) -> ApiResult<Response> {
-    st.svc.admin_logout(&who.token).await?;
+    who.svc.admin_logout(&who.token).await?;
     let mut resp = StatusCode::NO_CONTENT.into_response();
     resp.headers_mut().insert(SET_COOKIE, cookie(&st, "", 0)?);
     Ok(resp)
 }
 
 async fn me(who: Authed) -> Json<Value> {
+    let org = who.svc.org();
     let s = who.session;
     Json(json!({
         "name": s.admin.name,
         "role": s.role.as_str(),
         "org": s.org.0,
+        "organisation": {
+            "id": org.id.0,
+            "name": org.name,
+            "cvr": org.cvr,
+            "status": org.status,
+        },
         "expires_at": s.expires_at,
     }))
 }
@@ -190,13 +328,13 @@ struct QueueQuery {
 }
 
 async fn queue(
-    State(st): State<AppState>,
-    _who: Authed,
+    who: Authed,
     q: Result<Query<QueueQuery>, QueryRejection>,
 ) -> ApiResult<Json<Value>> {
+    let svc = who.need(Need::Read)?;
     let q = query(q)?;
     let limit = q.limit.unwrap_or(100).min(1000);
-    let items = st.svc.queue_list(q.all, i64::from(limit)).await?;
+    let items = svc.queue_list(q.all, i64::from(limit)).await?;
     let items: Vec<Value> = items
         .iter()
         .map(|m| {
@@ -226,14 +364,13 @@ struct AuditQuery {
 }
 
 async fn audit(
-    State(st): State<AppState>,
-    _who: Authed,
+    who: Authed,
     q: Result<Query<AuditQuery>, QueryRejection>,
 ) -> ApiResult<Json<Value>> {
+    let svc = who.need(Need::Read)?;
     let q = query(q)?;
     let limit = q.limit.unwrap_or(50).min(1000);
-    let items: Vec<Value> = st
-        .svc
+    let items: Vec<Value> = svc
         .audit_events(limit)
         .await?
         .into_iter()
@@ -250,14 +387,15 @@ async fn audit(
     Ok(Json(json!({ "items": items })))
 }
 
-async fn certificates(State(st): State<AppState>, _who: Authed) -> ApiResult<Json<Value>> {
-    let items: Vec<Value> = st
-        .svc
+async fn certificates(who: Authed) -> ApiResult<Json<Value>> {
+    let svc = who.need(Need::Read)?;
+    let items: Vec<Value> = svc
         .certificates()
         .await?
         .into_iter()
         .map(|c| {
             json!({
+                "user": c.user_id,
                 "id": c.id,
                 "kind": c.kind,
                 "generation": c.generation,

@@ -332,6 +332,7 @@ async fn login_sessions_and_reads() {
             svc.clone(),
             admin_api::ApiConfig {
                 secure_cookie: true,
+                ..Default::default()
             },
         );
         let (_, cookie) = login(&tls, "anne", "Anne-kodeord-123").await;

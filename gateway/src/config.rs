@@ -57,6 +57,10 @@ const KEYS: &[(&str, &str, &str)] = &[
     ("queue", "workers", "count"),
     ("queue", "keep_done", "duration"),
     ("http", "listen", "address:port"),
+    ("http", "public_url", "URL"),
+    ("http", "secure_cookie", "true|false"),
+    ("admin", "mail_relay", "host:port"),
+    ("admin", "mail_from", "e-mail address"),
     ("tls", "cert", "PEM file"),
     ("tls", "key", "PEM file"),
     ("log", "format", "text|json"),
@@ -188,6 +192,19 @@ pub struct Config {
     pub keep_done: Duration,
     /// HTTP listener for /metrics and /healthz (default 127.0.0.1:8080).
     pub http_listen: SocketAddr,
+    /// Where users reach the pages, for links in e-mails (None: `http://`
+    /// and the address the HTTP listener is bound to).
+    pub public_url: Option<String>,
+    /// TLS terminates in front of the HTTP listener: session cookies get
+    /// `Secure` (default: true when `public_url` is https).
+    pub secure_cookie: bool,
+    /// Where the admin API's e-mails go (None: the outbound listener, as
+    /// bound).
+    pub admin_mail_relay: Option<(String, u16)>,
+    /// Their sender (default `sikkermail@<first organisation domain>`, else
+    /// `sikkermail@<hostname>`). With the default policy (sign) it needs an
+    /// organisation certificate, or the mails wait in the queue.
+    pub admin_mail_from: String,
     /// STARTTLS certificate and key; `None`: a self-signed one made at first start.
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Logs as JSON lines.
@@ -329,6 +346,34 @@ impl Config {
         let workers = t.int("queue", "workers", 4, 1) as usize;
         let keep_done = t.duration("queue", "keep_done", "7d");
         let http_listen = t.addr("http", "listen", "127.0.0.1:8080");
+        let public_url = t
+            .opt_string("http", "public_url")
+            .map(|u| u.trim_end_matches('/').to_string());
+        if let Some(u) = &public_url
+            && !u.starts_with("http://")
+            && !u.starts_with("https://")
+        {
+            t.error("http", "public_url", "must start with http:// or https://");
+        }
+        let secure_cookie = match t.get("http", "secure_cookie").map(|(r, _)| r) {
+            None => public_url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("https://")),
+            Some(Raw::Bool(b)) => b,
+            Some(Raw::Str(s)) if s.trim() == "true" => true,
+            Some(Raw::Str(s)) if s.trim() == "false" => false,
+            Some(_) => {
+                t.error("http", "secure_cookie", "must be true or false");
+                false
+            }
+        };
+        let admin_mail_relay = t.host_port("admin", "mail_relay");
+        let admin_mail_from = t.opt_string("admin", "mail_from").unwrap_or_else(|| {
+            format!(
+                "sikkermail@{}",
+                domains.first().map(String::as_str).unwrap_or(&hostname)
+            )
+        });
         let tls = match (t.opt_string("tls", "cert"), t.opt_string("tls", "key")) {
             (Some(c), Some(k)) => Some((PathBuf::from(c), PathBuf::from(k))),
             (None, None) => None,
@@ -382,6 +427,10 @@ impl Config {
             workers,
             keep_done,
             http_listen,
+            public_url,
+            secure_cookie,
+            admin_mail_relay,
+            admin_mail_from,
             tls,
             log_json: format == "json",
             log_level,

@@ -65,6 +65,16 @@ pub struct StartNotes {
 /// CVR), opens the organisation, reads the policy, binds the listeners and
 /// starts the workers.
 pub async fn start(cfg: Config) -> Result<(Running, StartNotes)> {
+    start_with(cfg, None).await
+}
+
+/// Makes the HTTP application served beside `/metrics` and `/healthz` (the
+/// admin API and pages), given the installation's service and the
+/// addresses bound.
+pub type MakeApp = Box<dyn FnOnce(Arc<service::Service>, &Bound) -> axum::Router + Send>;
+
+/// [`start`], serving `make_app`'s routes on the HTTP listener too.
+pub async fn start_with(cfg: Config, make_app: Option<MakeApp>) -> Result<(Running, StartNotes)> {
     let mut notes = StartNotes::default();
     let loc = service::Location {
         data_dir: cfg.data_dir.clone(),
@@ -118,7 +128,16 @@ pub async fn start(cfg: Config) -> Result<(Running, StartNotes)> {
         }
     };
     notes.policy = policy_file;
+    let app = match make_app {
+        Some(make) => {
+            let api_svc = service::Service::open_server(&loc, service::Actor::named("api"))
+                .await
+                .map_err(|e| Error::Start(e.to_string()))?;
+            Some((Arc::new(api_svc), make))
+        }
+        None => None,
+    };
     let gw = engine::Gateway::new(cfg, svc, policy).await?;
-    let running = Running::start(Arc::clone(&gw)).await?;
+    let running = Running::start(Arc::clone(&gw), app).await?;
     Ok((running, notes))
 }

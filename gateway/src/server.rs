@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 
 use crate::config::Config;
@@ -58,7 +58,10 @@ struct Sessions {
 impl Running {
     /// Binds every listener and starts the tasks. Listeners are bound
     /// before anything is accepted, so a port in use fails the start.
-    pub async fn start(gw: Arc<Gateway>) -> Result<Running> {
+    pub async fn start(
+        gw: Arc<Gateway>,
+        app: Option<(Arc<service::Service>, crate::MakeApp)>,
+    ) -> Result<Running> {
         let cfg = &gw.cfg;
         let bind = |a: SocketAddr, what: &'static str| async move {
             TcpListener::bind(a)
@@ -77,6 +80,7 @@ impl Running {
                 .map_err(|e| Error::Start(e.to_string()))?,
             http: http.local_addr().map_err(|e| Error::Start(e.to_string()))?,
         };
+        let app = app.map(|(svc, make)| make(svc, &bound));
         let tls = Some(Arc::new(tls_acceptor(cfg)?));
         let (stop, stop_rx) = watch::channel(false);
         let sessions = Arc::new(Sessions::default());
@@ -94,7 +98,12 @@ impl Running {
                 sessions.clone(),
             )));
         }
-        tasks.push(tokio::spawn(http_loop(http, gw.clone(), stop_rx.clone())));
+        tasks.push(tokio::spawn(http_loop(
+            http,
+            gw.clone(),
+            app,
+            stop_rx.clone(),
+        )));
         tasks.push(tokio::spawn(refresh_keys(gw.clone(), stop_rx.clone())));
         tasks.push(tokio::spawn(purge(gw.clone(), stop_rx.clone())));
         let workers = (0..cfg.workers)
@@ -372,73 +381,65 @@ async fn purge(gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// A deliberately small HTTP/1.1 responder: `GET /metrics`, `GET /healthz`.
-async fn http_loop(listener: TcpListener, gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
-    loop {
-        let (stream, _) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(_) => continue,
-            },
-            _ = stop.changed() => return,
-        };
-        let gw = gw.clone();
-        tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(10), http_one(stream, &gw)).await;
-        });
+/// The HTTP listener: `GET /metrics`, `GET /healthz`, and the admin API
+/// and pages when given. Stops accepting at the stop signal.
+async fn http_loop(
+    listener: TcpListener,
+    gw: Arc<Gateway>,
+    app: Option<axum::Router>,
+    mut stop: watch::Receiver<bool>,
+) {
+    use axum::routing::get;
+    let g1 = gw.clone();
+    let g2 = gw.clone();
+    let ours = axum::Router::new()
+        .route("/metrics", get(move || metrics(g1.clone())))
+        .route("/healthz", get(move || healthz(g2.clone())));
+    let router = match app {
+        Some(app) => app.merge(ours),
+        None => ours,
+    };
+    let serve = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = stop.changed().await;
+    });
+    if let Err(e) = serve.await {
+        tracing::error!(error = %e, "HTTP listener stopped");
     }
 }
 
-async fn http_one(mut stream: TcpStream, gw: &Gateway) -> std::io::Result<()> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 1024];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 8192 {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
+async fn metrics(gw: Arc<Gateway>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let (active, held) = gw
+        .svc
+        .store()
+        .queue_depth(Some(gw.svc.org().id))
+        .await
+        .unwrap_or((-1, -1));
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        gw.metrics.render(active, held),
+    )
+        .into_response()
+}
+
+async fn healthz(gw: Arc<Gateway>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match gw.svc.store().queue_depth(Some(gw.svc.org().id)).await {
+        Ok(_) => ([(axum::http::header::CONTENT_TYPE, "text/plain")], "ok\n").into_response(),
+        Err(e) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            [(axum::http::header::CONTENT_TYPE, "text/plain")],
+            format!("store unavailable: {e}\n"),
+        )
+            .into_response(),
     }
-    let line = String::from_utf8_lossy(&buf);
-    let first = line.lines().next().unwrap_or("");
-    let mut parts = first.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let (status, ctype, body) = match (method, path) {
-        ("GET", "/metrics") => {
-            let (active, held) = gw
-                .svc
-                .store()
-                .queue_depth(Some(gw.svc.org().id))
-                .await
-                .unwrap_or((-1, -1));
-            (
-                "200 OK",
-                "text/plain; version=0.0.4",
-                gw.metrics.render(active, held),
-            )
-        }
-        ("GET", "/healthz") => match gw.svc.store().queue_depth(Some(gw.svc.org().id)).await {
-            Ok(_) => ("200 OK", "text/plain", "ok\n".to_string()),
-            Err(e) => (
-                "503 Service Unavailable",
-                "text/plain",
-                format!("store unavailable: {e}\n"),
-            ),
-        },
-        ("GET", _) => ("404 Not Found", "text/plain", "not found\n".to_string()),
-        _ => (
-            "405 Method Not Allowed",
-            "text/plain",
-            "method not allowed\n".to_string(),
-        ),
-    };
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
-    stream.shutdown().await
 }
 
 /// The STARTTLS acceptor: the configured certificate, or a self-signed one

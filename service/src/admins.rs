@@ -165,10 +165,20 @@ pub fn token_hash(token: &str) -> String {
         .collect()
 }
 
-fn new_token() -> Result<String> {
+pub(crate) fn new_token() -> Result<String> {
     let mut b = [0u8; 32];
     openssl::rand::rand_bytes(&mut b)?;
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b))
+}
+
+/// Administrator passwords: at least [`MIN_PASSWORD_CHARS`] characters.
+pub(crate) fn check_password(password: &str) -> Result<()> {
+    if password.chars().count() < MIN_PASSWORD_CHARS {
+        return Err(Error::Invalid(format!(
+            "the administrator password must have at least {MIN_PASSWORD_CHARS} characters"
+        )));
+    }
+    Ok(())
 }
 
 fn check_name(name: &str) -> Result<()> {
@@ -176,7 +186,7 @@ fn check_name(name: &str) -> Result<()> {
 }
 
 /// A login name fit for the audit trail (what an outsider typed).
-fn loggable(name: &str) -> String {
+pub(crate) fn loggable(name: &str) -> String {
     name.chars()
         .take(64)
         .map(|c| if c.is_control() { '?' } else { c })
@@ -184,15 +194,22 @@ fn loggable(name: &str) -> String {
 }
 
 impl Service {
+    /// The organisation of the session with this token, if any (the admin
+    /// API then works as that organisation, see [`Service::for_org`]).
+    pub async fn session_org(&self, token: &str) -> Result<Option<OrgId>> {
+        Ok(self.store.session_org(&token_hash(token)).await?)
+    }
+
+    /// The organisation of administrator `name`, if there is one.
+    pub async fn admin_org(&self, name: &str) -> Result<Option<OrgId>> {
+        Ok(self.store.admin_org_by_name(name).await?)
+    }
+
     /// Creates an administrator of this organisation (audited
     /// "admin.create"). The password needs at least 12 characters.
     pub async fn admin_create(&self, name: &str, role: Role, password: &str) -> Result<Admin> {
         check_name(name)?;
-        if password.chars().count() < MIN_PASSWORD_CHARS {
-            return Err(Error::Invalid(format!(
-                "the administrator password must have at least {MIN_PASSWORD_CHARS} characters"
-            )));
-        }
+        check_password(password)?;
         let hash = hash_password(password)?;
         let at = crate::now();
         let mut tx = self.store.begin().await?;

@@ -165,7 +165,11 @@ pub(crate) async fn record(
     Ok(tx.insert_certificate(org, &new).await?)
 }
 
-fn issue_end_entity(a: &Authority, kind: Kind, ee: EndEntity) -> Result<(X509, PKey<Private>)> {
+pub(crate) fn issue_end_entity(
+    a: &Authority,
+    kind: Kind,
+    ee: EndEntity,
+) -> Result<(X509, PKey<Private>)> {
     let key = ca::generate_rsa(3072)?;
     let spki = key.public_key_to_der()?;
     let profile: Box<dyn Profile> = match kind {
@@ -186,7 +190,7 @@ fn issue_end_entity(a: &Authority, kind: Kind, ee: EndEntity) -> Result<(X509, P
 }
 
 /// The PKCS#12 file of `key` and `cert` with the CA chain.
-fn make_p12(
+pub(crate) fn make_p12(
     a: &Authority,
     req: &P12Request,
     key: &PKey<Private>,

@@ -144,16 +144,7 @@ async fn init_locked(
         let org = tx
             .create_organisation(org_name.as_str(), req.cvr.as_str())
             .await?;
-        let mut settings = String::new();
-        for o in &req.policy.policy_oids {
-            settings.push_str(&format!("policy_oid={o}\n"));
-        }
-        if let Some(u) = &req.policy.crl_url {
-            settings.push_str(&format!("crl_url={u}\n"));
-        }
-        if let Some(u) = &req.policy.ca_issuers_url {
-            settings.push_str(&format!("ca_issuers_url={u}\n"));
-        }
+        let settings = crate::orgs::policy_settings(&req.policy);
         tx.set_settings(org, &settings).await?;
         let root_id = record(
             &mut tx,
@@ -201,7 +192,7 @@ async fn init_locked(
     })
 }
 
-fn make_ca(
+pub(crate) fn make_ca(
     policy: &IssuancePolicy,
     org_name: &DisplayName,
     root_name: DisplayName,

@@ -28,12 +28,14 @@ pub mod error;
 pub mod init;
 pub mod keys;
 pub mod mail;
+pub mod orgs;
 pub mod queue;
 pub mod smtp_users;
+pub mod users;
 
 use std::path::{Path, PathBuf};
 
-use store::{DirLock, LockMode, MasterKeys, Organisation, Store};
+use store::{DirLock, LockMode, MasterKeys, Store};
 
 pub use actor::Actor;
 pub use admins::{Admin, AdminSession, Role, Session};
@@ -42,6 +44,8 @@ pub use init::{InitOutcome, InitRequest, init};
 pub use keys::{RotateOutcome, rotate_master};
 pub use mail::{KeyLabel, MailKeys, RecipientCert, SigningKey};
 pub use queue::QueueAction;
+pub use store::{OrgId, Organisation};
+pub use users::{Settings, Status, User};
 
 /// Where an organisation's data lives.
 #[derive(Debug, Clone)]

@@ -85,7 +85,26 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode, Fail> {
         })?;
     rt.block_on(async move {
         let data_dir = cfg.data_dir.clone();
-        let (running, notes) = gateway::start(cfg).await.map_err(|e| Fail {
+        let (secure_cookie, public_url) = (cfg.secure_cookie, cfg.public_url.clone());
+        let (relay, from) = (cfg.admin_mail_relay.clone(), cfg.admin_mail_from.clone());
+        let make_app: gateway::MakeApp = Box::new(move |svc, bound| {
+            let (host, port) = relay.unwrap_or_else(|| {
+                let ip = bound.outbound.ip();
+                let ip = if ip.is_unspecified() {
+                    "127.0.0.1".to_string()
+                } else {
+                    ip.to_string()
+                };
+                (ip, bound.outbound.port())
+            });
+            let api_cfg = admin_api::ApiConfig {
+                secure_cookie,
+                public_url: public_url.unwrap_or_else(|| format!("http://{}", bound.http)),
+                mail: Some(admin_api::MailConfig { host, port, from }),
+            };
+            admin_api::router_with(svc, api_cfg)
+        });
+        let (running, notes) = gateway::start_with(cfg, Some(make_app)).await.map_err(|e| Fail {
             code: 1,
             msg: e.to_string(),
         })?;
@@ -112,6 +131,18 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode, Fail> {
         println!("  inbound SMTP   {} -> {inbound_to}", b.inbound);
         println!("  outbound SMTP  {} -> {outbound_to}", b.outbound);
         println!("  HTTP           http://{}/metrics  /healthz", b.http);
+        let public_url = c
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", b.http));
+        println!("  admin          {public_url}/admin/  (API {public_url}/api/v1/)");
+        match running.gw.svc.bootstrap_token().await {
+            Ok(Some(token)) => println!(
+                "  no administrator yet: create the first one (link valid 7 days, once):\n  bootstrap      {public_url}/bootstrap/{token}"
+            ),
+            Ok(None) => {}
+            Err(e) => eprintln!("sikkermail serve: no bootstrap link: {e}"),
+        }
         match &notes.policy {
             Some(p) => println!("  policy         {}", p.display()),
             None => println!("  policy         built-in defaults (no policy.toml)"),

@@ -25,6 +25,7 @@ pub mod queue;
 pub mod records;
 pub mod seal;
 pub mod smtp_users;
+pub mod users;
 
 use std::path::Path;
 use std::sync::{Arc, Once, RwLock};
@@ -44,6 +45,7 @@ pub use queue::{
 };
 pub use records::{Audit, CaState, CertRow, NewCert, OrgId, Organisation, RecipientRow};
 pub use seal::{Kek, MasterKeys};
+pub use users::{LinkTarget, UserRow};
 
 /// Which database is behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -21,6 +21,12 @@ pub struct Organisation {
     pub cvr: String,
     /// Settings, `key=value` lines.
     pub settings: String,
+    /// `active`, or `pending` until its ledelsesrepræsentant approves.
+    pub status: String,
+    /// The ledelsesrepræsentant's name (organisations applied for).
+    pub representative_name: Option<String>,
+    /// The ledelsesrepræsentant's e-mail address.
+    pub representative_email: Option<String>,
 }
 
 impl Organisation {
@@ -105,13 +111,16 @@ pub struct CertRow {
     pub revocation_reason: Option<String>,
     /// The certificate that replaced this one (renewal).
     pub replaced_by: Option<i64>,
+    /// The user a brugercertifikat was issued to.
+    pub user_id: Option<i64>,
 }
 
 /// The columns [`cert_row`] reads (a macro so queries stay `&'static str`).
 macro_rules! cert_columns {
     () => {
         "id, kind, generation, source, status, pem, subject, issuer, serial, uuid, email, \
-         not_before, not_after, key_id, mailbox_id, revoked_at, revocation_reason, replaced_by"
+         not_before, not_after, key_id, mailbox_id, revoked_at, revocation_reason, replaced_by, \
+         user_id"
     };
 }
 
@@ -135,6 +144,7 @@ fn cert_row(r: &AnyRow) -> Result<CertRow, StoreError> {
         revoked_at: r.try_get("revoked_at")?,
         revocation_reason: r.try_get("revocation_reason")?,
         replaced_by: r.try_get("replaced_by")?,
+        user_id: r.try_get("user_id")?,
     })
 }
 
@@ -209,6 +219,24 @@ fn conflict_or(e: sqlx::Error, what: &str) -> StoreError {
     }
 }
 
+macro_rules! org_columns {
+    () => {
+        "id, name, cvr, settings, status, representative_name, representative_email"
+    };
+}
+
+fn org_row(r: &sqlx::any::AnyRow) -> Result<Organisation, StoreError> {
+    Ok(Organisation {
+        id: OrgId(r.try_get("id")?),
+        name: r.try_get("name")?,
+        cvr: r.try_get("cvr")?,
+        settings: r.try_get("settings")?,
+        status: r.try_get("status")?,
+        representative_name: r.try_get("representative_name")?,
+        representative_email: r.try_get("representative_email")?,
+    })
+}
+
 impl Tx<'_> {
     /// Creates an organisation.
     pub async fn create_organisation(
@@ -229,19 +257,68 @@ impl Tx<'_> {
 
     /// The first organisation (the one `init` made), if any.
     pub async fn first_organisation(&mut self) -> Result<Option<Organisation>, StoreError> {
-        let row =
-            sqlx::query("SELECT id, name, cvr, settings FROM organisations ORDER BY id LIMIT 1")
-                .fetch_optional(&mut *self.tx)
-                .await?;
-        row.map(|r| {
-            Ok(Organisation {
-                id: OrgId(r.try_get("id")?),
-                name: r.try_get("name")?,
-                cvr: r.try_get("cvr")?,
-                settings: r.try_get("settings")?,
-            })
-        })
-        .transpose()
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            org_columns!(),
+            " FROM organisations ORDER BY id LIMIT 1"
+        ))
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        row.as_ref().map(org_row).transpose()
+    }
+
+    /// Organisation `org`; NotFound when there is none.
+    pub async fn organisation(&mut self, org: OrgId) -> Result<Organisation, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            org_columns!(),
+            " FROM organisations WHERE id = $1"
+        ))
+        .bind(org.0)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        row.as_ref()
+            .map(org_row)
+            .transpose()?
+            .ok_or_else(|| StoreError::NotFound(format!("organisation {}", org.0)))
+    }
+
+    /// Records an organisation applied for, `pending` until approved.
+    pub async fn create_pending_organisation(
+        &mut self,
+        name: &str,
+        cvr: &str,
+        representative_name: &str,
+        representative_email: &str,
+    ) -> Result<OrgId, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO organisations (name, cvr, created_at, status, representative_name, \
+             representative_email) VALUES ($1, $2, $3, 'pending', $4, $5) RETURNING id",
+        )
+        .bind(name)
+        .bind(cvr)
+        .bind(now())
+        .bind(representative_name)
+        .bind(representative_email)
+        .fetch_one(&mut *self.tx)
+        .await?;
+        Ok(OrgId(row.try_get("id")?))
+    }
+
+    /// Sets `org`'s status; false when it was not `from`.
+    pub async fn set_organisation_status(
+        &mut self,
+        org: OrgId,
+        from: &str,
+        to: &str,
+    ) -> Result<bool, StoreError> {
+        let r = sqlx::query("UPDATE organisations SET status = $1 WHERE id = $2 AND status = $3")
+            .bind(to)
+            .bind(org.0)
+            .bind(from)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(r.rows_affected() == 1)
     }
 
     /// Replaces `org`'s settings (`key=value` lines).
@@ -635,6 +712,8 @@ in_tx! { begin_read:
     fn recipients_for(&self, org: OrgId, address: &str) -> Vec<RecipientRow>;
     /// The first organisation, if any.
     fn first_organisation(&self) -> Option<Organisation>;
+    /// Organisation `org`.
+    fn organisation(&self, org: OrgId) -> Organisation;
     /// One certificate of `org`.
     fn certificate(&self, org: OrgId, id: i64) -> CertRow;
     /// The certificate of `org` with this issuer and serial, if recorded.

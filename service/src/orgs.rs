@@ -1,0 +1,279 @@
+//! Organisations in one installation: applying for one through the admin
+//! API (pending until its ledelsesrepræsentant approves through an e-mailed
+//! link, when its internal CA is made), and the one-time bootstrap link that
+//! creates the first organisation administrator.
+
+use ca::{Cvr, DisplayName, IssuancePolicy};
+use store::{OrgId, Organisation};
+
+use crate::admins::{new_token, token_hash};
+use crate::certs::{crls_in, record};
+use crate::init::make_ca;
+use crate::users::check_email;
+use crate::{Actor, Error, Result, Role, Service};
+
+/// How long an approval link lives (14 days).
+pub const APPROVAL_SECS: i64 = 14 * 86_400;
+/// How long the bootstrap link lives (7 days).
+pub const BOOTSTRAP_SECS: i64 = 7 * 86_400;
+
+/// An application for a new organisation.
+#[derive(Clone)]
+pub struct Application {
+    /// The organisation's name.
+    pub name: String,
+    /// Its CVR number.
+    pub cvr: String,
+    /// The ledelsesrepræsentant's name.
+    pub representative_name: String,
+    /// The ledelsesrepræsentant's e-mail address.
+    pub representative_email: String,
+    /// The applying administrator's login name.
+    pub admin_name: String,
+    /// Their password.
+    pub admin_password: String,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("name", &self.name)
+            .field("cvr", &self.cvr)
+            .field("admin_name", &self.admin_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An application recorded.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// The pending organisation.
+    pub org: Organisation,
+    /// The approval link's token, for the representative's e-mail.
+    pub token: String,
+}
+
+impl Service {
+    /// The same installation seen as organisation `org` (for the admin API,
+    /// which serves every organisation from one [`Service`]). NotFound when
+    /// there is no such organisation.
+    pub async fn for_org(&self, org: OrgId, actor: Actor) -> Result<Service> {
+        let org = self.store.organisation(org).await?;
+        Ok(Service {
+            store: self.store.clone(),
+            org,
+            actor,
+            loc: self.loc.clone(),
+            _lock: None,
+        })
+    }
+
+    /// Applies for a new organisation: recorded as pending with its first
+    /// organisation administrator, who can log in but do nothing until the
+    /// ledelsesrepræsentant approves. Audited "org.apply".
+    pub async fn apply_organisation(&self, a: &Application) -> Result<Applied> {
+        let name = DisplayName::parse("organisation name", a.name.trim())?;
+        let cvr = Cvr::parse(a.cvr.trim())?;
+        let rep_name = DisplayName::parse("representative's name", a.representative_name.trim())?;
+        let rep_email = check_email(&a.representative_email)?;
+        crate::smtp_users::check_account_name("administrator", &a.admin_name)?;
+        crate::admins::check_password(&a.admin_password)?;
+        let hash = crate::smtp_users::hash_password(&a.admin_password)?;
+        let token = new_token()?;
+        let now = crate::now();
+        let mut tx = self.store.begin().await?;
+        let org = tx
+            .create_pending_organisation(name.as_str(), cvr.as_str(), rep_name.as_str(), &rep_email)
+            .await?;
+        tx.admin_create(org, &a.admin_name, Role::OrgAdmin.as_str(), &hash, now)
+            .await?;
+        tx.link_insert(
+            &token_hash(&token),
+            org,
+            None,
+            "approval",
+            now,
+            now + APPROVAL_SECS,
+        )
+        .await?;
+        tx.audit(
+            Some(org),
+            &format!("applicant:{}", a.admin_name),
+            "org.apply",
+            name.as_str(),
+            &format!("cvr={} representative={rep_email}", cvr.as_str()),
+        )
+        .await?;
+        let org = tx.organisation(org).await?;
+        tx.commit().await?;
+        Ok(Applied { org, token })
+    }
+
+    /// The pending organisation an approval link names.
+    pub async fn approval_info(&self, token: &str) -> Result<Option<Organisation>> {
+        let mut tx = self.store.begin_read().await?;
+        let t = tx
+            .link_peek(&token_hash(token), "approval", crate::now())
+            .await?;
+        let org = match t {
+            Some(t) => Some(tx.organisation(t.org).await?),
+            None => None,
+        };
+        tx.commit().await?;
+        Ok(org.filter(|o| o.status == "pending"))
+    }
+
+    /// The ledelsesrepræsentant approves: the organisation becomes active
+    /// and gets its internal CA. Audited "org.approve".
+    pub async fn approve_organisation(&self, token: &str) -> Result<Organisation> {
+        let org = self
+            .approval_info(token)
+            .await?
+            .ok_or_else(|| Error::NotFound("approval link (unknown, used or expired)".into()))?;
+        let org_name = DisplayName::parse("organisation name", &org.name)?;
+        let policy = crate::certs::policy_of(&self.org);
+        let made = make_ca(
+            &policy,
+            &org_name,
+            DisplayName::parse("root CA name", &format!("{} rod-CA", org.name))?,
+            DisplayName::parse("issuing CA name", &format!("{} udstedende-CA 1", org.name))?,
+        )?;
+        let now = crate::now();
+        let mut tx = self.store.begin().await?;
+        if tx
+            .link_take(&token_hash(token), "approval", now)
+            .await?
+            .is_none()
+            || !tx
+                .set_organisation_status(org.id, "pending", "active")
+                .await?
+        {
+            return Err(Error::NotFound(
+                "approval link (unknown, used or expired)".into(),
+            ));
+        }
+        let root_id = record(
+            &mut tx,
+            org.id,
+            &made.root,
+            "root-ca",
+            "issued",
+            Some((made.root_signer.key(), false)),
+            None,
+        )
+        .await?;
+        let issuing_id = record(
+            &mut tx,
+            org.id,
+            &made.issuing,
+            "issuing-ca",
+            "issued",
+            Some((made.signer.key(), false)),
+            None,
+        )
+        .await?;
+        tx.set_ca_state(org.id, root_id, issuing_id).await?;
+        let settings = policy_settings(&policy);
+        tx.set_settings(org.id, &settings).await?;
+        crls_in(&mut tx, org.id, &made).await?;
+        tx.audit(
+            Some(org.id),
+            &format!(
+                "representative:{}",
+                org.representative_email.clone().unwrap_or_default()
+            ),
+            "org.approve",
+            &org.name,
+            &format!("root={root_id} issuing={issuing_id}"),
+        )
+        .await?;
+        let org = tx.organisation(org.id).await?;
+        tx.commit().await?;
+        Ok(org)
+    }
+
+    /// When the installation has no administrator yet: a new one-time
+    /// bootstrap link's token for this organisation (earlier ones end).
+    /// None when an administrator exists.
+    pub async fn bootstrap_token(&self) -> Result<Option<String>> {
+        let token = new_token()?;
+        let now = crate::now();
+        let mut tx = self.store.begin().await?;
+        if tx.admin_count().await? > 0 {
+            return Ok(None);
+        }
+        tx.org_links_void(self.org.id, "bootstrap", now).await?;
+        tx.link_insert(
+            &token_hash(&token),
+            self.org.id,
+            None,
+            "bootstrap",
+            now,
+            now + BOOTSTRAP_SECS,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some(token))
+    }
+
+    /// True when the bootstrap link is live.
+    pub async fn bootstrap_valid(&self, token: &str) -> Result<bool> {
+        let mut tx = self.store.begin_read().await?;
+        let t = tx
+            .link_peek(&token_hash(token), "bootstrap", crate::now())
+            .await?;
+        tx.commit().await?;
+        Ok(t.is_some())
+    }
+
+    /// Uses the bootstrap link: creates the first organisation
+    /// administrator of its organisation. Audited "admin.create" by
+    /// "bootstrap".
+    pub async fn bootstrap(&self, token: &str, name: &str, password: &str) -> Result<crate::Admin> {
+        crate::smtp_users::check_account_name("administrator", name)?;
+        crate::admins::check_password(password)?;
+        let hash = crate::smtp_users::hash_password(password)?;
+        let now = crate::now();
+        let mut tx = self.store.begin().await?;
+        let Some(t) = tx.link_take(&token_hash(token), "bootstrap", now).await? else {
+            return Err(Error::NotFound(
+                "bootstrap link (unknown, used or expired)".into(),
+            ));
+        };
+        let id = tx
+            .admin_create(t.org, name, Role::OrgAdmin.as_str(), &hash, now)
+            .await?;
+        tx.audit(
+            Some(t.org),
+            "bootstrap",
+            "admin.create",
+            name,
+            "role=org-admin",
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(crate::Admin {
+            id,
+            name: name.to_string(),
+            role: Role::OrgAdmin,
+            org: t.org,
+            created_at: now,
+            disabled: false,
+        })
+    }
+}
+
+/// The settings lines that carry an issuance policy.
+pub(crate) fn policy_settings(policy: &IssuancePolicy) -> String {
+    let mut settings = String::new();
+    for o in &policy.policy_oids {
+        settings.push_str(&format!("policy_oid={o}\n"));
+    }
+    if let Some(u) = &policy.crl_url {
+        settings.push_str(&format!("crl_url={u}\n"));
+    }
+    if let Some(u) = &policy.ca_issuers_url {
+        settings.push_str(&format!("ca_issuers_url={u}\n"));
+    }
+    settings
+}
