@@ -49,7 +49,20 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/activation", post(employee_activate))
         .route("/api/v1/certificate-download", post(employee_collect))
         .route("/api/v1/certificates/{id}/revoke", post(revoke))
+        .route("/api/v1/certificates/{id}/renew", post(renew))
+        .route("/api/v1/organisation-certificates", post(org_cert_issue))
+        .route(
+            "/api/v1/organisation-certificates/import",
+            post(org_cert_import),
+        )
         .route("/api/v1/recipients", get(recipients))
+        .route("/api/v1/recipients/import", post(recipients_import))
+        .route("/api/v1/recipients/{id}/pin", post(recipient_pin))
+        .route("/api/v1/recipients/{id}/unpin", post(recipient_unpin))
+        .route(
+            "/api/v1/recipients/{id}",
+            axum::routing::delete(recipient_delete),
+        )
         .route("/crl/{name}", get(crl))
 }
 
@@ -666,18 +679,9 @@ async fn revoke(
     id: Result<Path<i64>, PathRejection>,
     body: Result<Json<RevokeBody>, JsonRejection>,
 ) -> ApiResult<Json<Value>> {
-    let svc = who.need(Need::Users)?;
     let id = id_of(id)?;
+    let svc = changeable(&who, id).await?;
     let b = json_body(body)?;
-    let c = svc
-        .certificates()
-        .await?
-        .into_iter()
-        .find(|c| c.id == id)
-        .ok_or_else(ApiError::not_found)?;
-    if c.kind != "user" {
-        who.need(Need::Org)?;
-    }
     let reason = ca::RevocationReason::parse(b.reason.as_deref().unwrap_or("unspecified"))
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let crls = svc.revoke(id, reason).await?;
@@ -687,6 +691,158 @@ async fn revoke(
         "reason": reason.as_str(),
         "crl_bytes": crls.issuing.len(),
     })))
+}
+
+/// The certificate `id` of the session's organisation, checking that the
+/// role may change it (user certificates: user administrators; the rest:
+/// organisation administrators).
+async fn changeable(who: &Authed, id: i64) -> ApiResult<&service::Service> {
+    let svc = who.need(Need::Users)?;
+    let c = svc
+        .certificates()
+        .await?
+        .into_iter()
+        .find(|c| c.id == id)
+        .ok_or_else(ApiError::not_found)?;
+    if c.kind != "user" {
+        who.need(Need::Org)?;
+    }
+    Ok(svc)
+}
+
+async fn renew(
+    who: Authed,
+    id: Result<Path<i64>, PathRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let id = id_of(id)?;
+    let svc = changeable(&who, id).await?;
+    let r = svc.renew(id, None, |_| Ok(())).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "id": r.id, "replaces": id, "serial": service::certs::serial_hex(&r.cert) })),
+    ))
+}
+
+#[derive(Deserialize)]
+struct OrgCertBody {
+    name: String,
+    email: String,
+}
+
+async fn org_cert_issue(
+    who: Authed,
+    body: Result<Json<OrgCertBody>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let svc = who.need(Need::Org)?;
+    let b = json_body(body)?;
+    let req = service::certs::IssueRequest {
+        kind: ca::Kind::Organisation,
+        name: ca::DisplayName::parse("certificate name", &b.name)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?,
+        email: ca::EmailAddress::parse(&b.email)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?,
+        p12: None,
+    };
+    let r = svc.issue(req, |_| Ok(())).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            json!({ "id": r.id, "serial": service::certs::serial_hex(&r.cert), "email": b.email }),
+        ),
+    ))
+}
+
+#[derive(Deserialize)]
+struct ImportBody {
+    /// The PKCS#12 file, base64.
+    p12: String,
+    password: String,
+    #[serde(default)]
+    legacy: bool,
+    mailbox: Option<String>,
+}
+
+async fn org_cert_import(
+    who: Authed,
+    body: Result<Json<ImportBody>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let svc = who.need(Need::Org)?;
+    let b = json_body(body)?;
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(b.p12.trim())
+        .map_err(|_| ApiError::bad_request("p12 must be the PKCS#12 file in base64"))?;
+    let p12 = ca::pkcs12::import(&der, &b.password)
+        .map_err(|e| ApiError::bad_request(format!("the PKCS#12 file: {e}")))?;
+    let mailbox = match b.mailbox.as_deref() {
+        Some(m) => {
+            Some(ca::EmailAddress::parse(m).map_err(|e| ApiError::bad_request(e.to_string()))?)
+        }
+        None => None,
+    };
+    let r = svc
+        .import_key(service::keys::ImportRequest {
+            p12,
+            legacy: b.legacy,
+            mailbox,
+        })
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            json!({ "id": r.id, "generation": r.generation, "source": r.source, "expired": r.expired }),
+        ),
+    ))
+}
+
+async fn recipients_import(who: Authed, body: Bytes) -> ApiResult<(StatusCode, Json<Value>)> {
+    let svc = who.need(Need::Org)?;
+    let certs = smime::keyring::certs_from_bytes(&body, "the upload")
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let mut plan = Vec::new();
+    for c in certs {
+        let addrs = smime::keyring::cert_emails(&c);
+        if addrs.is_empty() {
+            return Err(ApiError::bad_request(format!(
+                "certificate {} has no e-mail address",
+                smime::keyring::name_to_string(c.subject_name())
+            )));
+        }
+        plan.push((c, addrs));
+    }
+    if plan.is_empty() {
+        return Err(ApiError::bad_request("no certificate in the upload"));
+    }
+    let items: Vec<Value> = svc
+        .import_recipients(&plan)
+        .await?
+        .into_iter()
+        .map(|(id, address, subject)| json!({ "id": id, "address": address, "subject": subject }))
+        .collect();
+    Ok((StatusCode::CREATED, Json(json!({ "items": items }))))
+}
+
+async fn recipient_pin(who: Authed, id: Result<Path<i64>, PathRejection>) -> ApiResult<StatusCode> {
+    let svc = who.need(Need::Org)?;
+    svc.pin_recipient(id_of(id)?, true).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn recipient_unpin(
+    who: Authed,
+    id: Result<Path<i64>, PathRejection>,
+) -> ApiResult<StatusCode> {
+    let svc = who.need(Need::Org)?;
+    svc.pin_recipient(id_of(id)?, false).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn recipient_delete(
+    who: Authed,
+    id: Result<Path<i64>, PathRejection>,
+) -> ApiResult<StatusCode> {
+    let svc = who.need(Need::Org)?;
+    svc.delete_recipient(id_of(id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn recipients(who: Authed) -> ApiResult<Json<Value>> {

@@ -134,6 +134,45 @@ impl Service {
     }
 }
 
+impl Service {
+    /// Pins or unpins an outside certificate (audited "recipient.pin" /
+    /// "recipient.unpin").
+    pub async fn pin_recipient(&self, id: i64, pinned: bool) -> Result<()> {
+        let mut tx = self.store.begin().await?;
+        let addr = tx.set_recipient_pinned(self.org.id, id, pinned).await?;
+        tx.audit(
+            Some(self.org.id),
+            self.actor.as_str(),
+            if pinned {
+                "recipient.pin"
+            } else {
+                "recipient.unpin"
+            },
+            &addr,
+            &format!("id={id}"),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Deletes an outside certificate (audited "recipient.delete").
+    pub async fn delete_recipient(&self, id: i64) -> Result<()> {
+        let mut tx = self.store.begin().await?;
+        let addr = tx.delete_recipient(self.org.id, id).await?;
+        tx.audit(
+            Some(self.org.id),
+            self.actor.as_str(),
+            "recipient.delete",
+            &addr,
+            &format!("id={id}"),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
 /// What a rotation did.
 #[derive(Debug)]
 pub struct RotateOutcome {

@@ -339,6 +339,42 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// Pins (or unpins) an outside certificate of `org`: a pinned one is
+    /// the one used for its address. NotFound when `org` has no such row.
+    pub async fn set_recipient_pinned(
+        &mut self,
+        org: OrgId,
+        id: i64,
+        pinned: bool,
+    ) -> Result<String, StoreError> {
+        let r = sqlx::query(
+            "UPDATE recipients SET pinned = $1 WHERE org_id = $2 AND id = $3 RETURNING address",
+        )
+        .bind(i64::from(pinned))
+        .bind(org.0)
+        .bind(id)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        match r {
+            Some(r) => Ok(r.try_get("address")?),
+            None => Err(StoreError::NotFound(format!("recipient certificate {id}"))),
+        }
+    }
+
+    /// Deletes an outside certificate of `org`; NotFound when there is none.
+    pub async fn delete_recipient(&mut self, org: OrgId, id: i64) -> Result<String, StoreError> {
+        let r =
+            sqlx::query("DELETE FROM recipients WHERE org_id = $1 AND id = $2 RETURNING address")
+                .bind(org.0)
+                .bind(id)
+                .fetch_optional(&mut *self.tx)
+                .await?;
+        match r {
+            Some(r) => Ok(r.try_get("address")?),
+            None => Err(StoreError::NotFound(format!("recipient certificate {id}"))),
+        }
+    }
+
     /// How many administrators the installation has.
     pub async fn admin_count(&mut self) -> Result<i64, StoreError> {
         let r = sqlx::query("SELECT COUNT(*) AS n FROM admins")
