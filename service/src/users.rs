@@ -1059,6 +1059,10 @@ impl Service {
     /// allows them): a single-use link valid 14 days, returned for the
     /// e-mail "Hent dit brugercertifikat". Audited "cert.order".
     pub async fn order_certificate(&self, id: i64) -> Result<(User, String)> {
+        let token = new_token()?;
+        let now = crate::now();
+        let mut tx = self.store.begin().await?;
+        let u = tx.user(self.org.id, id).await?;
         if !self.settings().allow_user_certificates {
             return Err(Error::Invalid(
                 "the organisation does not allow brugercertifikater: an organisation \
@@ -1066,10 +1070,6 @@ impl Service {
                     .into(),
             ));
         }
-        let token = new_token()?;
-        let now = crate::now();
-        let mut tx = self.store.begin().await?;
-        let u = tx.user(self.org.id, id).await?;
         if u.status != Status::Active.as_str() {
             return Err(Error::Invalid(format!(
                 "user {id} is not active: only activated users can get a brugercertifikat"

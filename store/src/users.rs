@@ -92,7 +92,8 @@ impl Tx<'_> {
         let r = sqlx::query(
             "INSERT INTO users (org_id, name, email, rid, cpr_hash, birth_date, rights, status, \
              ident_means, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) \
+             ON CONFLICT (org_id, email) DO NOTHING RETURNING id",
         )
         .bind(u.org)
         .bind(&u.name)
@@ -104,15 +105,17 @@ impl Tx<'_> {
         .bind(&u.status)
         .bind(&u.ident_means)
         .bind(u.created_at)
-        .fetch_one(&mut *self.tx)
-        .await
-        .map_err(|e| match &e {
-            sqlx::Error::Database(d) if d.is_unique_violation() => {
-                StoreError::Conflict(format!("a user with e-mail address {} exists", u.email))
-            }
-            _ => StoreError::Db(e),
-        })?;
-        Ok(r.try_get("id")?)
+        .fetch_optional(&mut *self.tx)
+        .await?;
+        // ON CONFLICT, not a unique violation: on PostgreSQL a violation
+        // would abort the whole transaction (an import's other rows).
+        match r {
+            Some(r) => Ok(r.try_get("id")?),
+            None => Err(StoreError::Conflict(format!(
+                "a user with e-mail address {} exists",
+                u.email
+            ))),
+        }
     }
 
     /// User `id` of `org`; NotFound when `org` has none.

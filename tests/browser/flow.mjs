@@ -29,7 +29,7 @@ if (!base || !sinkDir || !outDir || !planFile) {
   process.exit(2);
 }
 const plan = JSON.parse(fs.readFileSync(planFile, 'utf8'));
-const TIMEOUT = 20000;
+const TIMEOUT = 15000;
 const MAIL_TIMEOUT = 40000;
 
 function result(key, value) {
@@ -278,7 +278,7 @@ try {
     result('import.summary', await text(admin, '#summary'));
     const rows = await admin.$$eval('#imported tr.imported', (trs) => trs.map((tr) => [...tr.querySelectorAll('td')].map((td) => td.textContent.trim()).join('|')));
     for (const r of rows) result('import.imported', r);
-    const errs = await admin.$$eval('#errors tr.row-error', (trs) => trs.map((tr) => tr.textContent.trim()));
+    const errs = await admin.$$eval('#errors tr.row-error', (trs) => trs.map((tr) => [...tr.querySelectorAll('td')].map((td) => td.textContent.trim()).join('|')));
     for (const e of errs) result('import.error', e);
     await admin.screenshot({ path: path.join(outDir, 'import-report.png'), fullPage: true });
   });
@@ -375,13 +375,13 @@ try {
   result('done', 'true');
 } catch (err) {
   exit = 1;
-  const msg = String(err && err.stack ? err.stack : err);
+  const msg = String(err && err.stack ? err.stack : err).replace(/\x1b\[[0-9;]*m/g, '');
   let shot = '';
   if (current && !current.isClosed()) {
     shot = path.join(outDir, `failed-${stepName.replace(/[^A-Za-z0-9.@-]+/g, '_')}.png`);
     try {
       await current.screenshot({ path: shot, fullPage: true });
-      console.error(`page at failure: ${current.url()}\n${(await current.textContent('body')) || ''}`);
+      console.error(`page at failure: ${current.url()}\n${await current.innerText('body')}`);
     } catch (e) {
       shot = `(no screenshot: ${e})`;
     }
