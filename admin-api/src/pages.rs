@@ -2160,7 +2160,7 @@ mod tests {
     #[test]
     fn utc_dates() {
         assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(utc(1_795_000_000), "2026-11-17 10:13:20 UTC");
+        assert_eq!(utc(1_795_000_000), "2026-11-18 11:06:40 UTC");
         assert_eq!(utc(951_782_400), "2000-02-29 00:00:00 UTC");
     }
 }

@@ -47,6 +47,49 @@ fn the_example_file_is_valid() {
     );
     assert!(c.is_local("post@advokat.dk") && c.is_local("x@afd.advokat.dk"));
     assert!(!c.is_local("x@xadvokat.dk") && !c.is_local("x@gmail.com"));
+    // The admin e-mails: from the first domain, through the outbound
+    // listener; links from the bound HTTP address; no Secure cookie.
+    assert_eq!(c.admin_mail_from, "sikkermail@advokat.dk");
+    assert_eq!(c.admin_mail_relay, None);
+    assert_eq!(c.public_url, None);
+    assert!(!c.secure_cookie);
+}
+
+#[test]
+fn public_url_and_secure_cookie() {
+    let c = Config::load(
+        Some((
+            "f.toml",
+            "[http]\npublic_url = \"https://sm.advokat.dk/\"\n",
+        )),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.public_url.as_deref(), Some("https://sm.advokat.dk"));
+    assert!(c.secure_cookie, "https in front: Secure cookies");
+    let c = Config::load(
+        Some(("f.toml", "[http]\npublic_url = \"https://sm.advokat.dk\"\nsecure_cookie = false\n[admin]\nmail_relay = \"mail.advokat.dk:25\"\n")),
+        &[],
+    )
+    .unwrap();
+    assert!(!c.secure_cookie);
+    assert_eq!(
+        c.admin_mail_relay,
+        Some(("mail.advokat.dk".to_string(), 25))
+    );
+    let errs = Config::load(
+        Some((
+            "f.toml",
+            "[http]\npublic_url = \"sm.advokat.dk\"\nsecure_cookie = \"ja\"\n",
+        )),
+        &[],
+    )
+    .unwrap_err();
+    let text = format!("{errs:?}");
+    assert!(
+        text.contains("public_url") && text.contains("secure_cookie"),
+        "{text}"
+    );
 }
 
 #[test]
