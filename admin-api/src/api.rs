@@ -7,7 +7,7 @@
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -376,8 +376,27 @@ pub fn report_json(r: &users::ImportReport) -> Value {
     })
 }
 
-async fn import(who: Authed, headers: HeaderMap, body: Bytes) -> ApiResult<Json<Value>> {
+/// A raw body, or a JSON 413/400.
+fn raw_body(body: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {
+    body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the request body is too large (at most 1 MiB)",
+            )
+        } else {
+            ApiError::bad_request("the request body could not be read")
+        }
+    })
+}
+
+async fn import(
+    who: Authed,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Value>> {
     let svc = who.need(Need::Users)?;
+    let body = raw_body(body)?;
     let ctype = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -606,8 +625,11 @@ async fn employee_activate(
     body: Result<Json<ActivationBody>, JsonRejection>,
 ) -> ApiResult<Json<Value>> {
     let b = json_body(body)?;
-    let keys = crate::limit::keys(ip.0.as_deref(), "activation");
-    if let Some(w) = st.limiter.blocked(&keys[1..]) {
+    // Its own key per address (not the logins'): five failed activations
+    // in 15 minutes from one address wait.
+    // (No address without a socket: in-memory tests are not limited.)
+    let keys: Vec<String> = ip.0.iter().map(|a| format!("activation-ip:{a}")).collect();
+    if let Some(w) = st.limiter.blocked(&keys) {
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             format!(
@@ -628,7 +650,7 @@ async fn employee_activate(
         Ok(u) => Ok(Json(user_json(&u))),
         Err(e) => {
             if matches!(e, service::Error::Invalid(_)) {
-                st.limiter.fail(&keys[1..]);
+                st.limiter.fail(&keys);
             }
             Err(e.into())
         }
@@ -794,8 +816,12 @@ async fn org_cert_import(
     ))
 }
 
-async fn recipients_import(who: Authed, body: Bytes) -> ApiResult<(StatusCode, Json<Value>)> {
+async fn recipients_import(
+    who: Authed,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
     let svc = who.need(Need::Org)?;
+    let body = raw_body(body)?;
     let certs = smime::keyring::certs_from_bytes(&body, "the upload")
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     let mut plan = Vec::new();

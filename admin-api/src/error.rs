@@ -52,6 +52,9 @@ impl From<service::Error> for ApiError {
             service::Error::NotFound(_) => Self::new(StatusCode::NOT_FOUND, e.to_string()),
             service::Error::Invalid(m) => Self::bad_request(m),
             service::Error::Conflict(m) => Self::new(StatusCode::CONFLICT, m),
+            service::Error::Ca(ca::CaError::Invalid(m) | ca::CaError::Parse(m)) => {
+                Self::bad_request(m)
+            }
             other => Self::internal(&other),
         }
     }

@@ -132,11 +132,18 @@ impl Service {
             .ok_or_else(|| Error::NotFound("approval link (unknown, used or expired)".into()))?;
         let org_name = DisplayName::parse("organisation name", &org.name)?;
         let policy = crate::certs::policy_of(&self.org);
+        // The CA names must fit 64 characters: a long organisation name is
+        // shortened in them (the organisation attribute keeps it whole).
+        let short = |suffix: &str| {
+            let room = 64 - suffix.chars().count();
+            let n: String = org.name.chars().take(room).collect();
+            format!("{}{suffix}", n.trim_end())
+        };
         let made = make_ca(
             &policy,
             &org_name,
-            DisplayName::parse("root CA name", &format!("{} rod-CA", org.name))?,
-            DisplayName::parse("issuing CA name", &format!("{} udstedende-CA 1", org.name))?,
+            DisplayName::parse("root CA name", &short(" rod-CA"))?,
+            DisplayName::parse("issuing CA name", &short(" udstedende-CA 1"))?,
         )?;
         let now = crate::now();
         let mut tx = self.store.begin().await?;
