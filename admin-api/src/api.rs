@@ -644,6 +644,7 @@ async fn employee_activate(
         b.code.as_deref(),
         &b.password,
         b.accept_terms,
+        ip.0.as_deref(),
     )
     .await
     {
@@ -668,6 +669,7 @@ struct CollectBody {
 
 async fn employee_collect(
     State(st): State<AppState>,
+    ip: ClientIp,
     body: Result<Json<CollectBody>, JsonRejection>,
 ) -> ApiResult<Response> {
     let b = json_body(body)?;
@@ -676,8 +678,15 @@ async fn employee_collect(
     } else {
         Flavour::Modern
     };
-    let c =
-        users::collect_certificate(&st.svc, &b.token, &b.password, b.accept_terms, flavour).await?;
+    let c = users::collect_certificate(
+        &st.svc,
+        &b.token,
+        &b.password,
+        b.accept_terms,
+        flavour,
+        ip.0.as_deref(),
+    )
+    .await?;
     let mut r = Json(json!({
         "certificate": c.id,
         "serial": c.serial,

@@ -422,6 +422,7 @@ async fn activate_post(
     Query(q): Query<LangQuery>,
     headers: HeaderMap,
     token: Result<Path<String>, PathRejection>,
+    ip: crate::auth::ClientIp,
     body: Bytes,
 ) -> Response {
     let lang = lang_of(&q, &headers);
@@ -454,7 +455,15 @@ async fn activate_post(
         );
     }
     let code = form.get("code").filter(|c| !c.is_empty());
-    match users::complete_activation(&st.svc, &token, code, &form.text("password"), form.flag("accept")).await {
+    match users::complete_activation(
+        &st.svc,
+        &token,
+        code,
+        &form.text("password"),
+        form.flag("accept"),
+        ip.0.as_deref(),
+    )
+    .await {
         Ok(u) => page(
             lang,
             lang.t("Din bruger er aktiveret", "Your user is active"),
@@ -557,6 +566,7 @@ async fn cert_post(
     Query(q): Query<LangQuery>,
     headers: HeaderMap,
     token: Result<Path<String>, PathRejection>,
+    ip: crate::auth::ClientIp,
     body: Bytes,
 ) -> Response {
     let lang = lang_of(&q, &headers);
@@ -580,6 +590,7 @@ async fn cert_post(
         &form.text("password"),
         form.flag("accept"),
         flavour,
+        ip.0.as_deref(),
     )
     .await
     {

@@ -356,16 +356,22 @@ async fn approval_import_activation_and_certificates() {
             Some(json!({"token": mette_link2, "password": "kort", "accept_terms": true})),
         )
         .await;
-        let m = ok(
-            &app,
-            StatusCode::OK,
+        // From a client address, as a socket would give it: the audit trail
+        // records it.
+        let mut r = req(
             "post",
             "/api/v1/activation",
             None,
             Some(json!({"token": mette_link2, "password": "Mettes-kode-1", "accept_terms": true})),
-        )
-        .await;
-        assert_eq!(m["status"], "active");
+        );
+        r.extensions_mut()
+            .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+                [192, 0, 2, 7],
+                40000,
+            ))));
+        let (st, _, b) = send(&app, r).await;
+        assert_eq!(st, StatusCode::OK, "{}", String::from_utf8_lossy(&b));
+        assert_eq!(json(&b)["status"], "active");
         ok(
             &app,
             StatusCode::NOT_FOUND,
@@ -697,6 +703,10 @@ async fn approval_import_activation_and_certificates() {
             assert!(!text.contains(secret), "{secret} in the audit trail");
         }
         assert!(text.contains("admin:ulla"), "who acted");
+        assert!(
+            text.contains(&format!("employee:{mid} from 192.0.2.7")),
+            "the employee's address"
+        );
         let check = svc.verify_audit().await.unwrap();
         assert!(check.broken.is_none(), "{check:?}");
 

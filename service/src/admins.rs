@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use base64::Engine;
 use store::{AdminRow, OrgId};
 
-use crate::smtp_users::{hash_password, verify_password};
+use crate::smtp_users::{hash_password, hash_password_blocking, verify_password_blocking};
 use crate::{Error, Result, Service};
 
 /// How long a session lives, seconds (12 hours).
@@ -210,7 +210,7 @@ impl Service {
     pub async fn admin_create(&self, name: &str, role: Role, password: &str) -> Result<Admin> {
         check_name(name)?;
         check_password(password)?;
-        let hash = hash_password(password)?;
+        let hash = hash_password_blocking(password).await?;
         let at = crate::now();
         let mut tx = self.store.begin().await?;
         let id = tx
@@ -249,16 +249,16 @@ impl Service {
     /// "admin.login". Any failure (unknown name, wrong password, disabled)
     /// is `Error::Invalid(LOGIN_FAILED)`, audited "admin.login_failed"
     /// with the name tried (never the password). The argon2id check is
-    /// slow on purpose (tens of milliseconds) and runs on this thread.
+    /// slow on purpose (tens of milliseconds) and runs on a blocking thread.
     pub async fn admin_login(&self, name: &str, password: &str) -> Result<Session> {
         let found = self.store.admin_credentials(self.org.id, name).await?;
         let (row, ok) = match found {
             Some((row, hash)) => {
-                let ok = verify_password(&hash, password);
+                let ok = verify_password_blocking(&hash, password).await;
                 (Some(row), ok)
             }
             None => {
-                verify_password(dummy_hash(), password);
+                verify_password_blocking(dummy_hash(), password).await;
                 (None, false)
             }
         };

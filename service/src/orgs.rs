@@ -78,7 +78,7 @@ impl Service {
         let rep_email = check_email(&a.representative_email)?;
         crate::smtp_users::check_account_name("administrator", &a.admin_name)?;
         crate::admins::check_password(&a.admin_password)?;
-        let hash = crate::smtp_users::hash_password(&a.admin_password)?;
+        let hash = crate::smtp_users::hash_password_blocking(&a.admin_password).await?;
         let token = new_token()?;
         let now = crate::now();
         let mut tx = self.store.begin().await?;
@@ -239,7 +239,7 @@ impl Service {
     pub async fn bootstrap(&self, token: &str, name: &str, password: &str) -> Result<crate::Admin> {
         crate::smtp_users::check_account_name("administrator", name)?;
         crate::admins::check_password(password)?;
-        let hash = crate::smtp_users::hash_password(password)?;
+        let hash = crate::smtp_users::hash_password_blocking(password).await?;
         let now = crate::now();
         let mut tx = self.store.begin().await?;
         let Some(t) = tx.link_take(&token_hash(token), "bootstrap", now).await? else {

@@ -32,6 +32,23 @@ pub fn verify_password(hash: &str, password: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// [`hash_password`] on a blocking thread, off the async runtime's workers
+/// (argon2id takes tens of milliseconds on purpose).
+pub async fn hash_password_blocking(password: &str) -> Result<String> {
+    let p = password.to_string();
+    tokio::task::spawn_blocking(move || hash_password(&p))
+        .await
+        .map_err(|e| Error::Invalid(format!("hashing the password: {e}")))?
+}
+
+/// [`verify_password`] on a blocking thread (false if that thread fails).
+pub async fn verify_password_blocking(hash: &str, password: &str) -> bool {
+    let (h, p) = (hash.to_string(), password.to_string());
+    tokio::task::spawn_blocking(move || verify_password(&h, &p))
+        .await
+        .unwrap_or(false)
+}
+
 /// Account names (SMTP users, administrators): 1-128 letters, digits and
 /// `@ . _ - +`. `what` names the kind in the error.
 pub(crate) fn check_account_name(what: &str, name: &str) -> Result<()> {
@@ -59,7 +76,7 @@ impl Service {
                 "the SMTP password must have at least 12 characters".into(),
             ));
         }
-        let hash = hash_password(password)?;
+        let hash = hash_password_blocking(password).await?;
         let mut tx = self.store.begin().await?;
         let new = tx.smtp_user_set(self.org.id, name, &hash).await?;
         let action = if new {

@@ -23,7 +23,7 @@ use store::{OrgId, Organisation, UserRow};
 
 use crate::admins::{new_token, token_hash};
 use crate::certs::{P12Request, issue_end_entity, make_p12, serial_hex};
-use crate::smtp_users::{hash_password, verify_password};
+use crate::smtp_users::{hash_password_blocking, verify_password_blocking};
 use crate::{Error, Result, Service};
 
 /// How long an activation link lives (30 days).
@@ -924,7 +924,7 @@ impl Service {
     /// code).
     pub async fn activation_code(&self, id: i64) -> Result<String> {
         let code = random_code()?;
-        let hash = hash_password(&code)?;
+        let hash = hash_password_blocking(&code).await?;
         let mut tx = self.store.begin().await?;
         let mut u = tx.user(self.org.id, id).await?;
         if u.status != Status::ActivationSent.as_str() {
@@ -1148,14 +1148,29 @@ pub async fn peek_link(root: &Service, token: &str, purpose: &str) -> Result<Opt
     }))
 }
 
+/// Who an employee is in the audit trail: `employee:<id>`, and the
+/// client's address when known.
+fn employee_actor(user: i64, from: Option<&str>) -> String {
+    match from {
+        Some(ip) => format!("employee:{user} from {ip}"),
+        None => format!("employee:{user}"),
+    }
+}
+
 /// Counts a wrong code or password on `user`; Invalid with how it went.
-async fn wrong_secret(root: &Service, org: OrgId, user: i64, what: &str) -> Error {
+async fn wrong_secret(
+    root: &Service,
+    org: OrgId,
+    user: i64,
+    what: &str,
+    from: Option<&str>,
+) -> Error {
     let r = async {
         let mut tx = root.store.begin().await?;
         let n = tx.user_code_failed(org, user).await?;
         tx.audit(
             Some(org),
-            "employee",
+            &employee_actor(user, from),
             "user.wrong_secret",
             &user.to_string(),
             what,
@@ -1188,6 +1203,7 @@ pub async fn complete_activation(
     code: Option<&str>,
     password: &str,
     accept_terms: bool,
+    from: Option<&str>,
 ) -> Result<User> {
     let info = peek_link(root, token, "activation")
         .await?
@@ -1213,9 +1229,9 @@ pub async fn complete_activation(
             .filter(|c| !c.is_whitespace())
             .collect();
         let h = h.to_string();
-        let ok = !h.is_empty() && given.len() == 8 && verify_password(&h, &given);
+        let ok = !h.is_empty() && given.len() == 8 && verify_password_blocking(&h, &given).await;
         if !ok {
-            return Err(wrong_secret(root, org, row.id, "activation code").await);
+            return Err(wrong_secret(root, org, row.id, "activation code", from).await);
         }
     }
     if password.chars().count() < MIN_USER_PASSWORD {
@@ -1223,7 +1239,7 @@ pub async fn complete_activation(
             "choose a password of at least {MIN_USER_PASSWORD} characters"
         )));
     }
-    let hash = hash_password(password)?;
+    let hash = hash_password_blocking(password).await?;
     let now = crate::now();
     let mut tx = root.store.begin().await?;
     if tx
@@ -1253,7 +1269,7 @@ pub async fn complete_activation(
     }
     tx.audit(
         Some(org),
-        &format!("employee:{}", u.id),
+        &employee_actor(u.id, from),
         "user.activated",
         &u.id.to_string(),
         &format!("means={}", u.ident_means.clone().unwrap_or_default()),
@@ -1276,6 +1292,7 @@ pub async fn collect_certificate(
     password: &str,
     accept_terms: bool,
     flavour: Flavour,
+    from: Option<&str>,
 ) -> Result<Collected> {
     let info = peek_link(root, token, "certificate")
         .await?
@@ -1292,18 +1309,18 @@ pub async fn collect_certificate(
             "too many wrong attempts: the link is locked; ask your administrator".into(),
         ));
     }
-    let ok = row
-        .password_hash
-        .as_deref()
-        .is_some_and(|h| verify_password(h, password));
+    let ok = match row.password_hash.as_deref() {
+        Some(h) => verify_password_blocking(h, password).await,
+        None => false,
+    };
     if !ok {
-        return Err(wrong_secret(root, org_id, row.id, "password").await);
+        return Err(wrong_secret(root, org_id, row.id, "password", from).await);
     }
     if !accept_terms {
         return Err(Error::Invalid("accept the terms to go on".into()));
     }
     let svc = root
-        .for_org(org_id, crate::Actor::named(format!("employee:{}", row.id)))
+        .for_org(org_id, crate::Actor::named(employee_actor(row.id, from)))
         .await?;
     if !svc.settings().allow_user_certificates {
         return Err(Error::Invalid(
