@@ -1232,3 +1232,117 @@ async fn page_forms_need_the_csrf_token() {
     drop(app);
     Arc::into_inner(svc).unwrap().close().await;
 }
+
+/// Single-use links under a race: many requests with one activation link
+/// (and one certificate link) at once, many rounds: exactly one wins, one
+/// certificate is issued, the others are told the link is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_link_is_used_once_however_many_race_for_it() {
+    let rounds: usize = std::env::var("SIKKERMAIL_RACE_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    for site in sites() {
+        let svc = open(&site).await;
+        let app = admin_api::router(svc.clone());
+        let (anne, _) = login(&app, "anne", "Anne-kodeord-123").await;
+        ok(&app, StatusCode::OK, "put", "/api/v1/settings", Some(&anne), Some(json!({"allow_user_certificates": true, "allow_private_mitid": false, "allow_access_requests": false}))).await;
+        let mut csv = String::from("Navn;E-mail;CPR\n");
+        for i in 0..rounds {
+            csv.push_str(&format!("Bruger {i};b{i}@advokat.test;0101701{i:03}\n"));
+        }
+        let (st, _, b) = send(
+            &app,
+            Request::builder()
+                .method(Method::POST)
+                .uri("/api/v1/users/import")
+                .header(header::AUTHORIZATION, format!("Bearer {anne}"))
+                .header(header::CONTENT_TYPE, "text/csv")
+                .body(Body::from(csv))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(st, StatusCode::OK);
+        let ids: Vec<i64> = json(&b)["imported"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["id"].as_i64().unwrap())
+            .collect();
+        assert_eq!(ids.len(), rounds);
+        let r = ok(
+            &app,
+            StatusCode::OK,
+            "post",
+            "/api/v1/users/activate",
+            Some(&anne),
+            Some(json!({"users": ids, "ident_means": "mitid-app"})),
+        )
+        .await;
+        for (round, u) in r["receipt"]["users"].as_array().unwrap().iter().enumerate() {
+            let token = token_of_link(u);
+            let tasks: Vec<_> = (0..8)
+                .map(|_| {
+                    let app = app.clone();
+                    let token = token.clone();
+                    tokio::spawn(async move {
+                        call(&app, "post", "/api/v1/activation", None, Some(json!({"token": token, "password": "Bruger-kode-123", "accept_terms": true}))).await.0
+                    })
+                })
+                .collect();
+            let mut won = 0;
+            for t in tasks {
+                let st = t.await.unwrap();
+                assert!(
+                    st == StatusCode::OK
+                        || st == StatusCode::NOT_FOUND
+                        || st == StatusCode::CONFLICT
+                        || st == StatusCode::BAD_REQUEST,
+                    "round {round}: {st}"
+                );
+                won += usize::from(st == StatusCode::OK);
+            }
+            assert_eq!(won, 1, "round {round}: one activation wins");
+        }
+        // Certificates: a few rounds (each attempt makes an RSA key).
+        for (round, id) in ids.iter().take(3).enumerate() {
+            let order = ok(
+                &app,
+                StatusCode::CREATED,
+                "post",
+                &format!("/api/v1/users/{id}/certificates"),
+                Some(&anne),
+                None,
+            )
+            .await;
+            let token = token_of_link(&order);
+            let tasks: Vec<_> = (0..4)
+                .map(|_| {
+                    let app = app.clone();
+                    let token = token.clone();
+                    tokio::spawn(async move {
+                        call(&app, "post", "/api/v1/certificate-download", None, Some(json!({"token": token, "password": "Bruger-kode-123", "accept_terms": true}))).await.0
+                    })
+                })
+                .collect();
+            let mut won = 0;
+            for t in tasks {
+                won += usize::from(t.await.unwrap() == StatusCode::OK);
+            }
+            assert_eq!(won, 1, "certificate round {round}: one download wins");
+            let issued = svc
+                .certificates()
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|c| c.user_id == Some(*id))
+                .count();
+            assert_eq!(
+                issued, 1,
+                "certificate round {round}: one certificate issued"
+            );
+        }
+        drop(app);
+        Arc::into_inner(svc).unwrap().close().await;
+    }
+}
