@@ -729,12 +729,7 @@ async fn revoke(
 /// organisation administrators).
 async fn changeable(who: &Authed, id: i64) -> ApiResult<&service::Service> {
     let svc = who.need(Need::Users)?;
-    let c = svc
-        .certificates()
-        .await?
-        .into_iter()
-        .find(|c| c.id == id)
-        .ok_or_else(ApiError::not_found)?;
+    let c = svc.certificate(id).await?;
     if c.kind != "user" {
         who.need(Need::Org)?;
     }

@@ -2053,12 +2053,7 @@ async fn certs_post(
             Err(r) => return r,
         };
         let id: i64 = form.text("id").parse().unwrap_or(-1);
-        let kind = svc
-            .certificates()
-            .await
-            .ok()
-            .and_then(|l| l.into_iter().find(|c| c.id == id))
-            .map(|c| c.kind);
+        let kind = svc.certificate(id).await.ok().map(|c| c.kind);
         let note = match kind {
             None => msg("err", "not found"),
             Some(k) if k != "user" && !allows(adm.role, Need::Org) => msg(

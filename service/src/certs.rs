@@ -550,6 +550,11 @@ impl Service {
         Ok(self.store.list_certificates(self.org.id).await?)
     }
 
+    /// One certificate of the organisation; NotFound otherwise.
+    pub async fn certificate(&self, id: i64) -> Result<store::CertRow> {
+        Ok(self.store.certificate(self.org.id, id).await?)
+    }
+
     /// The internal CA's certificates as PEM, root first then the issuing
     /// CA (public: what `/ca.pem` serves). No key is opened.
     pub async fn ca_pem(&self) -> Result<String> {
