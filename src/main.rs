@@ -49,6 +49,9 @@ enum Command {
     /// Administrators of the admin API: create, list.
     #[command(subcommand)]
     Admin(cli::admin_cmd::AdminCommand),
+    /// Shared IMAP mailboxes: decrypt in place, store the IMAP password, status.
+    #[command(subcommand)]
+    Mailbox(cli::mailbox_cmd::MailboxCommand),
 }
 
 fn main() -> ExitCode {
@@ -78,5 +81,6 @@ fn main() -> ExitCode {
         Command::Queue(c) => cli::queue_cmd::queue(c),
         Command::SmtpUser(c) => cli::smtp_user_cmd::smtp_user(c),
         Command::Admin(c) => cli::admin_cmd::admin(c),
+        Command::Mailbox(c) => cli::mailbox_cmd::mailbox(c),
     })
 }

@@ -67,6 +67,67 @@ const KEYS: &[(&str, &str, &str)] = &[
     ("log", "level", "error|warn|info|debug|trace"),
 ];
 
+/// Every key of a `[mailbox.NAME]` table: (key, what it is).
+const MAILBOX_KEYS: &[(&str, &str)] = &[
+    ("host", "IMAP server host name"),
+    ("port", "port (default 993 with implicit TLS, else 143)"),
+    ("tls", "implicit|starttls|none"),
+    (
+        "ca",
+        "PEM file of the CA to trust (instead of the system's)",
+    ),
+    ("user", "login name"),
+    ("password_env", "environment variable holding the password"),
+    ("folders", "list of folders (default [\"INBOX\"])"),
+    ("archive", "folder for the encrypted originals"),
+    ("live", "true|false: serve watches the folders"),
+    ("poll_interval", "duration, where the server has no IDLE"),
+    ("batch", "messages fetched and decrypted together"),
+];
+
+/// How the IMAP connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImapTls {
+    /// TLS from the first byte (port 993).
+    Implicit,
+    /// Plain connection upgraded with STARTTLS before login (port 143).
+    StartTls,
+    /// No TLS (loopback or a trusted network only).
+    None,
+}
+
+/// One `[mailbox.NAME]`: a shared mailbox the gateway decrypts in place.
+#[derive(Debug, Clone)]
+pub struct MailboxConfig {
+    /// The table's name (`post` in `[mailbox.post]`).
+    pub name: String,
+    /// IMAP server.
+    pub host: String,
+    /// Its port.
+    pub port: u16,
+    /// TLS (default implicit).
+    pub tls: ImapTls,
+    /// Trust only this CA (PEM) for the server's certificate; `None`: the
+    /// system's roots.
+    pub ca: Option<PathBuf>,
+    /// Login name.
+    pub user: String,
+    /// The environment variable with the password; `None`: the password
+    /// sealed in the store (`sikkermail mailbox password`).
+    pub password_env: Option<String>,
+    /// Folders to decrypt (default INBOX).
+    pub folders: Vec<String>,
+    /// Where originals go after their decrypted copy is confirmed
+    /// (default `Krypteret original`).
+    pub archive: String,
+    /// `serve` watches the folders (IDLE, or polling) (default true).
+    pub live: bool,
+    /// How often `serve` looks when the server has no IDLE (default 60 s).
+    pub poll_interval: Duration,
+    /// Messages fetched and decrypted together (default 100).
+    pub batch: usize,
+}
+
 /// A network in CIDR notation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Network {
@@ -211,6 +272,8 @@ pub struct Config {
     pub log_json: bool,
     /// Log level.
     pub log_level: String,
+    /// `[mailbox.NAME]` tables: shared IMAP mailboxes, by name.
+    pub mailboxes: Vec<MailboxConfig>,
 }
 
 /// One configuration error.
@@ -250,6 +313,24 @@ impl Config {
                 continue;
             };
             let rest = rest.to_ascii_lowercase();
+            // SIKKERMAIL_MAILBOX_<NAME>_<KEY> for a mailbox the file names.
+            let boxes: Vec<String> = values
+                .keys()
+                .filter_map(|(sec, _)| sec.strip_prefix("mailbox.").map(str::to_string))
+                .collect();
+            let mailbox_key = boxes.iter().find_map(|b| {
+                let r = rest.strip_prefix("mailbox_")?;
+                let key = r.strip_prefix(&b.to_ascii_lowercase().replace('-', "_"))?;
+                let key = key.strip_prefix('_')?;
+                MAILBOX_KEYS
+                    .iter()
+                    .any(|(k, _)| *k == key)
+                    .then(|| (format!("mailbox.{b}"), key.to_string()))
+            });
+            if let Some((sec, key)) = mailbox_key {
+                values.insert((sec, key), (Raw::Str(v.clone()), Origin::Env(k.clone())));
+                continue;
+            }
             let found = KEYS.iter().find(|(sec, key, _)| {
                 if sec.is_empty() {
                     rest == *key
@@ -409,6 +490,7 @@ impl Config {
                 }
             }
         }
+        let mailboxes = mailboxes(&mut t);
         if !t.errors.is_empty() {
             return Err(t.errors);
         }
@@ -434,6 +516,7 @@ impl Config {
             tls,
             log_json: format == "json",
             log_level,
+            mailboxes,
         })
     }
 
@@ -451,6 +534,103 @@ impl Config {
             .iter()
             .any(|o| d == *o || d.ends_with(&format!(".{o}")))
     }
+}
+
+/// Types every `[mailbox.NAME]` table.
+fn mailboxes(t: &mut Typed) -> Vec<MailboxConfig> {
+    let names: std::collections::BTreeSet<String> = t
+        .values
+        .keys()
+        .filter_map(|(sec, _)| sec.strip_prefix("mailbox.").map(str::to_string))
+        .collect();
+    let mut out = Vec::new();
+    for name in names {
+        let sec = format!("mailbox.{name}");
+        let sec = sec.as_str();
+        let host = t.opt_string(sec, "host").unwrap_or_default();
+        if host.is_empty() {
+            t.errors
+                .push(ConfigError(format!("[{sec}]: host is missing")));
+        }
+        let tls = match t.string(sec, "tls", "implicit").as_str() {
+            "implicit" => ImapTls::Implicit,
+            "starttls" => ImapTls::StartTls,
+            "none" => ImapTls::None,
+            _ => {
+                t.error(sec, "tls", "must be implicit, starttls or none");
+                ImapTls::Implicit
+            }
+        };
+        let default_port = if tls == ImapTls::Implicit { 993 } else { 143 };
+        let port = t.int(sec, "port", default_port, 1);
+        if port > 65535 {
+            t.error(sec, "port", "must be at most 65535");
+        }
+        let user = t.opt_string(sec, "user").unwrap_or_default();
+        if user.is_empty() {
+            t.errors
+                .push(ConfigError(format!("[{sec}]: user is missing")));
+        }
+        let folders = match t.has(sec, "folders") {
+            true => t.list(sec, "folders"),
+            false => vec!["INBOX".to_string()],
+        };
+        if folders.is_empty() {
+            t.error(sec, "folders", "name at least one folder");
+        }
+        let archive = t.string(sec, "archive", "Krypteret original");
+        if folders.contains(&archive) {
+            t.error(
+                sec,
+                "archive",
+                "the archive folder cannot be one of the folders",
+            );
+        }
+        for f in folders.iter().chain(std::iter::once(&archive)) {
+            if f.is_empty() || f.chars().any(|c| c.is_control()) {
+                t.error(sec, "folders", &format!("{f:?} is not a folder name"));
+            }
+        }
+        let live = match t.get(sec, "live").map(|(r, _)| r) {
+            None => true,
+            Some(Raw::Bool(b)) => b,
+            Some(Raw::Str(s)) if s.trim() == "true" => true,
+            Some(Raw::Str(s)) if s.trim() == "false" => false,
+            Some(_) => {
+                t.error(sec, "live", "must be true or false");
+                true
+            }
+        };
+        let poll_interval = t.duration(sec, "poll_interval", "60s");
+        let batch = t.int(sec, "batch", 100, 1).min(1000) as usize;
+        out.push(MailboxConfig {
+            name,
+            host,
+            port: port.clamp(1, 65535) as u16,
+            tls,
+            ca: t.opt_string(sec, "ca").map(PathBuf::from),
+            user,
+            password_env: t.opt_string(sec, "password_env"),
+            folders,
+            archive,
+            live,
+            poll_interval: poll_interval.max(Duration::from_secs(1)),
+            batch,
+        });
+    }
+    out
+}
+
+impl Config {
+    /// The `[mailbox.NAME]` called `name`.
+    pub fn mailbox(&self, name: &str) -> Option<&MailboxConfig> {
+        self.mailboxes.iter().find(|m| m.name == name)
+    }
+}
+
+/// This machine's host name (lease holders are named `what@host/pid`).
+pub fn this_host() -> String {
+    default_hostname()
 }
 
 fn default_hostname() -> String {
@@ -488,6 +668,30 @@ fn read_toml(
     for (k, v) in doc.get_ref() {
         let key = k.get_ref().as_ref();
         match v.get_ref() {
+            DeValue::Table(t) if key == "mailbox" => {
+                for (k2, v2) in t {
+                    let mb = k2.get_ref().to_string();
+                    let at = line(k2.span().start);
+                    let DeValue::Table(t2) = v2.get_ref() else {
+                        errors.push(ConfigError(format!(
+                            "{name}:{at}: [mailbox] holds tables: [mailbox.NAME]"
+                        )));
+                        continue;
+                    };
+                    if let Err(e) = service::mailboxes::check_mailbox_name(&mb) {
+                        errors.push(ConfigError(format!("{name}:{at}: {e}")));
+                        continue;
+                    }
+                    for (k3, v3) in t2 {
+                        entries.push((
+                            format!("mailbox.{mb}"),
+                            k3.get_ref().to_string(),
+                            v3.get_ref(),
+                            k3.span().start,
+                        ));
+                    }
+                }
+            }
             DeValue::Table(t) => {
                 if !KEYS.iter().any(|(s, _, _)| *s == key) {
                     let at = line(k.span().start);
@@ -504,7 +708,10 @@ fn read_toml(
     }
     let mut put = |sec: &str, key: &str, v: &DeValue<'_>, off: usize| {
         let at = line(off);
-        let known = KEYS.iter().any(|(s, k, _)| *s == sec && *k == key);
+        let known = match sec.strip_prefix("mailbox.") {
+            Some(_) => MAILBOX_KEYS.iter().any(|(k, _)| *k == key),
+            None => KEYS.iter().any(|(s, k, _)| *s == sec && *k == key),
+        };
         let shown = if sec.is_empty() {
             key.to_string()
         } else {

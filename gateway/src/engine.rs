@@ -315,7 +315,9 @@ async fn writer(gw: std::sync::Weak<Gateway>, mut rx: mpsc::Receiver<(Incoming, 
     }
 }
 
-async fn load_crypto(svc: &Service, cfg: &Config) -> Result<Crypto> {
+/// Loads the organisation's keys and the trust anchors (the internal root
+/// and `[inbound] trust_anchors`), under the data directory's shared lock.
+pub async fn load_crypto(svc: &Service, cfg: &Config) -> Result<Crypto> {
     // The data directory's lock is taken for this operation only (shared:
     // a rotation waits for it, and it waits for a rotation).
     let lock = {

@@ -17,10 +17,13 @@
 //! - [`deliver`]: the SMTP client, Maildir, DSN messages.
 //! - [`server`]: listeners, STARTTLS certificate, `/metrics`, `/healthz`, stop.
 //! - [`metrics`]: counters and histograms.
+//! - [`imap`]: shared IMAP mailboxes decrypted in place (`sikkermail
+//!   mailbox decrypt`, and `serve`'s watchers).
 
 pub mod config;
 pub mod deliver;
 pub mod engine;
+pub mod imap;
 pub mod metrics;
 pub mod process;
 pub mod server;

@@ -85,6 +85,10 @@ pub struct Metrics {
     pub encrypted: AtomicU64,
     /// Certificates harvested from valid signatures.
     pub harvested: AtomicU64,
+    /// Messages decrypted in place in IMAP mailboxes by `serve`'s watchers.
+    pub imap_decrypted: AtomicU64,
+    /// Encrypted messages in IMAP mailboxes no key opened.
+    pub imap_failed: AtomicU64,
     /// DSNs generated.
     pub dsns: AtomicU64,
     /// Failures by reason (a short fixed word, never message data).
@@ -153,6 +157,16 @@ impl Metrics {
                 "sikkermail_harvested_total",
                 "Signer certificates harvested.",
                 &self.harvested,
+            ),
+            (
+                "sikkermail_imap_decrypted_total",
+                "Messages decrypted in place in IMAP mailboxes.",
+                &self.imap_decrypted,
+            ),
+            (
+                "sikkermail_imap_undecryptable_total",
+                "Encrypted messages in IMAP mailboxes no key opened.",
+                &self.imap_failed,
             ),
             (
                 "sikkermail_dsn_total",

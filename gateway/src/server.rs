@@ -106,6 +106,16 @@ impl Running {
         )));
         tasks.push(tokio::spawn(refresh_keys(gw.clone(), stop_rx.clone())));
         tasks.push(tokio::spawn(purge(gw.clone(), stop_rx.clone())));
+        for mb in cfg.mailboxes.iter().filter(|m| m.live) {
+            for folder in &mb.folders {
+                tasks.push(tokio::spawn(crate::imap::live::watch(
+                    gw.clone(),
+                    mb.clone(),
+                    folder.clone(),
+                    stop_rx.clone(),
+                )));
+            }
+        }
         let workers = (0..cfg.workers)
             .map(|i| tokio::spawn(worker::run(gw.clone(), i, stop_rx.clone())))
             .collect();

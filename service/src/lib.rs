@@ -28,6 +28,7 @@ pub mod error;
 pub mod init;
 pub mod keys;
 pub mod mail;
+pub mod mailboxes;
 pub mod orgs;
 pub mod queue;
 pub mod smtp_users;
@@ -133,6 +134,19 @@ impl Service {
         let mut svc = Self::open(loc, actor).await?;
         svc._lock = None;
         Ok(svc)
+    }
+
+    /// The data directory's lock in shared mode for one operation that
+    /// seals or unseals, when this value does not hold it already (a
+    /// server's). Waits off the async workers.
+    pub(crate) async fn lock_for_sealing(&self) -> Result<Option<DirLock>> {
+        if self._lock.is_some() {
+            return Ok(None);
+        }
+        let loc = self.loc.clone();
+        tokio::task::spawn_blocking(move || loc.lock_shared())
+            .await
+            .map_err(|e| Error::Invalid(format!("lock task: {e}")))?
     }
 
     /// Where the organisation's data lives (for [`Location::lock_shared`]).

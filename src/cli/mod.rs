@@ -7,6 +7,7 @@ pub mod ca_cmd;
 pub mod context;
 pub mod io;
 pub mod keys_cmd;
+pub mod mailbox_cmd;
 pub mod policy_cmd;
 pub mod queue_cmd;
 pub mod serve;

@@ -92,7 +92,7 @@ fn aad(org: i64, uid: &str, legacy: bool) -> String {
     )
 }
 
-fn random_uid() -> Result<String, StoreError> {
+pub(crate) fn random_uid() -> Result<String, StoreError> {
     let mut b = [0u8; 16];
     openssl::rand::rand_bytes(&mut b).map_err(|e| StoreError::Seal(e.to_string()))?;
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
@@ -328,6 +328,7 @@ impl Tx<'_> {
                 .await?;
             report.resealed += 1;
         }
+        self.reseal_mailbox_secrets(new, &mut report).await?;
         self.set_sealing_kek(new).await?;
         Ok(report)
     }

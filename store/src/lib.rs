@@ -21,6 +21,7 @@ pub mod audit_chain;
 pub mod error;
 pub mod keys;
 pub mod lock;
+pub mod mailboxes;
 pub mod queue;
 pub mod records;
 pub mod seal;
@@ -39,6 +40,7 @@ pub use audit_chain::AuditCheck;
 pub use error::StoreError;
 pub use keys::{KeyInfo, NewKey, ResealReport, StoreKeyring, Unopenable, keyring_label};
 pub use lock::{DirLock, LockMode};
+pub use mailboxes::FolderState;
 pub use queue::{
     ClaimedMessage, Direction, MessageState, NewMessage, NewRecipient, Outcome, QueueDetail,
     QueueId, QueueSummary, QueuedRecipient, RcptResult, RcptState, RecipientDetail, UnknownName,

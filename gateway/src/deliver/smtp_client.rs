@@ -871,7 +871,7 @@ fn tls_config(
 
 /// The vendored OpenSSL looks for roots under its own build prefix; point it
 /// at the distribution's bundle unless SSL_CERT_FILE / SSL_CERT_DIR say otherwise.
-fn load_system_roots(b: &mut openssl::ssl::SslConnectorBuilder) {
+pub(crate) fn load_system_roots(b: &mut openssl::ssl::SslConnectorBuilder) {
     if std::env::var_os("SSL_CERT_FILE").is_some() || std::env::var_os("SSL_CERT_DIR").is_some() {
         return; // honoured by set_default_verify_paths, already done by SslConnector
     }

@@ -1,0 +1,324 @@
+//! `sikkermail mailbox ...`: shared IMAP mailboxes decrypted in place.
+//! The mailboxes are `[mailbox.NAME]` tables of the configuration file
+//! that `serve` reads (`--config`, or SIKKERMAIL_CONFIG).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Subcommand;
+use gateway::Config;
+use gateway::imap::run::{self, Progress, RunOptions, Summary, Worker};
+use service::{Actor, Service};
+
+use super::context::{StoreArgs, date};
+use super::io::{Fail, usage};
+use super::serve::load_config;
+
+#[derive(Debug, Subcommand)]
+pub enum MailboxCommand {
+    /// Decrypt the S/MIME-encrypted messages of a shared mailbox in place:
+    /// each decrypted copy is appended to the same folder (flags and date
+    /// kept, X-Sikkermail-* headers added), and only then the original is
+    /// moved to the archive folder. Resumes where a killed run stopped.
+    /// Exit status 0: done, every encrypted message decrypted; 1: some
+    /// could not be decrypted (listed), or the run stopped on an error.
+    Decrypt {
+        /// Configuration file with the [mailbox.NAME] table.
+        #[arg(long, value_name = "FILE", env = "SIKKERMAIL_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The mailbox ([mailbox.NAME] in the configuration).
+        #[arg(long, value_name = "NAME")]
+        mailbox: String,
+        /// Only this folder (repeat for more); default: the configured ones.
+        #[arg(long = "folder", value_name = "FOLDER")]
+        folders: Vec<String>,
+        /// Report what would be done; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Look at every message again, not only those after the
+        /// checkpoint (after importing a key that opens what failed).
+        #[arg(long)]
+        rescan: bool,
+    },
+    /// Store the mailbox's IMAP password sealed in the store (read from
+    /// the environment variable named by --password-env).
+    Password {
+        #[arg(long, value_name = "FILE", env = "SIKKERMAIL_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The mailbox.
+        #[arg(long, value_name = "NAME")]
+        mailbox: String,
+        /// Environment variable holding the password.
+        #[arg(long, value_name = "VAR", required_unless_present = "remove")]
+        password_env: Option<String>,
+        /// Remove the stored password instead.
+        #[arg(long)]
+        remove: bool,
+    },
+    /// The configured mailboxes and each folder's checkpoint and lease.
+    Status {
+        #[arg(long, value_name = "FILE", env = "SIKKERMAIL_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+/// `sikkermail mailbox ...`.
+pub fn mailbox(cmd: MailboxCommand) -> Result<ExitCode, Fail> {
+    match cmd {
+        MailboxCommand::Decrypt {
+            config,
+            store,
+            mailbox,
+            folders,
+            dry_run,
+            rescan,
+        } => {
+            let cfg = config_with(config.as_ref(), &store)?;
+            let opts = RunOptions {
+                folders,
+                dry_run,
+                rescan,
+                ..RunOptions::default()
+            };
+            decrypt(&cfg, &mailbox, &opts)
+        }
+        MailboxCommand::Password {
+            config,
+            store,
+            mailbox,
+            password_env,
+            remove,
+        } => {
+            let cfg = config_with(config.as_ref(), &store)?;
+            let rt = super::context::runtime()?;
+            rt.block_on(async {
+                let svc = open(&cfg).await?;
+                if remove {
+                    svc.mailbox_password_remove(&mailbox).await?;
+                    println!("removed the stored password of mailbox {mailbox}");
+                    return Ok(ExitCode::SUCCESS);
+                }
+                let var = password_env.unwrap_or_default();
+                let pw = std::env::var(&var)
+                    .map_err(|_| usage(format!("--password-env {var}: the variable is not set")))?;
+                if cfg.mailbox(&mailbox).is_none() {
+                    eprintln!(
+                        "sikkermail: note: the configuration has no [mailbox.{mailbox}] (yet)"
+                    );
+                }
+                svc.mailbox_password_set(&mailbox, &pw).await?;
+                println!("stored the password of mailbox {mailbox} (sealed)");
+                Ok(ExitCode::SUCCESS)
+            })
+        }
+        MailboxCommand::Status { config, store } => {
+            let cfg = config_with(config.as_ref(), &store)?;
+            let rt = super::context::runtime()?;
+            rt.block_on(async {
+                let svc = open(&cfg).await?;
+                let states = svc.mailbox_folders().await?;
+                for mb in &cfg.mailboxes {
+                    println!(
+                        "{}\t{}@{}:{}\tfolders {}\tarchive {:?}\tlive {}",
+                        mb.name,
+                        mb.user,
+                        mb.host,
+                        mb.port,
+                        mb.folders.join(", "),
+                        mb.archive,
+                        mb.live
+                    );
+                    for f in states.iter().filter(|s| s.mailbox == mb.name) {
+                        let lease = match &f.lease_owner {
+                            Some(o) if f.lease_until > store::now() => {
+                                format!("\tworked on by {o}")
+                            }
+                            _ => String::new(),
+                        };
+                        println!(
+                            "  {:?}\tuidvalidity {}\tlast uid {}\tsince {}{lease}",
+                            f.folder,
+                            f.uidvalidity,
+                            f.last_uid,
+                            date(f.updated_at)
+                        );
+                    }
+                }
+                if cfg.mailboxes.is_empty() {
+                    println!("no [mailbox.NAME] in the configuration");
+                }
+                Ok(ExitCode::SUCCESS)
+            })
+        }
+    }
+}
+
+/// The configuration, with `--data-dir` and `--database-url` over it.
+fn config_with(file: Option<&PathBuf>, store: &StoreArgs) -> Result<Config, Fail> {
+    let mut cfg = load_config(file)?;
+    if let Some(d) = &store.data_dir {
+        cfg.data_dir = d.clone();
+    }
+    if let Some(u) = &store.database_url {
+        cfg.database_url = Some(u.clone());
+    }
+    Ok(cfg)
+}
+
+async fn open(cfg: &Config) -> Result<Service, Fail> {
+    let loc = service::Location {
+        data_dir: cfg.data_dir.clone(),
+        database_url: cfg.database_url.clone(),
+    };
+    // The data directory's lock is taken per operation (a long run must not
+    // hold up a master-key rotation).
+    Ok(Service::open_server(&loc, Actor::from_process()).await?)
+}
+
+/// A progress bar on a terminal (rate and ETA), nothing elsewhere.
+struct Bar {
+    bar: indicatif::ProgressBar,
+}
+
+impl Bar {
+    fn new() -> Bar {
+        let target = if std::io::stderr().is_terminal() {
+            indicatif::ProgressDrawTarget::stderr()
+        } else {
+            indicatif::ProgressDrawTarget::hidden()
+        };
+        let bar = indicatif::ProgressBar::with_draw_target(Some(0), target);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{msg} {bar:40} {pos}/{len}  {per_sec}  ETA {eta}",
+        ) {
+            bar.set_style(style);
+        }
+        Bar { bar }
+    }
+}
+
+impl Progress for Bar {
+    fn start(&self, folder: &str, total: u64) {
+        self.bar.reset();
+        self.bar.set_length(total);
+        self.bar.set_position(0);
+        self.bar.set_message(folder.to_string());
+    }
+    fn advance(&self, n: u64) {
+        self.bar.inc(n);
+    }
+    fn note(&self, msg: &str) {
+        self.bar.suspend(|| eprintln!("sikkermail: {msg}"));
+    }
+}
+
+fn decrypt(cfg: &Config, name: &str, opts: &RunOptions) -> Result<ExitCode, Fail> {
+    let mb = cfg.mailbox(name).ok_or_else(|| {
+        let known: Vec<&str> = cfg.mailboxes.iter().map(|m| m.name.as_str()).collect();
+        usage(format!(
+            "no [mailbox.{name}] in the configuration (configured: {})",
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        ))
+    })?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Fail {
+            code: 1,
+            msg: format!("cannot start the runtime: {e}"),
+        })?;
+    rt.block_on(async {
+        let svc = open(cfg).await?;
+        let crypto = gateway::engine::load_crypto(&svc, cfg)
+            .await
+            .map_err(|e| Fail {
+                code: 1,
+                msg: e.to_string(),
+            })?;
+        for s in &crypto.keys.skipped {
+            eprintln!(
+                "sikkermail: warning: a key does not open and is left out: {}",
+                s.reason
+            );
+        }
+        let password = run::password(&svc, mb)
+            .await
+            .map_err(|e| usage(e.to_string()))?;
+        let bar = Bar::new();
+        let worker = Worker {
+            svc: &svc,
+            crypto: Arc::new(crypto),
+            mb,
+            password,
+            owner: format!(
+                "cli@{}/{}",
+                gateway::config::this_host(),
+                std::process::id()
+            ),
+            progress: &bar,
+        };
+        let mut summary = Summary::default();
+        let result = worker.run(opts, &mut summary).await;
+        bar.bar.finish_and_clear();
+        print_summary(name, opts.dry_run, &summary);
+        if !opts.dry_run {
+            let detail = match &result {
+                Ok(()) => summary.line(),
+                Err(e) => format!("{}; stopped: {e}", summary.line()),
+            };
+            if let Err(e) = svc.mailbox_audit_run(name, &detail).await {
+                eprintln!("sikkermail: warning: audit entry not written: {e}");
+            }
+        }
+        match result {
+            Err(e) => Err(Fail {
+                code: 1,
+                msg: format!("mailbox {name}: {e}"),
+            }),
+            Ok(()) if summary.failed().is_empty() => Ok(ExitCode::SUCCESS),
+            Ok(()) => Ok(ExitCode::from(1)),
+        }
+    })
+}
+
+fn print_summary(name: &str, dry_run: bool, s: &Summary) {
+    let skipped = s.skipped();
+    let failed = s.failed();
+    let verb = if dry_run {
+        "would decrypt"
+    } else {
+        "decrypted"
+    };
+    let reasons: Vec<String> = skipped.iter().map(|(r, n)| format!("{r} {n}")).collect();
+    println!(
+        "mailbox {name}: {verb} {}, skipped {}{}, failed {}{}",
+        s.decrypted(),
+        skipped.values().sum::<usize>(),
+        if reasons.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", reasons.join(", "))
+        },
+        failed.len(),
+        if s.reconnects > 0 {
+            format!(", reconnected {} time(s)", s.reconnects)
+        } else {
+            String::new()
+        }
+    );
+    for (folder, uid, why) in failed {
+        println!("  failed: {folder} uid {uid}: {why}");
+    }
+}
