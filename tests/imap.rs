@@ -600,6 +600,9 @@ fn serve(site: &Site, cfg: &Path) -> (Child, PathBuf) {
             c.env_remove(k);
         }
     }
+    if let Some(u) = &site.db_url {
+        c.env("SIKKERMAIL_DATABASE_URL", u);
+    }
     let mut child = c
         .args(["serve", "--config"])
         .arg(cfg)
@@ -685,4 +688,44 @@ fn serve_decrypts_what_another_client_appends_within_five_seconds() {
         fs::read_to_string(&log).unwrap_or_default()
     );
     check_end_state(&dc, &delivered);
+}
+
+#[test]
+fn serve_and_two_commands_at_once_decrypt_each_message_once() {
+    if !dovecot::available() {
+        return;
+    }
+    for site in sites() {
+        let org = set_up_org(&site);
+        let dc = Dovecot::start(None);
+        let delivered = deliver(&dc, &org, &[("oces3", 150), ("oces2", 50), ("plain", 10)]);
+        let cfg = config(&site, dc.port, "tls = \"none\"\nbatch = 10");
+        let (mut serve, log) = serve(&site, &cfg);
+        let runs: Vec<Child> = (0..2)
+            .map(|_| {
+                decrypt_cmd(&site, &cfg, &[])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for r in runs {
+            let o = r.wait_with_output().unwrap();
+            assert!(o.status.success(), "{}", text(&o));
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while dc.count(ARCHIVE) < 200 {
+            assert!(
+                Instant::now() < deadline,
+                "not all decrypted: {}",
+                fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(serve.id() as i32, libc::SIGTERM) };
+        assert!(serve.wait().unwrap().success());
+        check_end_state(&dc, &delivered);
+    }
 }
