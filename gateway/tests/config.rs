@@ -210,3 +210,64 @@ fn unsafe_combinations_are_refused() {
     )
     .unwrap();
 }
+
+#[test]
+fn mailbox_tables_with_defaults_overrides_and_errors() {
+    use gateway::config::ImapTls;
+    let text = "[mailbox.post]\nhost = \"imap.advokat.dk\"\nuser = \"post@advokat.dk\"\npassword_env = \"POST_PW\"\n\
+[mailbox.arkiv-2019]\nhost = \"127.0.0.1\"\nport = 1143\ntls = \"none\"\nuser = \"arkiv\"\n\
+folders = [\"INBOX\", \"Arkiv/Sikker post æøå\"]\narchive = \"Gammel krypteret\"\nlive = false\nbatch = 20\n";
+    let c = Config::load(
+        Some(("m.toml", text)),
+        &env(&[("SIKKERMAIL_MAILBOX_POST_PORT", "10993")]),
+    )
+    .unwrap();
+    let p = c.mailbox("post").unwrap();
+    assert_eq!(
+        (p.host.as_str(), p.port, p.tls),
+        ("imap.advokat.dk", 10993, ImapTls::Implicit)
+    );
+    assert_eq!(p.folders, vec!["INBOX".to_string()]);
+    assert_eq!(p.archive, "Krypteret original");
+    assert!(p.live && p.ca.is_none());
+    assert_eq!(p.password_env.as_deref(), Some("POST_PW"));
+    let a = c.mailbox("arkiv-2019").unwrap();
+    assert_eq!(
+        (a.port, a.tls, a.live, a.batch),
+        (1143, ImapTls::None, false, 20)
+    );
+    assert_eq!(a.folders[1], "Arkiv/Sikker post æøå");
+    assert_eq!(a.password_env, None, "sealed in the store");
+    // STARTTLS defaults to 143.
+    let c = Config::load(
+        Some((
+            "m.toml",
+            "[mailbox.x]\nhost = \"h\"\nuser = \"u\"\ntls = \"starttls\"\n",
+        )),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.mailbox("x").unwrap().port, 143);
+
+    let bad = "[mailbox.post]\nport = 70000\ntls = \"ssl\"\nfolders = [\"INBOX\", \"Krypteret original\"]\nbogus = 1\n\
+[mailbox.\"sæt mig\"]\nhost = \"h\"\n";
+    let all: Vec<String> = Config::load(Some(("m.toml", bad)), &[])
+        .unwrap_err()
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    for w in [
+        "[mailbox.post]: host is missing",
+        "[mailbox.post]: user is missing",
+        "m.toml:2: [mailbox.post] port: must be at most 65535",
+        "m.toml:3: [mailbox.post] tls: must be implicit, starttls or none",
+        "[mailbox.post] archive: the archive folder cannot be one of the folders",
+        "m.toml:5: unknown key [mailbox.post] bogus",
+        "m.toml:6: mailbox name \"sæt mig\"",
+    ] {
+        assert!(
+            all.iter().any(|e| e.contains(w)),
+            "missing {w:?} in {all:#?}"
+        );
+    }
+}
