@@ -90,6 +90,8 @@ pub struct Caps {
     pub idle: bool,
     /// LITERAL+ (RFC 7888): literals without waiting for a continuation.
     pub literal_plus: bool,
+    /// MULTIAPPEND (RFC 3502): many messages in one APPEND, one transaction.
+    pub multiappend: bool,
 }
 
 /// A connection: the session and the server's capabilities.
@@ -175,6 +177,7 @@ pub async fn connect(mb: &MailboxConfig, password: &str) -> Result<Conn, ImapErr
         moves: caps.has_str("MOVE"),
         idle: caps.has_str("IDLE"),
         literal_plus: caps.has_str("LITERAL+"),
+        multiappend: caps.has_str("MULTIAPPEND"),
     };
     Ok(Conn { session, caps })
 }
@@ -263,11 +266,79 @@ pub enum Appended {
     Refused(String),
 }
 
-/// Appends `msgs` to `mailbox` (an encoded name), pipelined when the
-/// server has LITERAL+, one at a time otherwise. One answer per message,
-/// in order; an `Err` means the connection is gone (what was appended
-/// before it may or may not be there).
+/// Appends `msgs` to `mailbox` (an encoded name): in one MULTIAPPEND
+/// (RFC 3502: one transaction on the server, all or none) where the server
+/// has it and LITERAL+, else pipelined with LITERAL+, else one at a time.
+/// One answer per message, in order; an `Err` means the connection is gone
+/// (what was appended before it may or may not be there).
 pub async fn append_all(
+    conn: &mut Conn,
+    mailbox: &str,
+    msgs: &[Append<'_>],
+) -> Result<Vec<Appended>, ImapError> {
+    if msgs.len() > 1 && conn.caps.multiappend && conn.caps.literal_plus {
+        match multi_append(conn, mailbox, msgs).await? {
+            Some(uids) if uids.len() == msgs.len() => {
+                return Ok(uids.into_iter().map(|u| Appended::Ok(Some(u))).collect());
+            }
+            // Stored, without (usable) APPENDUIDs: confirmed by search later.
+            Some(_) => return Ok(msgs.iter().map(|_| Appended::Ok(None)).collect()),
+            // Refused as a whole: one by one, to learn which message the
+            // server will not take.
+            None => {}
+        }
+    }
+    append_each(conn, mailbox, msgs).await
+}
+
+/// One MULTIAPPEND of `msgs` with LITERAL+. `Some(uids)` when stored (the
+/// APPENDUID set expanded, empty without UIDPLUS), `None` when refused.
+async fn multi_append(
+    conn: &mut Conn,
+    mailbox: &str,
+    msgs: &[Append<'_>],
+) -> Result<Option<Vec<u32>>, ImapError> {
+    let mbox = quote(mailbox)?;
+    let part = |m: &Append<'_>| {
+        let mut p = String::new();
+        for x in [&m.flags, &m.internal_date] {
+            if !x.is_empty() {
+                p.push(' ');
+                p.push_str(x);
+            }
+        }
+        p.push_str(&format!(" {{{}+}}", m.body.len()));
+        p
+    };
+    let tag = conn
+        .session
+        .run_command(format!("APPEND {mbox}{}", part(&msgs[0])))
+        .await?;
+    let s = conn.session.get_mut();
+    s.write_all(msgs[0].body).await?;
+    for m in &msgs[1..] {
+        s.write_all(part(m).as_bytes()).await?;
+        s.write_all(b"\r\n").await?;
+        s.write_all(m.body).await?;
+    }
+    s.write_all(b"\r\n").await?;
+    s.flush().await?;
+    loop {
+        if let Line::Done(t, a, uids) = read(conn).await?
+            && t == tag
+        {
+            return Ok(match a {
+                Appended::Ok(_) => Some(uids),
+                Appended::Refused(why) => {
+                    tracing::debug!(reason = %why, "imap: MULTIAPPEND refused; appending one by one");
+                    None
+                }
+            });
+        }
+    }
+}
+
+async fn append_each(
     conn: &mut Conn,
     mailbox: &str,
     msgs: &[Append<'_>],
@@ -300,7 +371,7 @@ pub async fn append_all(
             loop {
                 match read(conn).await? {
                     Line::Continue => break,
-                    Line::Done(t, a) if t == tag => {
+                    Line::Done(t, a, _) if t == tag => {
                         refused = Some(a);
                         break;
                     }
@@ -331,8 +402,8 @@ pub async fn append_all(
 enum Line {
     /// `+ ...`: send the literal.
     Continue,
-    /// A tagged answer.
-    Done(RequestId, Appended),
+    /// A tagged answer, with every UID of its APPENDUID.
+    Done(RequestId, Appended, Vec<u32>),
     /// Anything else (untagged data).
     Other,
 }
@@ -360,18 +431,22 @@ async fn read(conn: &mut Conn) -> Result<Line, ImapError> {
             status,
             outcome,
         } => {
+            let mut uids = Vec::new();
+            if let Some(ResponseCode::AppendUid(_, set)) = &outcome.code {
+                for m in set {
+                    match m {
+                        UidSetMember::Uid(u) => uids.push(*u),
+                        // A server's range is at most one message per UID
+                        // appended: cap what a broken one could make us hold.
+                        UidSetMember::UidRange(r) => uids.extend(r.clone().take(100_000)),
+                    }
+                }
+            }
             let a = match status {
-                Status::Ok => Appended::Ok(match &outcome.code {
-                    Some(ResponseCode::AppendUid(_, set)) => match set.first() {
-                        Some(UidSetMember::Uid(u)) => Some(*u),
-                        Some(UidSetMember::UidRange(r)) => Some(*r.start()),
-                        None => None,
-                    },
-                    _ => None,
-                }),
+                Status::Ok => Appended::Ok(uids.first().copied()),
                 _ => Appended::Refused(short(outcome.information.as_deref().unwrap_or(""))),
             };
-            Line::Done(tag.clone(), a)
+            Line::Done(tag.clone(), a, uids)
         }
         _ => Line::Other,
     })
@@ -379,7 +454,7 @@ async fn read(conn: &mut Conn) -> Result<Line, ImapError> {
 
 async fn wait_done(conn: &mut Conn, tag: &RequestId) -> Result<Appended, ImapError> {
     loop {
-        if let Line::Done(t, a) = read(conn).await?
+        if let Line::Done(t, a, _) = read(conn).await?
             && t == *tag
         {
             return Ok(a);

@@ -355,7 +355,7 @@ impl Worker<'_> {
         {
             let mut s = timed(c.session.uid_fetch(
                 format!("{}:*", last + 1),
-                "(UID FLAGS INTERNALDATE BODYSTRUCTURE)",
+                "(UID FLAGS INTERNALDATE RFC822.SIZE BODYSTRUCTURE)",
             ))
             .await?;
             while let Some(f) = tokio::time::timeout(conn::COMMAND_TIMEOUT, s.next())
@@ -377,6 +377,7 @@ impl Worker<'_> {
                     .unwrap_or_default();
                 metas.push(Meta {
                     uid,
+                    size: u64::from(f.size.unwrap_or(0)),
                     kind,
                     deleted,
                     flags,
@@ -412,129 +413,159 @@ impl Worker<'_> {
             }
         }
         self.progress.start(folder, todo.len() as u64);
+        // Decryption of one chunk overlaps the IMAP work of the one before
+        // (APPEND, MOVE, checkpoint): the cores and the server work at once.
+        let p = PassCtx {
+            folder,
+            uv,
+            enc: &enc,
+            archive: &archive,
+            dry_run,
+        };
         let mut hold: Option<u32> = None; // a refused APPEND: the checkpoint stays below it
-        for chunk in todo.chunks(self.mb.batch.max(1)) {
+        let mut pending: Option<(&[Meta], Decrypting)> = None;
+        for chunk in chunks_of(&todo, self.mb.batch.max(1), CHUNK_BYTES) {
             if !dry_run {
                 self.svc
                     .mailbox_claim(&self.mb.name, folder, &self.owner, LEASE_SECS)
                     .await?;
             }
             let uids: Vec<u32> = chunk.iter().map(|m| m.uid).collect();
-            let bodies = fetch_bodies(c, &uids).await?;
-            // Decrypt in parallel, off the async workers.
+            let mut bodies = fetch_bodies(c, &uids).await?;
             let crypto = Arc::clone(&self.crypto);
             let jobs: Vec<(u32, Vec<u8>, Option<Original>)> = chunk
                 .iter()
                 .filter_map(|m| {
-                    let body = bodies.get(&m.uid)?.clone();
+                    let body = bodies.remove(&m.uid)?;
                     Some((m.uid, body, copies.get(&m.uid).map(|(_, o)| o.clone())))
                 })
                 .collect();
-            let results = tokio::task::spawn_blocking(move || {
+            // Decrypt in parallel on every core, off the async workers.
+            let decrypting = tokio::task::spawn_blocking(move || {
                 jobs.into_par_iter()
                     .map(|(uid, body, copy)| (uid, work(&body, uv, uid, copy.as_ref(), &crypto)))
                     .collect::<Vec<_>>()
-            })
-            .await
-            .map_err(|e| ImapError::Store(format!("decryption task: {e}")))?;
-            let mut results: HashMap<u32, Work> = results.into_iter().collect();
-            let mut appends: Vec<(u32, Vec<u8>)> = Vec::new();
-            let mut to_move: Vec<u32> = Vec::new();
-            for m in chunk {
-                let key = (folder.to_string(), uv, m.uid);
-                match results.remove(&m.uid) {
-                    None => {
-                        summary
-                            .messages
-                            .insert(key, Outcome::Skipped("expunged by another client".into()));
-                    }
-                    Some(Work::Copy { copy, harvest }) => {
-                        for (addr, cert, caps) in harvest {
-                            if let Err(e) = self.svc.harvest(&addr, &cert, &caps).await {
-                                tracing::warn!(error = %e, "imap: harvest failed");
-                            }
-                        }
-                        appends.push((m.uid, copy));
-                    }
-                    Some(Work::Archive) => to_move.push(m.uid),
-                    Some(Work::Leave(o)) => {
-                        summary.messages.insert(key, o);
-                    }
-                }
+            });
+            if let Some((prev, d)) = pending.take() {
+                self.finish(c, &p, prev, d, &mut hold, &mut last, summary)
+                    .await?;
             }
-            if dry_run {
-                for (uid, _) in &appends {
-                    summary
-                        .messages
-                        .insert((folder.to_string(), uv, *uid), Outcome::WouldDecrypt);
-                }
-                for uid in &to_move {
-                    summary
-                        .messages
-                        .insert((folder.to_string(), uv, *uid), Outcome::WouldDecrypt);
-                }
-                self.progress.advance(chunk.len() as u64);
-                continue;
-            }
-            let meta: HashMap<u32, &Meta> = chunk.iter().map(|m| (m.uid, m)).collect();
-            let batch: Vec<Append<'_>> = appends
-                .iter()
-                .map(|(uid, body)| Append {
-                    body,
-                    flags: meta.get(uid).map(|m| m.flags.clone()).unwrap_or_default(),
-                    internal_date: meta.get(uid).map(|m| m.date.clone()).unwrap_or_default(),
-                })
-                .collect();
-            let answers = if batch.is_empty() {
-                Vec::new()
-            } else {
-                conn::append_all(c, &enc, &batch).await?
-            };
-            for ((uid, _), a) in appends.iter().zip(answers) {
-                match a {
-                    Appended::Ok(Some(_)) => to_move.push(*uid),
-                    Appended::Ok(None) => {
-                        // No APPENDUID: confirm by finding the copy.
-                        if self.copy_present(c, uv, *uid).await? {
-                            to_move.push(*uid);
-                        } else {
-                            hold = Some(hold.map_or(*uid, |h| h.min(*uid)));
-                            summary.messages.insert(
-                                (folder.to_string(), uv, *uid),
-                                Outcome::Failed(
-                                    "the decrypted copy was not found after APPEND".into(),
-                                ),
-                            );
-                        }
-                    }
-                    Appended::Refused(why) => {
-                        hold = Some(hold.map_or(*uid, |h| h.min(*uid)));
-                        summary.messages.insert(
-                            (folder.to_string(), uv, *uid),
-                            Outcome::Failed(format!("APPEND of the decrypted copy refused: {why}")),
-                        );
-                    }
-                }
-            }
-            if !to_move.is_empty() {
-                conn::move_uids(c, &detect::uid_set(&to_move), &archive).await?;
-                for uid in &to_move {
-                    summary
-                        .messages
-                        .insert((folder.to_string(), uv, *uid), Outcome::Decrypted);
-                }
-            }
-            // After a refused APPEND the checkpoint stays where it is, so
-            // the next run tries that message again.
-            if hold.is_none() {
-                last = chunk.last().map(|m| m.uid).unwrap_or(last);
-                self.checkpoint(folder, uv, last, false).await?;
-            }
-            self.progress.advance(chunk.len() as u64);
+            pending = Some((chunk, decrypting));
+        }
+        if let Some((prev, d)) = pending.take() {
+            self.finish(c, &p, prev, d, &mut hold, &mut last, summary)
+                .await?;
         }
         if hold.is_none() {
             self.checkpoint(folder, uv, max_seen, dry_run).await?;
         }
+        Ok(())
+    }
+
+    /// Appends the copies of one decrypted chunk, archives the originals
+    /// whose copies are confirmed, and moves the checkpoint.
+    #[allow(clippy::too_many_arguments)]
+    async fn finish(
+        &self,
+        c: &mut Conn,
+        p: &PassCtx<'_>,
+        chunk: &[Meta],
+        decrypting: Decrypting,
+        hold: &mut Option<u32>,
+        last: &mut u32,
+        summary: &mut Summary,
+    ) -> Result<(), ImapError> {
+        let (folder, uv) = (p.folder, p.uv);
+        let results = decrypting
+            .await
+            .map_err(|e| ImapError::Store(format!("decryption task: {e}")))?;
+        let mut results: HashMap<u32, Work> = results.into_iter().collect();
+        let mut appends: Vec<(u32, Vec<u8>)> = Vec::new();
+        let mut to_move: Vec<u32> = Vec::new();
+        for m in chunk {
+            let key = (folder.to_string(), uv, m.uid);
+            match results.remove(&m.uid) {
+                None => {
+                    summary
+                        .messages
+                        .insert(key, Outcome::Skipped("expunged by another client".into()));
+                }
+                Some(Work::Copy { copy, harvest }) => {
+                    for (addr, cert, caps) in harvest {
+                        if let Err(e) = self.svc.harvest(&addr, &cert, &caps).await {
+                            tracing::warn!(error = %e, "imap: harvest failed");
+                        }
+                    }
+                    appends.push((m.uid, copy));
+                }
+                Some(Work::Archive) => to_move.push(m.uid),
+                Some(Work::Leave(o)) => {
+                    summary.messages.insert(key, o);
+                }
+            }
+        }
+        if p.dry_run {
+            for uid in appends.iter().map(|(u, _)| u).chain(&to_move) {
+                summary
+                    .messages
+                    .insert((folder.to_string(), uv, *uid), Outcome::WouldDecrypt);
+            }
+            self.progress.advance(chunk.len() as u64);
+            return Ok(());
+        }
+        let meta: HashMap<u32, &Meta> = chunk.iter().map(|m| (m.uid, m)).collect();
+        let batch: Vec<Append<'_>> = appends
+            .iter()
+            .map(|(uid, body)| Append {
+                body,
+                flags: meta.get(uid).map(|m| m.flags.clone()).unwrap_or_default(),
+                internal_date: meta.get(uid).map(|m| m.date.clone()).unwrap_or_default(),
+            })
+            .collect();
+        let answers = if batch.is_empty() {
+            Vec::new()
+        } else {
+            conn::append_all(c, p.enc, &batch).await?
+        };
+        for ((uid, _), a) in appends.iter().zip(answers) {
+            match a {
+                Appended::Ok(Some(_)) => to_move.push(*uid),
+                Appended::Ok(None) => {
+                    // No APPENDUID: confirm by finding the copy.
+                    if self.copy_present(c, uv, *uid).await? {
+                        to_move.push(*uid);
+                    } else {
+                        *hold = Some(hold.map_or(*uid, |h| h.min(*uid)));
+                        summary.messages.insert(
+                            (folder.to_string(), uv, *uid),
+                            Outcome::Failed("the decrypted copy was not found after APPEND".into()),
+                        );
+                    }
+                }
+                Appended::Refused(why) => {
+                    *hold = Some(hold.map_or(*uid, |h| h.min(*uid)));
+                    summary.messages.insert(
+                        (folder.to_string(), uv, *uid),
+                        Outcome::Failed(format!("APPEND of the decrypted copy refused: {why}")),
+                    );
+                }
+            }
+        }
+        if !to_move.is_empty() {
+            conn::move_uids(c, &detect::uid_set(&to_move), p.archive).await?;
+            for uid in &to_move {
+                summary
+                    .messages
+                    .insert((folder.to_string(), uv, *uid), Outcome::Decrypted);
+            }
+        }
+        // After a refused APPEND the checkpoint stays where it is, so the
+        // next run tries that message again.
+        if hold.is_none() {
+            *last = chunk.last().map(|m| m.uid).unwrap_or(*last);
+            self.checkpoint(folder, uv, *last, false).await?;
+        }
+        self.progress.advance(chunk.len() as u64);
         Ok(())
     }
 
@@ -618,10 +649,48 @@ impl Worker<'_> {
     }
 }
 
+/// A chunk's decryption under way.
+type Decrypting = tokio::task::JoinHandle<Vec<(u32, Work)>>;
+
+/// Most bytes fetched (and held) for one chunk, whatever `batch` says.
+const CHUNK_BYTES: u64 = 64 * 1024 * 1024;
+
+/// What a pass over one folder works with.
+struct PassCtx<'a> {
+    folder: &'a str,
+    uv: u32,
+    /// The folder's name as sent (modified UTF-7).
+    enc: &'a str,
+    /// The archive folder's name as sent.
+    archive: &'a str,
+    dry_run: bool,
+}
+
+/// Consecutive runs of at most `n` messages and `bytes` bytes (a message
+/// larger than `bytes` makes a chunk of its own).
+fn chunks_of(metas: &[Meta], n: usize, bytes: u64) -> Vec<&[Meta]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut size = 0u64;
+    for (i, m) in metas.iter().enumerate() {
+        if i > start && (i - start >= n || size + m.size > bytes) {
+            out.push(&metas[start..i]);
+            start = i;
+            size = 0;
+        }
+        size += m.size;
+    }
+    if start < metas.len() {
+        out.push(&metas[start..]);
+    }
+    out
+}
+
 /// What the worker knows of a message before fetching it.
 #[derive(Debug)]
 struct Meta {
     uid: u32,
+    size: u64,
     kind: Kind,
     deleted: bool,
     flags: String,
@@ -709,4 +778,49 @@ pub fn holder_is_gone(holder: &str) -> bool {
     // SAFETY: kill with signal 0 only checks whether the process exists.
     let r = unsafe { libc::kill(pid, 0) };
     r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metas(sizes: &[u64]) -> Vec<Meta> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &size)| Meta {
+                uid: i as u32 + 1,
+                size,
+                kind: Kind::Encrypted,
+                deleted: false,
+                flags: String::new(),
+                date: String::new(),
+            })
+            .collect()
+    }
+
+    fn uids(chunks: &[&[Meta]]) -> Vec<Vec<u32>> {
+        chunks
+            .iter()
+            .map(|c| c.iter().map(|m| m.uid).collect())
+            .collect()
+    }
+
+    #[test]
+    fn chunks_keep_order_and_respect_count_and_bytes() {
+        let m = metas(&[10; 5]);
+        assert_eq!(
+            uids(&chunks_of(&m, 2, 1000)),
+            [vec![1, 2], vec![3, 4], vec![5]]
+        );
+        // Bytes cut first: 10 + 10 + 10 > 25.
+        assert_eq!(
+            uids(&chunks_of(&m, 100, 25)),
+            [vec![1, 2], vec![3, 4], vec![5]]
+        );
+        // A message larger than the limit makes a chunk of its own.
+        let m = metas(&[5, 500, 5]);
+        assert_eq!(uids(&chunks_of(&m, 100, 100)), [vec![1], vec![2], vec![3]]);
+        assert!(chunks_of(&[], 10, 10).is_empty());
+    }
 }
