@@ -1006,3 +1006,200 @@ fn out_to_special_files_writes_in_place() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// NIST PKITS, from the PyPI package `cryptography_vectors` (installed by
+/// `.ci/run`), or `PKITS_DIR`.
+fn pkits() -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("PKITS_DIR")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            let o = std::process::Command::new("python3")
+                .args([
+                    "-c",
+                    "import cryptography_vectors, os; print(os.path.dirname(cryptography_vectors.__file__))",
+                ])
+                .output()
+                .ok()
+                .filter(|o| o.status.success())?;
+            Some(std::path::Path::new(String::from_utf8_lossy(&o.stdout).trim()).join("x509/PKITS_data"))
+        })
+        .filter(|d| d.join("smime").is_dir());
+    if dir.is_none() {
+        assert!(
+            !peers_required(),
+            "PKITS data missing (pip install cryptography_vectors) and SIKKERMAIL_REQUIRE_PEERS=1"
+        );
+        eprintln!("!!! SKIPPING: PKITS data missing (pip install cryptography_vectors)");
+    }
+    dir
+}
+
+/// Issue 9: `smime verify` names the policies a chain asserts, takes the
+/// RFC 5280 inputs, requires revocation when told, and applies a policy
+/// file's trust rules for the sender; `policy explain` shows those rules.
+#[test]
+fn verify_policies_revocation_and_trust_rules() {
+    let Some(p) = pkits() else { return };
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let ta = fs::read(p.join("certs/TrustAnchorRootCertificate.crt")).unwrap();
+    let ta = openssl::x509::X509::from_der(&ta)
+        .unwrap()
+        .to_pem()
+        .unwrap();
+    let ca = write_tmp(d, "ta.pem", &ta);
+    let msg = |n: &str| fs::read(p.join(format!("smime/Signed{n}.eml"))).unwrap();
+    const NIST1: &str = "2.16.840.1.101.3.2.1.48.1";
+    const NIST2: &str = "2.16.840.1.101.3.2.1.48.2";
+
+    // The policies of a valid chain are in the report.
+    let o = sikkermail(
+        &["smime", "verify", "--ca", &ca],
+        &msg("AllCertificatesSamePoliciesTest10"),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!("  policies: {NIST1}, {NIST2}")),
+        "{}",
+        stderr(&o)
+    );
+    // An initial policy set the chain does not meet, explicitly required.
+    let o = sikkermail(
+        &[
+            "smime",
+            "verify",
+            "--ca",
+            &ca,
+            "--policy",
+            NIST2,
+            "--explicit-policy",
+        ],
+        &msg("AllCertificatesSamePolicyTest1"),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no acceptable certificate policy"),
+        "{}",
+        stderr(&o)
+    );
+    // A requireExplicitPolicy in the chain is enforced with no option.
+    let o = sikkermail(
+        &["smime", "verify", "--ca", &ca],
+        &msg("InvalidRequireExplicitPolicyTest3"),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    // Revocation: carried CRLs are used when required; none at all fails.
+    let o = sikkermail(
+        &["smime", "verify", "--ca", &ca, "--require-revocation"],
+        &msg("InvalidRevokedEETest3"),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("certificate revoked"), "{}", stderr(&o));
+    let o = sikkermail(
+        &["smime", "verify", "--ca", &ca, "--require-revocation"],
+        &msg("MissingCRLTest1"),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("revocation unavailable"),
+        "{}",
+        stderr(&o)
+    );
+    let o = sikkermail(&["smime", "verify", "--ca", &ca], &msg("MissingCRLTest1"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    // A bad OID is a usage error.
+    let o = sikkermail(
+        &["smime", "verify", "--ca", &ca, "--policy", "nist1"],
+        &msg("ValidSignaturesTest1"),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+
+    // Trust rules for the sender (From: sender@testcertificates.gov).
+    let n = std::cell::Cell::new(0);
+    let rules = |body: &str| {
+        n.set(n.get() + 1);
+        write_tmp(d, &format!("rules{}.toml", n.get()), body.as_bytes())
+    };
+    let keep = rules(&format!(
+        "[domain.\"testcertificates.gov\"]\nsigner_policies = [\"{NIST1}\"]\n"
+    ));
+    let o = sikkermail(
+        &["smime", "verify", "--ca", &ca, "--rules", &keep],
+        &msg("AllCertificatesSamePolicyTest1"),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("trust rules for \"sender@testcertificates.gov\""),
+        "{}",
+        stderr(&o)
+    );
+    let o = sikkermail(
+        &["smime", "verify", "--ca", &ca, "--rules", &keep],
+        &msg("AllCertificatesNoPoliciesTest2"),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(
+            "signature valid but untrusted ([domain.\"testcertificates.gov\"] signer_policies"
+        ),
+        "{}",
+        stderr(&o)
+    );
+    let fp = openssl::x509::X509::from_pem(&ta)
+        .unwrap()
+        .digest(openssl::hash::MessageDigest::sha256())
+        .unwrap()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>();
+    let anchored = rules(&format!("[default]\nsigner_anchors = [\"sha256:{fp}\"]\n"));
+    let o = sikkermail(
+        &["smime", "verify", "--ca", &ca, "--rules", &anchored],
+        &msg("ValidSignaturesTest1"),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let elsewhere = rules(&format!(
+        "[default]\nsigner_anchors = [\"sha256:{}\"]\n",
+        "0".repeat(64)
+    ));
+    let o = sikkermail(
+        &["smime", "verify", "--ca", &ca, "--rules", &elsewhere],
+        &msg("ValidSignaturesTest1"),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("another anchor"), "{}", stderr(&o));
+    let required = rules("[domain.\"testcertificates.gov\"]\nrevocation = \"require\"\n");
+    let o = sikkermail(
+        &["smime", "verify", "--ca", &ca, "--rules", &required],
+        &msg("MissingCRLTest1"),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("revocation unavailable"),
+        "{}",
+        stderr(&o)
+    );
+
+    // `policy explain` shows the sender's rules and where they come from.
+    let o = sikkermail(
+        &[
+            "policy",
+            "explain",
+            "--policy",
+            &keep,
+            "--from",
+            "sender@testcertificates.gov",
+            "--to",
+            "post@advokat.test",
+        ],
+        b"",
+    );
+    let out = String::from_utf8_lossy(&o.stdout).into_owned() + &stderr(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains(&format!(
+            "signer_policies = [\"{NIST1}\"]  <- [domain.\"testcertificates.gov\"] (line 2)"
+        )),
+        "{out}"
+    );
+}

@@ -663,6 +663,146 @@ fn inbound_decrypts_oces3_and_legacy_oces2_verifies_and_harvests() {
     }
 }
 
+/// A signing certificate for `email` from the CA `ca` (made by
+/// [`outside_party`]), asserting `policies` (comma-separated OIDs) if any.
+fn leaf_of(dir: &Path, ca: &str, cn: &str, email: &str, policies: &str) -> (String, String) {
+    let pol = if policies.is_empty() {
+        String::new()
+    } else {
+        format!("certificatePolicies={policies}\\n")
+    };
+    sh(
+        dir,
+        &format!(
+            "openssl req -newkey rsa:2048 -nodes -subj '/CN={cn}/emailAddress={email}' -keyout {cn}.key -out {cn}.csr 2>/dev/null && \
+             printf 'basicConstraints=CA:FALSE\\nkeyUsage=digitalSignature,keyEncipherment\\nextendedKeyUsage=emailProtection\\nsubjectAltName=email:{email}\\n{pol}' > {cn}.ext && \
+             openssl x509 -req -in {cn}.csr -CA {ca}-ca.crt -CAkey {ca}-ca.key -CAcreateserial -days 30 -extfile {cn}.ext -out {cn}.crt 2>/dev/null"
+        ),
+    );
+    let p = |n: &str| dir.join(n).display().to_string();
+    (p(&format!("{cn}.crt")), p(&format!("{cn}.key")))
+}
+
+/// Issue 9 §2: the policy's trust rules for the sender, in the inbound
+/// path. Each rule with a message that keeps it and one that breaks it: a
+/// valid signature that breaks a rule is "valid but untrusted", never valid.
+#[test]
+fn inbound_trust_rules_report_valid_but_untrusted() {
+    if !peers(&["swaks", "smtp-sink", "openssl"]) {
+        return;
+    }
+    let site = sites().remove(0);
+    let d = site.dir.parent().unwrap().to_path_buf();
+    set_up_org(&site);
+    const OCES3_ORG: &str = "1.2.208.169.1.1.1.3.7";
+    // The court's CA; a second, unrelated CA that is trusted too.
+    let (court_ca, court_crt, court_key) = outside_party(&d, "retten", "post@retten.test");
+    let (other_ca, _, _) = outside_party(&d, "andet", "x@andet.test");
+    let fp = sh(
+        &d,
+        &format!("openssl x509 -in {court_ca} -noout -fingerprint -sha256"),
+    )
+    .stdout;
+    let fp = String::from_utf8_lossy(&fp)
+        .trim()
+        .rsplit('=')
+        .next()
+        .unwrap()
+        .to_string();
+    let (oces_crt, oces_key) = leaf_of(&d, "retten", "byret", "byret@domstol.test", OCES3_ORG);
+    let (plain_crt, plain_key) = leaf_of(&d, "retten", "landsret", "landsret@domstol.test", "");
+    let (anchored_crt, anchored_key) = leaf_of(&d, "retten", "skifte", "skifte@anker.test", "");
+    let (stranger_crt, stranger_key) = leaf_of(&d, "andet", "fremmed", "fremmed@anker.test", "");
+    let (crl_crt, crl_key) = leaf_of(&d, "retten", "spaerret", "spaerret@crl.test", "");
+    fs::write(
+        d.join("rules.toml"),
+        format!(
+            "[domain.\"domstol.test\"]\nsigner_policies = [\"{OCES3_ORG}\"]\n\n[domain.\"anker.test\"]\nsigner_anchors = [\"sha256:{fp}\"]\n\n[domain.\"crl.test\"]\nrevocation = \"require\"\n"
+        ),
+    )
+    .unwrap();
+    let sink = Sink::start(&d.join("sink"));
+    let serve = Serve::start(
+        &site,
+        &format!(
+            "policy = \"{}\"\n[organisation]\ndomains = [\"advokat.test\"]\n[inbound]\nnext_hop = \"127.0.0.1:{}\"\nnext_hop_tls = \"none\"\ntrust_anchors = [\"{court_ca}\", \"{other_ca}\"]\n",
+            d.join("rules.toml").display(),
+            sink.port
+        ),
+    );
+    fs::write(
+        d.join("inner.txt"),
+        "Content-Type: text/plain; charset=utf-8\r\n\r\nKendelse.\r\n",
+    )
+    .unwrap();
+    let cases = [
+        ("Regel 1", &oces_crt, &oces_key, "byret@domstol.test"),
+        ("Regel 2", &plain_crt, &plain_key, "landsret@domstol.test"),
+        ("Regel 3", &anchored_crt, &anchored_key, "skifte@anker.test"),
+        (
+            "Regel 4",
+            &stranger_crt,
+            &stranger_key,
+            "fremmed@anker.test",
+        ),
+        ("Regel 5", &crl_crt, &crl_key, "spaerret@crl.test"),
+        ("Regel 6", &court_crt, &court_key, "post@retten.test"),
+    ];
+    for (i, (subject, crt, key, from)) in cases.iter().enumerate() {
+        let f = format!("r{i}.eml");
+        sh(
+            &d,
+            &format!(
+                "openssl cms -sign -in inner.txt -signer {crt} -inkey {key} -from {from} -to post@advokat.test -subject '{subject}' -out {f}"
+            ),
+        );
+        swaks(serve.inbound, from, "post@advokat.test", &d.join(&f));
+    }
+    let got = sink.wait_for(cases.len(), 60, Some(&serve));
+    let sig: BTreeMap<String, String> = got
+        .iter()
+        .map(|(_, m)| {
+            (
+                header(m, "Subject").unwrap_or("").to_string(),
+                header(m, "X-Sikkermail-Signature")
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
+        .collect();
+    // signer_policies: kept (the chain asserts OCES3) and broken (none).
+    assert_eq!(sig["Regel 1"], "valid; signer=byret@domstol.test");
+    let r2 = &sig["Regel 2"];
+    assert!(
+        r2.starts_with(&format!(
+            "valid but untrusted ([domain.\"domstol.test\"] signer_policies = [\"{OCES3_ORG}\"] (line 2): the signer's chain asserts none of them"
+        )) && r2.ends_with("; signer=landsret@domstol.test"),
+        "{r2}"
+    );
+    // signer_anchors: kept (the court's CA) and broken (the other CA).
+    assert_eq!(sig["Regel 3"], "valid; signer=skifte@anker.test");
+    let r4 = &sig["Regel 4"];
+    assert!(
+        r4.starts_with("valid but untrusted ([domain.\"anker.test\"] signer_anchors")
+            && r4.contains("another anchor"),
+        "{r4}"
+    );
+    // revocation = "require" without any CRL: not valid.
+    let r5 = &sig["Regel 5"];
+    assert!(
+        r5.starts_with("invalid (") && r5.contains("revocation unavailable"),
+        "{r5}"
+    );
+    // No rule for the sender: valid as before.
+    assert_eq!(sig["Regel 6"], "valid; signer=post@retten.test");
+    // Untrusted signers are not harvested; trusted ones are.
+    let list = site.ok(&["recipient", "list"]);
+    assert!(list.contains("byret@domstol.test"), "{list}");
+    assert!(!list.contains("landsret@domstol.test"), "{list}");
+    assert!(!list.contains("fremmed@anker.test"), "{list}");
+    serve.stop();
+}
+
 #[test]
 fn outbound_signs_and_encrypts_and_required_encryption_never_leaks() {
     if !peers(&["swaks", "smtp-sink", "openssl"]) {

@@ -25,6 +25,8 @@ pub struct Crypto {
     /// Trust anchors for inbound signatures: the internal root and the
     /// configured ones.
     pub trust: TrustStore,
+    /// The policy's inbound trust rules (by sender).
+    pub rules: Arc<Policy>,
     /// When loaded.
     pub loaded: Instant,
 }
@@ -349,9 +351,11 @@ pub async fn load_crypto(svc: &Service, cfg: &Config) -> Result<Crypto> {
     }
     let trust = TrustStore::new(anchors, pool, Vec::new())
         .map_err(|e| Error::Start(format!("trust anchors: {e}")))?;
+    let (rules, _) = crate::load_policy(cfg)?;
     Ok(Crypto {
         keys,
         trust,
+        rules: Arc::new(rules),
         loaded: Instant::now(),
     })
 }

@@ -115,6 +115,26 @@ pub async fn start_with(cfg: Config, make_app: Option<MakeApp>) -> Result<(Runni
                 .map_err(|e| Error::Start(e.to_string()))?
         }
     };
+    let (policy, policy_file) = load_policy(&cfg)?;
+    notes.policy = policy_file;
+    let app = match make_app {
+        Some(make) => {
+            let api_svc = service::Service::open_server(&loc, service::Actor::named("api"))
+                .await
+                .map_err(|e| Error::Start(e.to_string()))?;
+            Some((Arc::new(api_svc), make))
+        }
+        None => None,
+    };
+    let gw = engine::Gateway::new(cfg, svc, policy).await?;
+    let running = Running::start(Arc::clone(&gw), app).await?;
+    Ok((running, notes))
+}
+
+/// The policy file of `cfg` (`policy`, or `policy.toml` in the data
+/// directory when it exists) parsed, with its path; the built-in policy
+/// when there is none.
+pub fn load_policy(cfg: &Config) -> Result<(policies::Policy, Option<std::path::PathBuf>)> {
     let policy_file = cfg.policy.clone().or_else(|| {
         let p = cfg.data_dir.join("policy.toml");
         p.exists().then_some(p)
@@ -130,17 +150,5 @@ pub async fn start_with(cfg: Config, make_app: Option<MakeApp>) -> Result<(Runni
             })?
         }
     };
-    notes.policy = policy_file;
-    let app = match make_app {
-        Some(make) => {
-            let api_svc = service::Service::open_server(&loc, service::Actor::named("api"))
-                .await
-                .map_err(|e| Error::Start(e.to_string()))?;
-            Some((Arc::new(api_svc), make))
-        }
-        None => None,
-    };
-    let gw = engine::Gateway::new(cfg, svc, policy).await?;
-    let running = Running::start(Arc::clone(&gw), app).await?;
-    Ok((running, notes))
+    Ok((policy, policy_file))
 }

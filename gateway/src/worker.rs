@@ -112,7 +112,9 @@ async fn work(gw: &Arc<Gateway>, m: ClaimedMessage, owner: &str) {
 async fn inbound_attempt(gw: &Arc<Gateway>, m: &ClaimedMessage) -> Vec<RcptResult> {
     let run = |crypto: Arc<crate::engine::Crypto>| {
         let body = m.body.clone();
-        tokio::task::spawn_blocking(move || inbound::process(&body, &crypto.keys, &crypto.trust))
+        tokio::task::spawn_blocking(move || {
+            inbound::process(&body, &crypto.keys, &crypto.trust, &crypto.rules)
+        })
     };
     let crypto = gw.crypto();
     let mut processed = match run(crypto.clone()).await {

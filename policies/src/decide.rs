@@ -5,7 +5,9 @@ use std::fmt;
 
 use crate::names::{Address, Domain, normalise_recipient};
 use crate::policy::{Level, Policy, Set};
-use crate::settings::{Cipher, EncryptRule, Field, Generation, Undecryptable, defaults};
+use crate::settings::{
+    Cipher, EncryptRule, Field, Generation, Revocation, Undecryptable, defaults,
+};
 use crate::trigger;
 
 /// What the gateway knows about an outbound message when it asks the policy.
@@ -89,7 +91,7 @@ pub struct Decision {
     /// The subject with the trigger removed and whitespace tidied, when the
     /// subject contained the trigger; `None` means "leave the subject alone".
     pub new_subject: Option<String>,
-    /// One reason per field, in the order of [`Field::ALL`].
+    /// One reason per field, in the order of [`Field::OUTBOUND`].
     pub reasons: Vec<Reason>,
 }
 
@@ -122,6 +124,87 @@ pub struct Explanation {
     pub subject: String,
     /// Each recipient, as given, with its decision.
     pub recipients: Vec<(String, Decision)>,
+    /// Inbound: what signed mail from the sender must satisfy.
+    pub sender_rule: SignerRule,
+}
+
+/// Inbound: what the signature on mail from one sender must satisfy beyond
+/// a valid chain to a configured anchor. Matched on the sender (the From
+/// address) the way outbound rules match recipients: `[address."..."]`,
+/// then the `[domain."..."]` tables covering its domain, then `[default]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignerRule {
+    /// The sender, as given.
+    pub sender: String,
+    /// The signer's chain must assert at least one of these certificate
+    /// policies (dotted OIDs) itself: anyPolicy alone does not do. Empty:
+    /// no requirement.
+    pub policies: Vec<String>,
+    /// The chain must end at one of these anchors (SHA-256 fingerprints,
+    /// upper-case hex). Empty: any configured anchor.
+    pub anchors: Vec<String>,
+    /// Whether revocation data is required.
+    pub revocation: Revocation,
+    /// One reason per field, in the order of [`Field::SIGNER`].
+    pub reasons: Vec<Reason>,
+}
+
+impl SignerRule {
+    /// The reason for `field`.
+    pub fn reason(&self, field: Field) -> Option<&Reason> {
+        self.reasons.iter().find(|r| r.field == field)
+    }
+
+    /// Checks the chain of a signature that is otherwise valid: the
+    /// policies it asserts (dotted OIDs) and its anchor's SHA-256
+    /// fingerprint (hex, any case, colons allowed). `Err` names the rule it
+    /// breaks, as `"<level> <key> = <value> (line N): what the chain has"`.
+    pub fn check(
+        &self,
+        chain_policies: &[String],
+        anchor_sha256: Option<&str>,
+    ) -> Result<(), String> {
+        let rule = |f: Field| {
+            self.reason(f).map_or_else(String::new, |r| {
+                let mut s = format!("{} {} = {}", r.source, r.field, r.value);
+                if let Some(l) = r.line {
+                    s.push_str(&format!(" (line {l})"));
+                }
+                s
+            })
+        };
+        if !self.policies.is_empty() && !chain_policies.iter().any(|p| self.policies.contains(p)) {
+            let has = if chain_policies.is_empty() {
+                "none".to_string()
+            } else {
+                chain_policies.join(", ")
+            };
+            return Err(format!(
+                "{}: the signer's chain asserts none of them (it asserts {has})",
+                rule(Field::SignerPolicies)
+            ));
+        }
+        if !self.anchors.is_empty() {
+            let fp = anchor_sha256.map(|f| f.replace(':', "").to_ascii_uppercase());
+            if !fp.as_ref().is_some_and(|f| self.anchors.contains(f)) {
+                return Err(format!(
+                    "{}: the signer's chain ends at another anchor (sha256:{})",
+                    rule(Field::SignerAnchors),
+                    fp.as_deref().unwrap_or("unknown")
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for SignerRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for r in &self.reasons {
+            writeln!(f, "  {r}")?;
+        }
+        Ok(())
+    }
 }
 
 impl fmt::Display for Explanation {
@@ -131,7 +214,12 @@ impl fmt::Display for Explanation {
             writeln!(f, "to {to:?}:")?;
             write!(f, "{d}")?;
         }
-        Ok(())
+        writeln!(
+            f,
+            "signed mail from {:?} (inbound):",
+            self.sender_rule.sender
+        )?;
+        write!(f, "{}", self.sender_rule)
     }
 }
 
@@ -277,6 +365,47 @@ impl Policy {
                 .iter()
                 .map(|to| (to.clone(), self.decide(facts, to)))
                 .collect(),
+            sender_rule: self.signer_rule(&facts.from),
+        }
+    }
+
+    /// Inbound: what signed mail from `sender` must satisfy.
+    pub fn signer_rule(&self, sender: &str) -> SignerRule {
+        let chain = Chain::new(self, sender);
+        let builtin = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (policies, p_src, p_line) =
+            chain.pick(|l| &l.signer_policies, builtin(defaults::SIGNER_POLICIES));
+        let (anchors, a_src, a_line) =
+            chain.pick(|l| &l.signer_anchors, builtin(defaults::SIGNER_ANCHORS));
+        let (revocation, r_src, r_line) = chain.pick(|l| &l.revocation, defaults::REVOCATION);
+        let list = |v: &[String], prefix: &str| {
+            format!(
+                "[{}]",
+                v.iter()
+                    .map(|s| quoted(&format!("{prefix}{s}")))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        };
+        let reasons = vec![
+            reason(Field::SignerPolicies, list(&policies, ""), (p_src, p_line)),
+            reason(
+                Field::SignerAnchors,
+                list(&anchors, "sha256:"),
+                (a_src, a_line),
+            ),
+            reason(
+                Field::Revocation,
+                quoted(revocation.name()),
+                (r_src, r_line),
+            ),
+        ];
+        SignerRule {
+            sender: sender.to_string(),
+            policies,
+            anchors,
+            revocation,
+            reasons,
         }
     }
 
@@ -391,7 +520,7 @@ undecryptable = "quarantine"
                 "{to} oaep"
             );
             assert_eq!(d.new_subject, None);
-            assert_eq!(d.reasons.len(), Field::ALL.len());
+            assert_eq!(d.reasons.len(), Field::OUTBOUND.len());
         }
     }
 

@@ -21,8 +21,14 @@
 //! | `generations` | non-empty array of `"OCES2"`, `"OCES3"` | `["OCES3"]` |
 //! | `subject_trigger` | text; `""` turns it off | `"[sikker]"` |
 //! | `undecryptable` | `"deliver"`, `"quarantine"` | `"deliver"` |
+//! | `signer_policies` | array of policy OIDs the signer's chain must assert (one of them) | `[]` (none required) |
+//! | `signer_anchors` | array of `"sha256:<hex>"` anchor fingerprints the chain must end at | `[]` (any configured anchor) |
+//! | `revocation` | `"require"`, `"prefer"`, `"off"` | `"prefer"` |
 //!
-//! Matching is on the recipient, case-insensitively. A domain table covers
+//! Matching is on the recipient, case-insensitively; the last three keys
+//! are inbound trust rules and match the sender ([`Policy::signer_rule`]):
+//! a signature that is cryptographically valid but breaks one is reported
+//! as `valid but untrusted (<rule>)`, never as valid. A domain table covers
 //! the domain and its subdomains (`[domain."domstol.dk"]` covers
 //! `x@ret.domstol.dk`, not `x@xdomstol.dk`); when several cover an address
 //! they inherit from each other too, the one with the most labels first
@@ -72,8 +78,8 @@ pub mod policy;
 pub mod settings;
 mod trigger;
 
-pub use decide::{Decision, Explanation, MessageFacts, Reason, Source};
+pub use decide::{Decision, Explanation, MessageFacts, Reason, SignerRule, Source};
 pub use error::{Location, PolicyError};
 pub use names::{Address, Domain};
 pub use policy::{Policy, check};
-pub use settings::{Cipher, EncryptRule, Field, Generation, Undecryptable, defaults};
+pub use settings::{Cipher, EncryptRule, Field, Generation, Revocation, Undecryptable, defaults};

@@ -15,7 +15,7 @@ use toml::de::{DeTable, DeValue};
 use crate::error::{Location, PolicyError};
 use crate::names::{Address, Domain};
 use crate::policy::{Level, Policy, Set};
-use crate::settings::{Cipher, EncryptRule, Field, Generation, Undecryptable};
+use crate::settings::{Cipher, EncryptRule, Field, Generation, Revocation, Undecryptable};
 
 pub(crate) fn parse(text: &str) -> Result<Policy, Vec<PolicyError>> {
     let (doc, syntax) = DeTable::parse_recoverable(text);
@@ -232,9 +232,63 @@ impl Cx<'_> {
                         )
                         .map(set_at(line));
                 }
+                Field::SignerPolicies => {
+                    level.signer_policies = self
+                        .strings(&path, value, parse_oid, OID_EXPECTED)
+                        .map(set_at(line));
+                }
+                Field::SignerAnchors => {
+                    level.signer_anchors = self
+                        .strings(&path, value, parse_fingerprint, FP_EXPECTED)
+                        .map(set_at(line));
+                }
+                Field::Revocation => {
+                    level.revocation = self
+                        .named(&path, value, Revocation::from_name, Revocation::EXPECTED)
+                        .map(set_at(line));
+                }
             }
         }
         level
+    }
+
+    /// An array of strings, each parsed by `parse` (an empty array is
+    /// allowed: it sets the key back to "any").
+    fn strings(
+        &mut self,
+        path: &str,
+        value: &Value<'_>,
+        parse: fn(&str) -> Option<String>,
+        expected: &'static str,
+    ) -> Option<Vec<String>> {
+        let Some(items) = value.get_ref().as_array() else {
+            let at = self.loc(path.to_string(), Some(value.span()));
+            let found = value.get_ref().type_str();
+            self.errors.push(PolicyError::WrongType {
+                at,
+                expected: "an array of strings",
+                found,
+            });
+            return None;
+        };
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            let path = format!("{path}[{i}]");
+            match self.string(&path, item).map(parse) {
+                Some(Some(v)) if out.contains(&v) => {
+                    self.bad_value(&path, item, "each value once");
+                    ok = false;
+                }
+                Some(Some(v)) => out.push(v),
+                Some(None) => {
+                    self.bad_value(&path, item, expected);
+                    ok = false;
+                }
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
     }
 
     fn boolean(&mut self, path: &str, value: &Value<'_>) -> Option<bool> {
@@ -309,6 +363,34 @@ impl Cx<'_> {
         }
         Some(s.to_string())
     }
+}
+
+const OID_EXPECTED: &str =
+    "a certificate policy OID in dotted decimal, such as \"1.2.208.169.1.1.1.3.7\"";
+const FP_EXPECTED: &str = "a SHA-256 certificate fingerprint, \"sha256:\" and 64 hex digits (colons allowed), as `openssl x509 -fingerprint -sha256` prints it";
+
+/// A dotted-decimal OID (at least two arcs, first 0-2).
+fn parse_oid(s: &str) -> Option<String> {
+    let arcs: Vec<&str> = s.split('.').collect();
+    let ok = arcs.len() >= 2
+        && arcs.iter().all(|a| {
+            !a.is_empty()
+                && a.bytes().all(|b| b.is_ascii_digit())
+                && (a.len() == 1 || !a.starts_with('0'))
+        })
+        && matches!(arcs[0], "0" | "1" | "2");
+    ok.then(|| s.to_string())
+}
+
+/// `sha256:` and 64 hex digits, colons allowed; upper case without colons.
+fn parse_fingerprint(s: &str) -> Option<String> {
+    let rest = s
+        .strip_prefix("sha256:")
+        .or_else(|| s.strip_prefix("SHA256:"))
+        .or_else(|| s.strip_prefix("sha256 Fingerprint="))?;
+    let hex: String = rest.chars().filter(|c| *c != ':').collect();
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| hex.to_ascii_uppercase())
 }
 
 /// Wrap a value with the line that set it.

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use crate::error::PolicyError;
 use crate::names::{Address, Domain};
-use crate::settings::{Cipher, EncryptRule, Generation, Undecryptable};
+use crate::settings::{Cipher, EncryptRule, Generation, Revocation, Undecryptable};
 
 /// A value set in the policy file, with the line it was set on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +24,11 @@ pub(crate) struct Level {
     pub(crate) generations: Option<Set<Vec<Generation>>>,
     pub(crate) subject_trigger: Option<Set<String>>,
     pub(crate) undecryptable: Option<Set<Undecryptable>>,
+    /// Dotted OIDs.
+    pub(crate) signer_policies: Option<Set<Vec<String>>>,
+    /// SHA-256 fingerprints, upper-case hex without separators.
+    pub(crate) signer_anchors: Option<Set<Vec<String>>>,
+    pub(crate) revocation: Option<Set<Revocation>>,
 }
 
 /// A parsed policy. [`Policy::default`] is the policy of no file: every key

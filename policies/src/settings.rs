@@ -96,9 +96,23 @@ named_enum!(
 );
 
 named_enum!(
+    /// `revocation`: whether a signer's chain must have revocation data
+    /// (CRLs given, carried in the message, or fetched).
+    Revocation, expected = r#""require", "prefer" or "off""#, {
+        /// Without revocation data for every certificate of the chain the
+        /// signature is not valid ("revocation unavailable").
+        Require = "require",
+        /// Check what is available (the built-in default).
+        Prefer = "prefer",
+        /// Do not check revocation.
+        Off = "off",
+    }
+);
+
+named_enum!(
     /// A key of a policy level; used in [`Reason`](crate::Reason)s to say
     /// which field a rule set.
-    Field, expected = "encrypt, sign, cipher, oaep, generations, subject_trigger or undecryptable", {
+    Field, expected = "encrypt, sign, cipher, oaep, generations, subject_trigger, undecryptable, signer_policies, signer_anchors or revocation", {
         /// `encrypt`.
         Encrypt = "encrypt",
         /// `sign`.
@@ -113,12 +127,37 @@ named_enum!(
         SubjectTrigger = "subject_trigger",
         /// `undecryptable`.
         Undecryptable = "undecryptable",
+        /// `signer_policies` (inbound, by sender).
+        SignerPolicies = "signer_policies",
+        /// `signer_anchors` (inbound, by sender).
+        SignerAnchors = "signer_anchors",
+        /// `revocation` (inbound, by sender).
+        Revocation = "revocation",
     }
 );
 
+impl Field {
+    /// The keys of an outbound [`Decision`](crate::Decision), in its order.
+    pub const OUTBOUND: &'static [Field] = &[
+        Field::Encrypt,
+        Field::Sign,
+        Field::Cipher,
+        Field::Oaep,
+        Field::Generations,
+        Field::SubjectTrigger,
+        Field::Undecryptable,
+    ];
+    /// The keys of a [`SignerRule`](crate::SignerRule), in its order.
+    pub const SIGNER: &'static [Field] = &[
+        Field::SignerPolicies,
+        Field::SignerAnchors,
+        Field::Revocation,
+    ];
+}
+
 /// The built-in defaults, used where no level of the policy sets a key.
 pub mod defaults {
-    use super::{Cipher, EncryptRule, Generation, Undecryptable};
+    use super::{Cipher, EncryptRule, Generation, Revocation, Undecryptable};
 
     /// `encrypt = "opportunistic"`.
     pub const ENCRYPT: EncryptRule = EncryptRule::Opportunistic;
@@ -136,4 +175,10 @@ pub mod defaults {
     pub const SUBJECT_TRIGGER: &str = "[sikker]";
     /// `undecryptable = "deliver"`.
     pub const UNDECRYPTABLE: Undecryptable = Undecryptable::Deliver;
+    /// `signer_policies = []`: any policy (or none) the chain asserts.
+    pub const SIGNER_POLICIES: &[&str] = &[];
+    /// `signer_anchors = []`: any configured trust anchor.
+    pub const SIGNER_ANCHORS: &[&str] = &[];
+    /// `revocation = "prefer"`: checked where revocation data is at hand.
+    pub const REVOCATION: Revocation = Revocation::Prefer;
 }

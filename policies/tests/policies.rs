@@ -174,6 +174,120 @@ fn sources_render_as_written() {
     );
 }
 
+const OCES3_ORG: &str = "1.2.208.169.1.1.1.3.7";
+const OCES3_PERSON: &str = "1.2.208.169.1.1.1.2.7";
+
+const RULES: &str = r#"
+[domain."domstol.dk"]
+signer_policies = ["1.2.208.169.1.1.1.3.7", "1.2.208.169.1.1.1.2.7"]
+revocation = "require"
+
+[domain."ret.domstol.dk"]
+signer_anchors = ["sha256:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89"]
+
+[address."aaben@domstol.dk"]
+signer_policies = []
+revocation = "off"
+"#;
+
+#[test]
+fn signer_rules_match_the_sender_and_name_the_rule_they_break() {
+    use policies::Revocation;
+    let p = Policy::parse(RULES).unwrap();
+    // No rule: anything valid is trusted.
+    let free = p.signer_rule("someone@example.com");
+    assert!(free.policies.is_empty() && free.anchors.is_empty());
+    assert_eq!(free.revocation, Revocation::Prefer);
+    assert!(free.check(&[], None).is_ok());
+
+    let court = p.signer_rule("Retten@Domstol.dk");
+    assert_eq!(court.policies, [OCES3_ORG, OCES3_PERSON]);
+    assert_eq!(court.revocation, Revocation::Require);
+    assert!(court.check(&[OCES3_ORG.to_string()], None).is_ok());
+    assert!(
+        court
+            .check(&[OCES3_PERSON.to_string(), "1.2.3".into()], None)
+            .is_ok()
+    );
+    let e = court.check(&["2.5.29.32.0".to_string()], None).unwrap_err();
+    assert!(
+        e.starts_with(r#"[domain."domstol.dk"] signer_policies = ["1.2.208.169.1.1.1.3.7", "1.2.208.169.1.1.1.2.7"] (line 3)"#),
+        "{e}"
+    );
+    assert!(e.contains("asserts 2.5.29.32.0"), "{e}");
+    assert!(court.check(&[], None).unwrap_err().contains("asserts none"));
+
+    // A subdomain inherits the policies and adds an anchor.
+    let sub = p.signer_rule("byret@ret.domstol.dk");
+    assert_eq!(sub.policies, [OCES3_ORG, OCES3_PERSON]);
+    let fp = "ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789ABCDEF0123456789";
+    assert!(
+        sub.check(&[OCES3_ORG.into()], Some(&fp.to_ascii_lowercase()))
+            .is_ok()
+    );
+    let e = sub
+        .check(&[OCES3_ORG.into()], Some(&"00".repeat(32)))
+        .unwrap_err();
+    assert!(
+        e.contains("signer_anchors") && e.contains("another anchor"),
+        "{e}"
+    );
+    assert!(sub.check(&[OCES3_ORG.into()], None).is_err());
+
+    // An address table turns the requirement off again.
+    let open = p.signer_rule("aaben@domstol.dk");
+    assert!(open.policies.is_empty());
+    assert_eq!(open.revocation, Revocation::Off);
+    assert!(open.check(&[], None).is_ok());
+
+    // `policy explain` shows the sender's rule with where it came from.
+    let ex = p
+        .explain(&MessageFacts {
+            from: "retten@domstol.dk".into(),
+            to: vec!["post@firma.dk".into()],
+            subject: String::new(),
+        })
+        .to_string();
+    assert!(
+        ex.contains(r#"signed mail from "retten@domstol.dk" (inbound):"#),
+        "{ex}"
+    );
+    assert!(
+        ex.contains(r#"revocation = "require"  <- [domain."domstol.dk"] (line 4)"#),
+        "{ex}"
+    );
+}
+
+#[test]
+fn signer_rule_values_are_checked() {
+    let errors = policies::check(
+        r#"
+[default]
+signer_policies = ["oces3", "1.2.3", "1.2.3"]
+signer_anchors = ["sha1:00", "sha256:12"]
+revocation = "always"
+"#,
+    );
+    let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    assert_eq!(errors.len(), 5, "{text:#?}");
+    assert!(
+        text[0].contains("oces3") && text[0].contains("dotted decimal"),
+        "{}",
+        text[0]
+    );
+    assert!(text[1].contains("each value once"), "{}", text[1]);
+    assert!(
+        text[2].contains("sha1:00") && text[2].contains("SHA-256"),
+        "{}",
+        text[2]
+    );
+    assert!(
+        text[4].contains(r#""require", "prefer" or "off""#),
+        "{}",
+        text[4]
+    );
+}
+
 proptest! {
     #[test]
     fn parse_never_panics(text in "\\PC*") {
@@ -186,7 +300,7 @@ proptest! {
             prop_oneof![
                 Just("[default]".to_string()),
                 "\\[(domain|address)\\.\"[^\"\\n]{0,12}\"\\]",
-                "(encrypt|sign|cipher|oaep|generations|subject_trigger|undecryptable|x) = (true|1|\"[^\"\\n]{0,10}\"|\\[\"OCES[0-9]\"\\]|\\[\\])",
+                "(encrypt|sign|cipher|oaep|generations|subject_trigger|undecryptable|signer_policies|signer_anchors|revocation|x) = (true|1|\"[^\"\\n]{0,10}\"|\\[\"OCES[0-9]\"\\]|\\[\\])",
                 "\\PC{0,20}",
             ],
             0..12,
@@ -200,9 +314,12 @@ proptest! {
         let p = Policy::parse(EXAMPLE).unwrap();
         let facts = MessageFacts { from, to: vec![to.clone()], subject };
         let d = p.decide(&facts, &to);
-        prop_assert_eq!(d.reasons.len(), Field::ALL.len());
+        prop_assert_eq!(d.reasons.len(), Field::OUTBOUND.len());
         let _ = p.explain(&facts).to_string();
         let _ = p.undecryptable_for(&to);
+        let r = p.signer_rule(&facts.from);
+        prop_assert_eq!(r.reasons.len(), Field::SIGNER.len());
+        let _ = r.check(&[], None);
     }
 
     #[test]

@@ -5,7 +5,22 @@
 
 use std::os::raw::{c_int, c_uint};
 
-use openssl_sys::{CMS_ContentInfo, EVP_MD, EVP_PKEY, EVP_PKEY_CTX, X509, X509_CRL, X509_STORE};
+use openssl_sys::{
+    ASN1_OBJECT, CMS_ContentInfo, EVP_MD, EVP_PKEY, EVP_PKEY_CTX, OPENSSL_STACK, X509, X509_CRL,
+    X509_STORE, X509_STORE_CTX, X509_VERIFY_PARAM,
+};
+
+/// `X509_POLICY_TREE` (opaque).
+#[repr(C)]
+pub struct X509_POLICY_TREE {
+    _private: [u8; 0],
+}
+
+/// `X509_POLICY_NODE` (opaque).
+#[repr(C)]
+pub struct X509_POLICY_NODE {
+    _private: [u8; 0],
+}
 
 /// `CMS_SignerInfo` (opaque).
 #[repr(C)]
@@ -47,4 +62,16 @@ unsafe extern "C" {
         len: c_int,
     ) -> c_int;
     pub fn X509_STORE_add_crl(store: *mut X509_STORE, crl: *mut X509_CRL) -> c_int;
+    pub fn CMS_get1_crls(cms: *mut CMS_ContentInfo) -> *mut OPENSSL_STACK;
+    pub fn CMS_get1_certs(cms: *mut CMS_ContentInfo) -> *mut OPENSSL_STACK;
+    pub fn X509_STORE_CTX_set0_crls(ctx: *mut X509_STORE_CTX, crls: *mut OPENSSL_STACK);
+    pub fn X509_STORE_CTX_get0_param(ctx: *mut X509_STORE_CTX) -> *mut X509_VERIFY_PARAM;
+    pub fn X509_VERIFY_PARAM_add0_policy(
+        param: *mut X509_VERIFY_PARAM,
+        policy: *mut ASN1_OBJECT,
+    ) -> c_int;
+    pub fn X509_STORE_CTX_get0_policy_tree(ctx: *const X509_STORE_CTX) -> *mut X509_POLICY_TREE;
+    pub fn X509_policy_tree_get0_user_policies(tree: *const X509_POLICY_TREE)
+    -> *mut OPENSSL_STACK;
+    pub fn X509_policy_node_get0_policy(node: *const X509_POLICY_NODE) -> *const ASN1_OBJECT;
 }

@@ -35,7 +35,7 @@ fn read_text(p: &Path) -> Result<String, Fail> {
     String::from_utf8(read_file(p)?).map_err(|_| usage(format!("{}: not UTF-8 text", p.display())))
 }
 
-fn load(p: &Path) -> Result<policies::Policy, Fail> {
+pub(crate) fn load(p: &Path) -> Result<policies::Policy, Fail> {
     policies::Policy::parse(&read_text(p)?).map_err(|errors| {
         usage(format!(
             "{}: {} error(s): {}",

@@ -82,6 +82,24 @@ pub struct TrustArgs {
     /// is an error naming it) or of the signer's certificate only (leaf).
     #[arg(long = "crl-check", value_name = "leaf|all", default_value = "all", value_parser = ["leaf", "all"])]
     crl_check: String,
+    /// Initial policy set (RFC 5280 §6.1.1): a certificate policy OID the
+    /// chain may assert. Repeatable; none means any policy.
+    #[arg(long = "policy", value_name = "OID")]
+    policy: Vec<String>,
+    /// The chain must assert a policy of the initial set (initial-explicit-policy).
+    #[arg(long = "explicit-policy")]
+    explicit_policy: bool,
+    /// Policy mappings in the chain are not honoured (initial-policy-mapping-inhibit).
+    #[arg(long = "inhibit-policy-mapping")]
+    inhibit_policy_mapping: bool,
+    /// anyPolicy in the chain is not honoured (initial-any-policy-inhibit).
+    #[arg(long = "inhibit-any-policy")]
+    inhibit_any_policy: bool,
+    /// Every certificate below the anchor must have a CRL (given with
+    /// --crl or carried in the message); without one the signature is not
+    /// valid ("revocation unavailable").
+    #[arg(long = "require-revocation")]
+    require_revocation: bool,
 }
 
 impl TrustArgs {
@@ -93,9 +111,23 @@ impl TrustArgs {
         }
     }
 
+    /// The RFC 5280 §6.1.1 inputs.
+    fn validation(&self) -> smime::Validation {
+        smime::Validation {
+            policies: self.policy.clone(),
+            explicit_policy: self.explicit_policy,
+            inhibit_policy_mapping: self.inhibit_policy_mapping,
+            inhibit_any_policy: self.inhibit_any_policy,
+            require_revocation: self.require_revocation,
+        }
+    }
+
     /// What was checked for revocation, for the report.
     fn revocation_note(&self) -> &'static str {
         match (self.crl.is_empty(), self.crl_mode()) {
+            (true, _) if self.require_revocation => {
+                "revocation: required at every level below the trust anchor (CRLs carried in the message)"
+            }
             (true, _) => "revocation: not checked (no --crl)",
             (false, smime::CrlCheck::All) => {
                 "revocation: checked at every level below the trust anchor"
@@ -141,6 +173,11 @@ pub struct VerifyArgs {
     /// Also trust the internal CA of this data directory's store.
     #[command(flatten)]
     store: super::context::StoreArgs,
+    /// A policy file whose trust rules (signer_policies, signer_anchors,
+    /// revocation) apply to the sender (From): a valid signature that
+    /// breaks one is "valid but untrusted" and exits 1.
+    #[arg(long = "rules", value_name = "POLICY")]
+    rules: Option<PathBuf>,
     #[command(flatten)]
     io: IoArgs,
 }
@@ -251,18 +288,19 @@ fn load_trust(
                 .map_err(|e| usage(e.to_string()))?,
         );
     }
+    let v = a.validation();
     if anchors.is_empty() {
-        if !crls.is_empty() || !pool.is_empty() {
-            return Err(usage("--crl and --cert need trust anchors: give --ca"));
+        if !crls.is_empty() || !pool.is_empty() || v != smime::Validation::default() {
+            return Err(usage(
+                "--crl, --cert, --policy, --explicit-policy, --inhibit-*, --require-revocation need trust anchors: give --ca",
+            ));
         }
         return Ok(None);
     }
-    Ok(Some(TrustStore::with_crl_check(
-        anchors,
-        pool,
-        crls,
-        a.crl_mode(),
-    )?))
+    TrustStore::with_crl_check(anchors, pool, crls, a.crl_mode())?
+        .with_validation(v)
+        .map(Some)
+        .map_err(|e| usage(e.to_string()))
 }
 
 /// The internal CA of the store: (root as anchor, issuing CA for the pool).
@@ -282,6 +320,14 @@ fn store_ca(store: &super::context::StoreArgs) -> Result<(Vec<X509>, Vec<X509>),
         vec![pem(state.root_cert_id)?],
         vec![pem(state.issuing_cert_id)?],
     ))
+}
+
+/// A certificate policy OID with its name where it is one we know.
+fn policy_name(oid: &str) -> String {
+    match smime::verify::policy_label(oid) {
+        Some(n) => format!("{oid} ({n})"),
+        None => oid.to_string(),
+    }
 }
 
 fn describe(opened: &Opened) -> Vec<String> {
@@ -336,6 +382,16 @@ fn describe(opened: &Opened) -> Vec<String> {
                     lines.push(line);
                     if !si.capabilities.is_empty() {
                         lines.push(format!("  capabilities: {}", si.capabilities.join(", ")));
+                    }
+                    if !si.policies.is_empty() {
+                        lines.push(format!(
+                            "  policies: {}",
+                            si.policies
+                                .iter()
+                                .map(|p| policy_name(p))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ));
                     }
                 }
                 if s.canonicalised {
@@ -521,11 +577,45 @@ fn verify(a: VerifyArgs) -> Result<ExitCode, Fail> {
     let trust = load_trust(&a.trust, anchors, pool)?
         .ok_or_else(|| usage("no trust anchors: the store has no CA; give --ca FILE"))?;
     let input = read_input(&a.io.input)?;
-    let opened = smime::verify(&input, &trust, None)?;
+    // The policy's trust rules for the sender (From), when given.
+    let rule = match &a.rules {
+        None => None,
+        Some(p) => {
+            let policy = super::policy_cmd::load(p)?;
+            let from = gateway::process::inbound::sender_address(&input).unwrap_or_default();
+            Some(policy.signer_rule(&from))
+        }
+    };
+    let required;
+    let trust = match &rule {
+        Some(r) if r.revocation == policies::Revocation::Require => {
+            let mut v = trust.validation().clone();
+            v.require_revocation = true;
+            required = trust.validating(v).map_err(|e| usage(e.to_string()))?;
+            &required
+        }
+        _ => &trust,
+    };
+    let opened = smime::verify(&input, trust, None)?;
     for l in describe(&opened) {
         eprintln!("{l}");
     }
     eprintln!("{}", a.trust.revocation_note());
+    if let Some(r) = &rule {
+        eprintln!("trust rules for {:?}:", r.sender);
+        eprint!("{r}");
+    }
+    let reports: Vec<_> = opened.signatures().cloned().collect();
+    if opened.all_signatures_valid()
+        && let Some(why) = rule
+            .as_ref()
+            .and_then(|r| gateway::process::inbound::broken_rule(r, &reports))
+    {
+        return Err(Fail {
+            code: 1,
+            msg: format!("signature valid but untrusted ({why})"),
+        });
+    }
     if !opened.all_signatures_valid() {
         let why = opened
             .signatures()

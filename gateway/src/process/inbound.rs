@@ -8,6 +8,7 @@
 //! the keys and the trust store and acts on the result.
 
 use openssl::x509::X509;
+use policies::{Policy, Revocation};
 use service::MailKeys;
 use smime::{Error as SmimeError, LayerReport, SignatureReport, TrustStore};
 
@@ -23,16 +24,36 @@ pub struct InboundResult {
     pub decrypted: bool,
     /// The message was encrypted and could not be opened (why).
     pub undecryptable: Option<String>,
-    /// `valid`, `invalid` or `none`.
+    /// `valid`, `untrusted` (valid, but breaks a trust rule of the policy),
+    /// `invalid` or `none`.
     pub signature: &'static str,
     /// Certificates of valid signers with their addresses and announced
     /// S/MIME capabilities, to harvest.
     pub harvest: Vec<(String, X509, Vec<String>)>,
 }
 
-/// Processes one inbound message.
-pub fn process(raw: &[u8], keys: &MailKeys, trust: &TrustStore) -> InboundResult {
+/// Processes one inbound message; `rules` are the policy's trust rules for
+/// the sender (`signer_policies`, `signer_anchors`, `revocation`).
+pub fn process(raw: &[u8], keys: &MailKeys, trust: &TrustStore, rules: &Policy) -> InboundResult {
     let clean = strip_fields(raw, is_sikkermail_field);
+    let rule = rules.signer_rule(sender_address(&clean).as_deref().unwrap_or(""));
+    // `revocation = "require"` for this sender: a chain without revocation
+    // data is not valid.
+    let required;
+    let trust = match rule.revocation {
+        Revocation::Require if !trust.validation().require_revocation => {
+            let mut v = trust.validation().clone();
+            v.require_revocation = true;
+            match trust.validating(v) {
+                Ok(t) => {
+                    required = t;
+                    &required
+                }
+                Err(_) => trust,
+            }
+        }
+        _ => trust,
+    };
     let mut info: Vec<(&str, String)> = Vec::new();
     let mut reports: Vec<SignatureReport> = Vec::new();
     let mut decrypted = false;
@@ -116,33 +137,44 @@ pub fn process(raw: &[u8], keys: &MailKeys, trust: &TrustStore) -> InboundResult
                 None => "the message has no From address".into(),
             })
         });
-        match bad {
-            None => {
-                for r in &reports {
-                    for s in &r.signers {
-                        let Some(der) = &s.certificate else { continue };
-                        let Ok(cert) = X509::from_der(der) else {
-                            continue;
-                        };
-                        for e in &s.emails {
-                            harvest.push((
-                                e.to_ascii_lowercase(),
-                                cert.clone(),
-                                s.capabilities.clone(),
-                            ));
-                        }
-                    }
-                }
-                info.push(("X-Sikkermail-Signature", format!("valid; signer={signer}")));
-                "valid"
-            }
-            Some(why) => {
+        // Valid and from the sender: the policy's trust rules for it.
+        let untrusted = broken_rule(&rule, &reports);
+        match (bad, untrusted) {
+            (None, Some(rule)) => {
                 info.push((
                     "X-Sikkermail-Signature",
-                    format!("invalid ({why}); signer={signer}"),
+                    format!("valid but untrusted ({rule}); signer={signer}"),
                 ));
-                "invalid"
+                "untrusted"
             }
+            (bad, _) => match bad {
+                None => {
+                    for r in &reports {
+                        for s in &r.signers {
+                            let Some(der) = &s.certificate else { continue };
+                            let Ok(cert) = X509::from_der(der) else {
+                                continue;
+                            };
+                            for e in &s.emails {
+                                harvest.push((
+                                    e.to_ascii_lowercase(),
+                                    cert.clone(),
+                                    s.capabilities.clone(),
+                                ));
+                            }
+                        }
+                    }
+                    info.push(("X-Sikkermail-Signature", format!("valid; signer={signer}")));
+                    "valid"
+                }
+                Some(why) => {
+                    info.push((
+                        "X-Sikkermail-Signature",
+                        format!("invalid ({why}); signer={signer}"),
+                    ));
+                    "invalid"
+                }
+            },
         }
     };
     InboundResult {
@@ -154,8 +186,20 @@ pub fn process(raw: &[u8], keys: &MailKeys, trust: &TrustStore) -> InboundResult
     }
 }
 
-/// The address in the From field (the last `<...>`, or the bare value).
-fn sender_address(message: &[u8]) -> Option<String> {
+/// The trust rule a valid signature breaks, if any (`signer_policies`,
+/// `signer_anchors` of the sender's rule), as `valid but untrusted (...)`
+/// names it.
+pub fn broken_rule(rule: &policies::SignerRule, reports: &[SignatureReport]) -> Option<String> {
+    reports
+        .iter()
+        .filter(|r| r.valid)
+        .flat_map(|r| r.signers.iter())
+        .find_map(|s| rule.check(&s.policies, s.anchor_sha256.as_deref()).err())
+}
+
+/// The address in the From field (the last `<...>`, or the bare value),
+/// lower case.
+pub fn sender_address(message: &[u8]) -> Option<String> {
     let v = super::headers::field(message, "from")?;
     let addr = match (v.rfind('<'), v.rfind('>')) {
         (Some(a), Some(b)) if a < b => v[a + 1..b].trim().to_string(),

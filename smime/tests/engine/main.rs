@@ -3,10 +3,12 @@
 //!   and decrypt/verify, plus property tests on arbitrary content.
 //! - `malformed`: broken, truncated and tampered input gives typed errors.
 //! - `corpus`: real mail from other implementations (`../shared/testvectors`).
+//! - `pkits`: NIST PKITS path validation (from the PyPI `cryptography_vectors`).
 
 #![allow(clippy::unwrap_used)]
 
 mod corpus;
 mod fixtures;
 mod malformed;
+mod pkits;
 mod roundtrip;
