@@ -1043,141 +1043,111 @@ fn verify_policies_revocation_and_trust_rules() {
     let t = tempfile::tempdir().unwrap();
     let d = t.path();
     let ta = fs::read(p.join("certs/TrustAnchorRootCertificate.crt")).unwrap();
-    let ta = openssl::x509::X509::from_der(&ta)
-        .unwrap()
-        .to_pem()
-        .unwrap();
-    let ca = write_tmp(d, "ta.pem", &ta);
-    let msg = |n: &str| fs::read(p.join(format!("smime/Signed{n}.eml"))).unwrap();
+    let ta = openssl::x509::X509::from_der(&ta).unwrap();
+    let ca = write_tmp(d, "ta.pem", &ta.to_pem().unwrap());
     const NIST1: &str = "2.16.840.1.101.3.2.1.48.1";
     const NIST2: &str = "2.16.840.1.101.3.2.1.48.2";
+    // `smime verify --ca TA EXTRA... < Signed<test>.eml`: (exit code, stderr).
+    let verify = |extra: &[&str], test: &str| {
+        let mut args = vec!["smime", "verify", "--ca", &ca];
+        args.extend_from_slice(extra);
+        let o = sikkermail(
+            &args,
+            &fs::read(p.join(format!("smime/Signed{test}.eml"))).unwrap(),
+        );
+        (o.status.code(), stderr(&o))
+    };
+    let accepted = |extra: &[&str], test: &str| {
+        let (code, err) = verify(extra, test);
+        assert_eq!(code, Some(0), "{test} {extra:?}: {err}");
+        err
+    };
+    let refused = |extra: &[&str], test: &str, why: &str| {
+        let (code, err) = verify(extra, test);
+        assert_eq!(code, Some(1), "{test} {extra:?}: {err}");
+        assert!(
+            err.contains(why),
+            "{test} {extra:?}: expected {why:?} in {err}"
+        );
+    };
 
     // The policies of a valid chain are in the report.
-    let o = sikkermail(
-        &["smime", "verify", "--ca", &ca],
-        &msg("AllCertificatesSamePoliciesTest10"),
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
+    let err = accepted(&[], "AllCertificatesSamePoliciesTest10");
     assert!(
-        stderr(&o).contains(&format!("  policies: {NIST1}, {NIST2}")),
-        "{}",
-        stderr(&o)
+        err.contains(&format!("  policies: {NIST1}, {NIST2}")),
+        "{err}"
     );
     // An initial policy set the chain does not meet, explicitly required.
-    let o = sikkermail(
-        &[
-            "smime",
-            "verify",
-            "--ca",
-            &ca,
-            "--policy",
-            NIST2,
-            "--explicit-policy",
-        ],
-        &msg("AllCertificatesSamePolicyTest1"),
-    );
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("no acceptable certificate policy"),
-        "{}",
-        stderr(&o)
+    refused(
+        &["--policy", NIST2, "--explicit-policy"],
+        "AllCertificatesSamePolicyTest1",
+        "no acceptable certificate policy",
     );
     // A requireExplicitPolicy in the chain is enforced with no option.
-    let o = sikkermail(
-        &["smime", "verify", "--ca", &ca],
-        &msg("InvalidRequireExplicitPolicyTest3"),
+    refused(
+        &[],
+        "InvalidRequireExplicitPolicyTest3",
+        "no acceptable certificate policy",
     );
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     // Revocation: carried CRLs are used when required; none at all fails.
-    let o = sikkermail(
-        &["smime", "verify", "--ca", &ca, "--require-revocation"],
-        &msg("InvalidRevokedEETest3"),
+    refused(
+        &["--require-revocation"],
+        "InvalidRevokedEETest3",
+        "certificate revoked",
     );
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(stderr(&o).contains("certificate revoked"), "{}", stderr(&o));
-    let o = sikkermail(
-        &["smime", "verify", "--ca", &ca, "--require-revocation"],
-        &msg("MissingCRLTest1"),
+    refused(
+        &["--require-revocation"],
+        "MissingCRLTest1",
+        "revocation unavailable",
     );
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("revocation unavailable"),
-        "{}",
-        stderr(&o)
-    );
-    let o = sikkermail(&["smime", "verify", "--ca", &ca], &msg("MissingCRLTest1"));
-    assert!(o.status.success(), "{}", stderr(&o));
+    accepted(&[], "MissingCRLTest1");
     // A bad OID is a usage error.
-    let o = sikkermail(
-        &["smime", "verify", "--ca", &ca, "--policy", "nist1"],
-        &msg("ValidSignaturesTest1"),
+    assert_eq!(
+        verify(&["--policy", "nist1"], "ValidSignaturesTest1").0,
+        Some(2)
     );
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 
     // Trust rules for the sender (From: sender@testcertificates.gov).
     let n = std::cell::Cell::new(0);
-    let rules = |body: &str| {
+    let rules = |body: String| {
         n.set(n.get() + 1);
         write_tmp(d, &format!("rules{}.toml", n.get()), body.as_bytes())
     };
-    let keep = rules(&format!(
+    let keep = rules(format!(
         "[domain.\"testcertificates.gov\"]\nsigner_policies = [\"{NIST1}\"]\n"
     ));
-    let o = sikkermail(
-        &["smime", "verify", "--ca", &ca, "--rules", &keep],
-        &msg("AllCertificatesSamePolicyTest1"),
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
+    let err = accepted(&["--rules", &keep], "AllCertificatesSamePolicyTest1");
     assert!(
-        stderr(&o).contains("trust rules for \"sender@testcertificates.gov\""),
-        "{}",
-        stderr(&o)
+        err.contains("trust rules for \"sender@testcertificates.gov\""),
+        "{err}"
     );
-    let o = sikkermail(
-        &["smime", "verify", "--ca", &ca, "--rules", &keep],
-        &msg("AllCertificatesNoPoliciesTest2"),
+    refused(
+        &["--rules", &keep],
+        "AllCertificatesNoPoliciesTest2",
+        "signature valid but untrusted ([domain.\"testcertificates.gov\"] signer_policies",
     );
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains(
-            "signature valid but untrusted ([domain.\"testcertificates.gov\"] signer_policies"
-        ),
-        "{}",
-        stderr(&o)
-    );
-    let fp = openssl::x509::X509::from_pem(&ta)
-        .unwrap()
+    let fp: String = ta
         .digest(openssl::hash::MessageDigest::sha256())
         .unwrap()
         .iter()
         .map(|b| format!("{b:02x}"))
-        .collect::<String>();
-    let anchored = rules(&format!("[default]\nsigner_anchors = [\"sha256:{fp}\"]\n"));
-    let o = sikkermail(
-        &["smime", "verify", "--ca", &ca, "--rules", &anchored],
-        &msg("ValidSignaturesTest1"),
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
-    let elsewhere = rules(&format!(
+        .collect();
+    let anchored = rules(format!("[default]\nsigner_anchors = [\"sha256:{fp}\"]\n"));
+    accepted(&["--rules", &anchored], "ValidSignaturesTest1");
+    let elsewhere = rules(format!(
         "[default]\nsigner_anchors = [\"sha256:{}\"]\n",
         "0".repeat(64)
     ));
-    let o = sikkermail(
-        &["smime", "verify", "--ca", &ca, "--rules", &elsewhere],
-        &msg("ValidSignaturesTest1"),
+    refused(
+        &["--rules", &elsewhere],
+        "ValidSignaturesTest1",
+        "another anchor",
     );
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(stderr(&o).contains("another anchor"), "{}", stderr(&o));
-    let required = rules("[domain.\"testcertificates.gov\"]\nrevocation = \"require\"\n");
-    let o = sikkermail(
-        &["smime", "verify", "--ca", &ca, "--rules", &required],
-        &msg("MissingCRLTest1"),
-    );
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("revocation unavailable"),
-        "{}",
-        stderr(&o)
+    let required = rules("[domain.\"testcertificates.gov\"]\nrevocation = \"require\"\n".into());
+    refused(
+        &["--rules", &required],
+        "MissingCRLTest1",
+        "revocation unavailable",
     );
 
     // `policy explain` shows the sender's rules and where they come from.
