@@ -787,10 +787,13 @@ fn inbound_trust_rules_report_valid_but_untrusted() {
             && r4.contains("another anchor"),
         "{r4}"
     );
-    // revocation = "require" without any CRL: not valid.
+    // revocation = "require" and the certificate names no OCSP responder
+    // or CRL: not valid, but unknown.
     let r5 = &sig["Regel 5"];
     assert!(
-        r5.starts_with("invalid (") && r5.contains("revocation unavailable"),
+        r5.starts_with("unknown (revocation unavailable: no revocation data for ")
+            && r5.contains("names no OCSP responder or CRL")
+            && r5.ends_with("; signer=spaerret@crl.test"),
         "{r5}"
     );
     // No rule for the sender: valid as before.

@@ -27,6 +27,8 @@ pub struct Crypto {
     pub trust: TrustStore,
     /// The policy's inbound trust rules (by sender).
     pub rules: Arc<Policy>,
+    /// Fetches (and caches) the revocation data of signers' chains.
+    pub revocation: crate::revocation::Fetcher,
     /// When loaded.
     pub loaded: Instant,
 }
@@ -356,6 +358,10 @@ pub async fn load_crypto(svc: &Service, cfg: &Config) -> Result<Crypto> {
         keys,
         trust,
         rules: Arc::new(rules),
+        revocation: crate::revocation::Fetcher::new(
+            Some(svc.store().clone()),
+            crate::revocation::Limits::default(),
+        ),
         loaded: Instant::now(),
     })
 }

@@ -26,6 +26,7 @@ pub mod engine;
 pub mod imap;
 pub mod metrics;
 pub mod process;
+pub mod revocation;
 pub mod server;
 pub mod smtp;
 pub mod worker;

@@ -113,7 +113,13 @@ async fn inbound_attempt(gw: &Arc<Gateway>, m: &ClaimedMessage) -> Vec<RcptResul
     let run = |crypto: Arc<crate::engine::Crypto>| {
         let body = m.body.clone();
         tokio::task::spawn_blocking(move || {
-            inbound::process(&body, &crypto.keys, &crypto.trust, &crypto.rules)
+            inbound::process(
+                &body,
+                &crypto.keys,
+                &crypto.trust,
+                &crypto.rules,
+                Some(&crypto.revocation),
+            )
         })
     };
     let crypto = gw.crypto();

@@ -3,10 +3,11 @@
 
 #![allow(non_camel_case_types, unsafe_code)]
 
-use std::os::raw::{c_int, c_uint};
+use std::os::raw::{c_int, c_uchar, c_uint, c_ulong};
 
 use openssl_sys::{
-    ASN1_OBJECT, CMS_ContentInfo, EVP_MD, EVP_PKEY, EVP_PKEY_CTX, OPENSSL_STACK, X509, X509_CRL,
+    ASN1_INTEGER, ASN1_OBJECT, ASN1_OCTET_STRING, CMS_ContentInfo, EVP_MD, EVP_PKEY, EVP_PKEY_CTX,
+    OCSP_BASICRESP, OCSP_CERTID, OCSP_ONEREQ, OCSP_REQUEST, OPENSSL_STACK, X509, X509_CRL,
     X509_STORE, X509_STORE_CTX, X509_VERIFY_PARAM,
 };
 
@@ -74,4 +75,36 @@ unsafe extern "C" {
     pub fn X509_policy_tree_get0_user_policies(tree: *const X509_POLICY_TREE)
     -> *mut OPENSSL_STACK;
     pub fn X509_policy_node_get0_policy(node: *const X509_POLICY_NODE) -> *const ASN1_OBJECT;
+    pub fn i2d_OCSP_CERTID(id: *mut OCSP_CERTID, out: *mut *mut c_uchar) -> c_int;
+    pub fn OCSP_request_add1_nonce(req: *mut OCSP_REQUEST, val: *mut c_uchar, len: c_int) -> c_int;
+    pub fn OCSP_check_nonce(req: *mut OCSP_REQUEST, bs: *mut OCSP_BASICRESP) -> c_int;
+    pub fn OCSP_request_onereq_count(req: *mut OCSP_REQUEST) -> c_int;
+    pub fn OCSP_request_onereq_get0(req: *mut OCSP_REQUEST, i: c_int) -> *mut OCSP_ONEREQ;
+    pub fn OCSP_onereq_get0_id(one: *mut OCSP_ONEREQ) -> *mut OCSP_CERTID;
+    pub fn OCSP_id_get0_info(
+        name_hash: *mut *mut ASN1_OCTET_STRING,
+        md: *mut *mut ASN1_OBJECT,
+        key_hash: *mut *mut ASN1_OCTET_STRING,
+        serial: *mut *mut ASN1_INTEGER,
+        id: *mut OCSP_CERTID,
+    ) -> c_int;
+    pub fn OCSP_id_issuer_cmp(a: *const OCSP_CERTID, b: *const OCSP_CERTID) -> c_int;
+    pub fn OCSP_basic_add1_status(
+        rsp: *mut OCSP_BASICRESP,
+        cid: *mut OCSP_CERTID,
+        status: c_int,
+        reason: c_int,
+        revtime: *mut openssl_sys::ASN1_TIME,
+        thisupd: *mut openssl_sys::ASN1_TIME,
+        nextupd: *mut openssl_sys::ASN1_TIME,
+    ) -> *mut std::os::raw::c_void;
+    pub fn OCSP_copy_nonce(resp: *mut OCSP_BASICRESP, req: *mut OCSP_REQUEST) -> c_int;
+    pub fn OCSP_basic_sign(
+        brsp: *mut OCSP_BASICRESP,
+        signer: *mut X509,
+        key: *mut EVP_PKEY,
+        dgst: *const EVP_MD,
+        certs: *mut OPENSSL_STACK,
+        flags: c_ulong,
+    ) -> c_int;
 }

@@ -34,6 +34,7 @@ pub mod keyring;
 pub mod mime;
 pub mod open;
 mod prepare;
+pub mod revocation;
 mod sign;
 pub mod stream;
 pub mod verify;

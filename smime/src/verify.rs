@@ -227,6 +227,12 @@ impl TrustStore {
         chain_check(self, cert, &untrusted, None).map(|c| c.policies)
     }
 
+    /// The OpenSSL store of the anchors (and given CRLs), for checks that
+    /// verify against the same anchors (OCSP responses).
+    pub fn x509_store(&self) -> &openssl::x509::store::X509StoreRef {
+        &self.store
+    }
+
     /// Further certificates (not trusted) used to build chains.
     pub fn pool(&self) -> &[X509] {
         &self.pool
@@ -287,12 +293,16 @@ pub struct SignerReport {
     /// SHA-256 fingerprint (upper-case hex) of the trust anchor the valid
     /// chain ends at.
     pub anchor_sha256: Option<String>,
+    /// The valid chain, DER, from the signer's certificate to the anchor
+    /// (for revocation checks by the caller); empty when not valid.
+    pub chain: Vec<Vec<u8>>,
 }
 
 /// What a valid chain showed.
 struct ChainInfo {
     policies: Vec<String>,
     anchor_sha256: Option<String>,
+    chain: Vec<Vec<u8>>,
 }
 
 /// Why a signature that was only checked against its content is not valid.
@@ -425,8 +435,9 @@ pub(crate) fn verify_signed(
             },
             (Some(_), None) => (None, None),
         };
-        let (policies, anchor_sha256) =
-            info.map_or((Vec::new(), None), |i| (i.policies, i.anchor_sha256));
+        let (policies, anchor_sha256, chain) = info.map_or((Vec::new(), None, Vec::new()), |i| {
+            (i.policies, i.anchor_sha256, i.chain)
+        });
         if reason.is_none()
             && let Some(ce) = &chain_error
         {
@@ -447,6 +458,7 @@ pub(crate) fn verify_signed(
             chain_error,
             policies,
             anchor_sha256,
+            chain,
         });
     }
     if reason.is_none() && trust.is_none() {
@@ -520,6 +532,7 @@ fn verify_opaque_to_us(
             chain_error: None,
             policies: Vec::new(),
             anchor_sha256: None,
+            chain: Vec::new(),
         }],
         certificates: Vec::new(),
     };
@@ -606,9 +619,14 @@ fn chain_check(
                 .and_then(|ch| ch.iter().last())
                 .and_then(|a| a.digest(openssl::hash::MessageDigest::sha256()).ok())
                 .map(|d| d.iter().map(|b| format!("{b:02X}")).collect());
+            let chain = c
+                .chain()
+                .map(|ch| ch.iter().filter_map(|x| x.to_der().ok()).collect())
+                .unwrap_or_default();
             Ok(ChainInfo {
                 policies: unsafe { user_policies(raw) },
                 anchor_sha256,
+                chain,
             })
         } else if c.error().as_raw() == openssl_sys::X509_V_ERR_UNABLE_TO_GET_CRL {
             // Name the list that is missing: the CRL of the failing

@@ -24,6 +24,7 @@ pub mod lock;
 pub mod mailboxes;
 pub mod queue;
 pub mod records;
+pub mod revocation;
 pub mod seal;
 pub mod smtp_users;
 pub mod users;
@@ -46,6 +47,7 @@ pub use queue::{
     QueueId, QueueSummary, QueuedRecipient, RcptResult, RcptState, RecipientDetail, UnknownName,
 };
 pub use records::{Audit, CaState, CertRow, NewCert, OrgId, Organisation, RecipientRow};
+pub use revocation::CachedRevocation;
 pub use seal::{Kek, MasterKeys};
 pub use users::{LinkTarget, UserRow};
 

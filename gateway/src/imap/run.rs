@@ -722,7 +722,13 @@ fn work(raw: &[u8], uv: u32, uid: u32, copy: Option<&Original>, crypto: &Crypto)
             ))
         };
     }
-    let r = inbound::process(raw, &crypto.keys, &crypto.trust, &crypto.rules);
+    let r = inbound::process(
+        raw,
+        &crypto.keys,
+        &crypto.trust,
+        &crypto.rules,
+        Some(&crypto.revocation),
+    );
     if r.decrypted {
         let copy = prepend_fields(&r.message, &[(ORIGINAL_FIELD, me.value())]);
         return Work::Copy {

@@ -4,8 +4,9 @@
 //! signers for harvesting. Undecryptable mail is never dropped.
 //!
 //! This runs after the SMTP transaction (the reply was the same whatever
-//! happens here) and touches no network or database: the caller supplies
-//! the keys and the trust store and acts on the result.
+//! happens here), on a blocking thread: the caller supplies the keys, the
+//! trust store and the policy and acts on the result; the only I/O is the
+//! revocation data of valid signers' chains ([`Fetcher`], cached).
 
 use openssl::x509::X509;
 use policies::{Policy, Revocation};
@@ -13,6 +14,7 @@ use service::MailKeys;
 use smime::{Error as SmimeError, LayerReport, SignatureReport, TrustStore};
 
 use super::headers::{is_sikkermail_field, prepend_fields, strip_fields};
+use crate::revocation::{Fetcher, Verdict};
 
 /// What inbound processing found.
 #[derive(Debug)]
@@ -25,7 +27,7 @@ pub struct InboundResult {
     /// The message was encrypted and could not be opened (why).
     pub undecryptable: Option<String>,
     /// `valid`, `untrusted` (valid, but breaks a trust rule of the policy),
-    /// `invalid` or `none`.
+    /// `unknown` (revocation required and unavailable), `invalid` or `none`.
     pub signature: &'static str,
     /// Certificates of valid signers with their addresses and announced
     /// S/MIME capabilities, to harvest.
@@ -33,15 +35,22 @@ pub struct InboundResult {
 }
 
 /// Processes one inbound message; `rules` are the policy's trust rules for
-/// the sender (`signer_policies`, `signer_anchors`, `revocation`).
-pub fn process(raw: &[u8], keys: &MailKeys, trust: &TrustStore, rules: &Policy) -> InboundResult {
+/// the sender (`signer_policies`, `signer_anchors`, `revocation`), and
+/// `fetcher` fetches the revocation data a valid signer's chain names
+/// (without one, `revocation = "require"` needs CRLs carried in the
+/// message).
+pub fn process(
+    raw: &[u8],
+    keys: &MailKeys,
+    trust: &TrustStore,
+    rules: &Policy,
+    fetcher: Option<&Fetcher>,
+) -> InboundResult {
     let clean = strip_fields(raw, is_sikkermail_field);
     let rule = rules.signer_rule(sender_address(&clean).as_deref().unwrap_or(""));
-    // `revocation = "require"` for this sender: a chain without revocation
-    // data is not valid.
     let required;
     let trust = match rule.revocation {
-        Revocation::Require if !trust.validation().require_revocation => {
+        Revocation::Require if fetcher.is_none() && !trust.validation().require_revocation => {
             let mut v = trust.validation().clone();
             v.require_revocation = true;
             match trust.validating(v) {
@@ -137,8 +146,46 @@ pub fn process(raw: &[u8], keys: &MailKeys, trust: &TrustStore, rules: &Policy) 
                 None => "the message has no From address".into(),
             })
         });
-        // Valid and from the sender: the policy's trust rules for it.
+        // Valid and from the sender: revocation as the rule says, fetched.
+        let mut unknown = None;
+        let bad = match (bad, fetcher) {
+            (None, Some(f)) if rule.revocation != Revocation::Off => {
+                let mut revoked = None;
+                for s in reports.iter().flat_map(|r| r.signers.iter()) {
+                    match f.check_chain_blocking(&s.chain, trust) {
+                        Verdict::Good(_) => {}
+                        Verdict::Revoked(why) => {
+                            revoked = Some(why);
+                            break;
+                        }
+                        Verdict::Unavailable(why) => {
+                            if rule.revocation == Revocation::Require {
+                                unknown = Some(why);
+                            } else {
+                                tracing::info!(%why, "revocation unavailable (revocation = \"prefer\")");
+                            }
+                        }
+                    }
+                }
+                revoked
+            }
+            (bad, _) => bad,
+        };
+        // The policy's trust rules for the sender.
         let untrusted = broken_rule(&rule, &reports);
+        if let (None, Some(why)) = (&bad, &unknown) {
+            info.push((
+                "X-Sikkermail-Signature",
+                format!("unknown (revocation unavailable: {why}); signer={signer}"),
+            ));
+            return InboundResult {
+                message: prepend_fields(&message, &info),
+                decrypted,
+                undecryptable,
+                signature: "unknown",
+                harvest,
+            };
+        }
         match (bad, untrusted) {
             (None, Some(rule)) => {
                 info.push((
