@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{peer, sh};
+use common::{peer, sh, sh_status};
 use site::{Site, first_field, make_oces2_p12, sites};
 
 /// A running `sikkermail serve`.
@@ -803,6 +803,159 @@ fn inbound_trust_rules_report_valid_but_untrusted() {
     assert!(list.contains("byret@domstol.test"), "{list}");
     assert!(!list.contains("landsret@domstol.test"), "{list}");
     assert!(!list.contains("fremmed@anker.test"), "{list}");
+    serve.stop();
+}
+
+/// Issue 9 §3: with `[http] public_url`, the internal CA's certificates
+/// name this gateway's CRL and OCSP addresses, and `/ocsp/<org>` answers
+/// `openssl ocsp -url` for good, revoked and unknown certificates, with the
+/// nonce, signed by the issuing CA (POST and the GET form).
+#[test]
+fn our_ocsp_responder_answers_openssl() {
+    if !peers(&["openssl", "python3"]) {
+        return;
+    }
+    let site = sites().remove(0);
+    let d = site.dir.parent().unwrap().to_path_buf();
+    site.ok(&[
+        "init",
+        "--org-name",
+        "Advokatfirma Jørgensen",
+        "--cvr",
+        "12345678",
+    ]);
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let cfg = d.join("ocsp.toml");
+    let db = site
+        .db_url
+        .as_ref()
+        .map(|u| format!("database_url = \"{u}\"\n"))
+        .unwrap_or_default();
+    fs::write(
+        &cfg,
+        format!(
+            "data_dir = \"{}\"\n{db}hostname = \"gw.test\"\n[http]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"{base}\"\n",
+            site.dir.display()
+        ),
+    )
+    .unwrap();
+    let mut c = bin();
+    c.arg("serve")
+        .arg("--config")
+        .arg(&cfg)
+        .env("SIKKERMAIL_INBOUND_LISTEN", "127.0.0.1:0")
+        .env("SIKKERMAIL_OUTBOUND_LISTEN", "127.0.0.1:0");
+    let serve = Serve::spawn(c, &d.join("serve-ocsp.log"));
+    let issue = |name: &str, email: &str| {
+        first_field(&site.ok(&[
+            "cert",
+            "issue",
+            "--kind",
+            "organisation",
+            "--name",
+            name,
+            "--email",
+            email,
+        ]))
+    };
+    let good = issue("God", "god@advokat.test");
+    let bad = issue("Spaerret", "spaerret@advokat.test");
+    site.ok(&["cert", "revoke", &bad, "--reason", "keyCompromise"]);
+    for (id, f) in [
+        ("1", "root.pem"),
+        ("2", "issuing.pem"),
+        (good.as_str(), "good.pem"),
+        (bad.as_str(), "bad.pem"),
+    ] {
+        fs::write(d.join(f), site.pem(id)).unwrap();
+    }
+    let text = String::from_utf8(sh(&d, "openssl x509 -in good.pem -noout -text").stdout).unwrap();
+    assert!(
+        text.contains(&format!("OCSP - URI:{base}/ocsp/1")),
+        "{text}"
+    );
+    assert!(text.contains(&format!("URI:{base}/crl/1.crl")), "{text}");
+    let issuing =
+        String::from_utf8(sh(&d, "openssl x509 -in issuing.pem -noout -subject").stdout).unwrap();
+    assert!(
+        issuing.contains("udstedende"),
+        "id 2 is the issuing CA: {issuing}"
+    );
+
+    let ask = |what: &str| {
+        let o = sh_status(
+            &d,
+            &format!("openssl ocsp -issuer issuing.pem {what} -url {base}/ocsp/1 -CAfile root.pem"),
+        );
+        (
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+            o.status.success(),
+        )
+    };
+    let (out, err, ok) = ask("-cert good.pem");
+    assert!(ok && out.contains("good.pem: good"), "{out}{err}");
+    assert!(
+        err.contains("Response verify OK") && !err.contains("WARNING"),
+        "{err}"
+    );
+    let (out, err, ok) = ask("-cert bad.pem");
+    assert!(ok && out.contains("bad.pem: revoked"), "{out}{err}");
+    assert!(
+        out.contains("Reason: keyCompromise") || out.contains("Revocation Time"),
+        "{out}"
+    );
+    let (out, err, ok) = ask("-serial 0xDEADBEEF");
+    assert!(ok && out.contains("0xDEADBEEF: unknown"), "{out}{err}");
+    // The issuing CA itself, answered by the root.
+    let o = sh_status(
+        &d,
+        &format!(
+            "openssl ocsp -issuer root.pem -cert issuing.pem -url {base}/ocsp/1 -CAfile root.pem"
+        ),
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("issuing.pem: good"),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    // GET (RFC 6960 A.1): base64 of the DER request in the path.
+    sh(
+        &d,
+        "openssl ocsp -issuer issuing.pem -cert bad.pem -no_nonce -reqout req.der",
+    );
+    sh(
+        &d,
+        &format!(
+            "python3 -c \"import base64, urllib.parse, urllib.request; r = base64.b64encode(open('req.der', 'rb').read()).decode(); open('resp.der', 'wb').write(urllib.request.urlopen('{base}/ocsp/1/' + urllib.parse.quote(r, safe='')).read())\""
+        ),
+    );
+    let o = sh(
+        &d,
+        "openssl ocsp -respin resp.der -issuer issuing.pem -cert bad.pem -CAfile root.pem",
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("bad.pem: revoked"));
+    // Garbage is answered as a malformed request; an unknown organisation is 404.
+    fs::write(d.join("junk.der"), b"not an OCSP request").unwrap();
+    let o = sh_status(
+        &d,
+        &format!(
+            "python3 -c \"import urllib.request; q = urllib.request.Request('{base}/ocsp/1', data=open('junk.der', 'rb').read(), headers={{'Content-Type': 'application/ocsp-request'}}); open('junk.resp', 'wb').write(urllib.request.urlopen(q).read())\" && openssl ocsp -respin junk.resp -resp_text -noverify"
+        ),
+    );
+    let out = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+    assert!(
+        out.contains("malformedrequest") || out.contains("malformedRequest"),
+        "{out}"
+    );
+    let o = sh_status(
+        &d,
+        &format!("openssl ocsp -issuer issuing.pem -cert good.pem -url {base}/ocsp/99"),
+    );
+    assert!(!o.status.success());
     serve.stop();
 }
 

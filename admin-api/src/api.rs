@@ -64,6 +64,8 @@ pub fn routes() -> Router<AppState> {
             axum::routing::delete(recipient_delete),
         )
         .route("/crl/{name}", get(crl))
+        .route("/ocsp/{org}", post(ocsp_post))
+        .route("/ocsp/{org}/{*request}", get(ocsp_get))
 }
 
 /// A path id, or a 400.
@@ -896,6 +898,56 @@ async fn recipients(who: Authed) -> ApiResult<Json<Value>> {
         })
         .collect();
     Ok(Json(json!({ "items": items })))
+}
+
+/// `POST /ocsp/<org>`: an OCSP request (RFC 6960, DER) about the
+/// organisation's internal CA's certificates; the answer is signed by the
+/// CA that issued them.
+async fn ocsp_post(
+    State(st): State<AppState>,
+    org: Result<Path<i64>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    let org = org.map_err(|_| ApiError::not_found())?.0;
+    let body =
+        body.map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "unreadable request body"))?;
+    ocsp_answer(&st, org, &body).await
+}
+
+/// `GET /ocsp/<org>/<base64 of the DER request>` (RFC 6960 appendix A.1).
+async fn ocsp_get(
+    State(st): State<AppState>,
+    p: Result<Path<(i64, String)>, PathRejection>,
+) -> ApiResult<Response> {
+    let (org, req) = p.map_err(|_| ApiError::not_found())?.0;
+    // Unreadable base64 is answered as a malformed request, like bad DER.
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(req.trim())
+        .unwrap_or_default();
+    ocsp_answer(&st, org, &der).await
+}
+
+async fn ocsp_answer(st: &AppState, org: i64, der: &[u8]) -> ApiResult<Response> {
+    let svc = st
+        .svc
+        .for_org(service::OrgId(org), Actor::named("public"))
+        .await
+        .map_err(|_| ApiError::not_found())?;
+    let answer = svc.ocsp_response(der).await.map_err(|e| {
+        tracing::warn!(error = %e, "ocsp: no answer");
+        ApiError::not_found()
+    })?;
+    Ok((
+        [
+            (
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/ocsp-response"),
+            ),
+            (CACHE_CONTROL, HeaderValue::from_static("max-age=300")),
+        ],
+        answer,
+    )
+        .into_response())
 }
 
 /// `/crl/<org>.crl` (the issuing CA's CRL) and `/crl/<org>-root.crl` (the

@@ -86,6 +86,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/openapi.json"),
     ("get", "/ca.pem"),
     ("get", "/crl/{name}"),
+    ("post", "/ocsp/{org}"),
+    ("get", "/ocsp/{org}/{request}"),
 ];
 
 /// How the API is deployed.

@@ -230,7 +230,11 @@ async fn openapi_lists_every_route_and_ca_pem_is_public() {
     for (m, p) in admin_api::ROUTES {
         let req = Request::builder()
             .method(m.to_uppercase().as_str())
-            .uri(p.replace("{name}", "issuing.crl"))
+            .uri(
+                p.replace("{name}", "issuing.crl")
+                    .replace("{org}", &svc.org().id.0.to_string())
+                    .replace("{request}", "AAAA"),
+            )
             .body(Body::empty())
             .unwrap();
         let (st, _, b) = send(&app, req).await;

@@ -777,6 +777,8 @@ const MATRIX: &[(&str, &str, Need)] = &[
     ("get", "/api/v1/openapi.json", Need::Public),
     ("get", "/ca.pem", Need::Public),
     ("get", "/crl/{name}", Need::Public),
+    ("post", "/ocsp/{org}", Need::Public),
+    ("get", "/ocsp/{org}/{request}", Need::Public),
 ];
 
 #[tokio::test(flavor = "current_thread")]

@@ -118,6 +118,23 @@ pub async fn start_with(cfg: Config, make_app: Option<MakeApp>) -> Result<(Runni
     };
     let (policy, policy_file) = load_policy(&cfg)?;
     notes.policy = policy_file;
+    // Certificates the internal CA issues name this gateway's CRL and OCSP
+    // addresses (`/crl/<org>.crl`, `/ocsp/<org>`) under the public URL.
+    if let Some(u) = &cfg.public_url
+        && svc
+            .store()
+            .ca_state(svc.org().id)
+            .await
+            .is_ok_and(|s| s.is_some())
+    {
+        match svc.set_public_url(u).await {
+            Ok(true) => {
+                tracing::info!(url = %u, "certificates issued from now on name this gateway's CRL and OCSP addresses")
+            }
+            Ok(false) => {}
+            Err(e) => return Err(Error::Start(format!("public_url: {e}"))),
+        }
+    }
     let app = match make_app {
         Some(make) => {
             let api_svc = service::Service::open_server(&loc, service::Actor::named("api"))

@@ -14,6 +14,8 @@ use crate::{Error, Result, Service};
 
 /// How long a CRL is valid.
 pub const CRL_VALIDITY_SECS: i64 = 7 * 86_400;
+/// How long an OCSP answer of the internal CA may be used (nextUpdate).
+pub const OCSP_VALIDITY_SECS: u32 = 3600;
 
 /// The organisation's CA: certificates and the signers.
 pub struct Authority {
@@ -66,11 +68,26 @@ pub struct Crls {
 
 /// The issuance policy kept in the organisation's settings.
 pub fn policy_of(org: &Organisation) -> IssuancePolicy {
+    // Where the gateway answers for the CA (`[http] public_url`, kept by
+    // `serve`): its CRL and its OCSP responder, unless set explicitly.
+    let public = org
+        .setting("public_url")
+        .into_iter()
+        .next()
+        .map(|u| u.trim_end_matches('/').to_string());
     IssuancePolicy {
         policy_oids: org.setting("policy_oid"),
-        crl_url: org.setting("crl_url").into_iter().next(),
+        crl_url: org
+            .setting("crl_url")
+            .into_iter()
+            .next()
+            .or_else(|| public.as_ref().map(|u| format!("{u}/crl/{}.crl", org.id.0))),
         ca_issuers_url: org.setting("ca_issuers_url").into_iter().next(),
-        ocsp_url: org.setting("ocsp_url").into_iter().next(),
+        ocsp_url: org
+            .setting("ocsp_url")
+            .into_iter()
+            .next()
+            .or_else(|| public.as_ref().map(|u| format!("{u}/ocsp/{}", org.id.0))),
     }
 }
 
@@ -553,6 +570,77 @@ impl Service {
     /// One certificate of the organisation; NotFound otherwise.
     pub async fn certificate(&self, id: i64) -> Result<store::CertRow> {
         Ok(self.store.certificate(self.org.id, id).await?)
+    }
+
+    /// Answers an OCSP request (RFC 6960, DER) for the internal CA: the
+    /// issuing CA answers for the certificates it issued, the root for the
+    /// issuing CA; each signs its own answers. Public, not audited.
+    pub async fn ocsp_response(&self, req: &[u8]) -> Result<Vec<u8>> {
+        let a = self.authority().await?;
+        let certs = self.store.list_certificates(self.org.id).await?;
+        let now = store::now();
+        let names = [
+            smime::keyring::name_to_string(a.issuing.subject_name()),
+            smime::keyring::name_to_string(a.root.subject_name()),
+        ];
+        let norm = |s: &str| s.trim_start_matches('0').to_ascii_uppercase();
+        let lookup = |ca: usize, serial: &str| {
+            let serial = norm(serial);
+            match certs
+                .iter()
+                .find(|c| c.issuer == names[ca] && norm(&c.serial) == serial)
+            {
+                None => smime::revocation::Known::Unknown,
+                Some(c) if c.status == "revoked" => {
+                    smime::revocation::Known::Revoked(c.revoked_at.unwrap_or(now))
+                }
+                Some(_) => smime::revocation::Known::Good,
+            }
+        };
+        smime::revocation::ocsp_respond(
+            req,
+            &[(&a.issuing, a.signer.key()), (&a.root, a.root_signer.key())],
+            OCSP_VALIDITY_SECS,
+            &lookup,
+        )
+        .map_err(Error::Invalid)
+    }
+
+    /// Keeps the address the gateway is reached at (`[http] public_url`):
+    /// certificates issued from now on name its `/crl/<org>.crl` and
+    /// `/ocsp/<org>` (unless `crl_url`/`ocsp_url` are set). Audited when it
+    /// changes; returns whether it did.
+    pub async fn set_public_url(&self, url: &str) -> Result<bool> {
+        let url = url.trim_end_matches('/');
+        if !url.is_ascii() || url.contains(char::is_whitespace) || !url.contains("://") {
+            return Err(Error::Invalid(format!("{url:?} is not a URL")));
+        }
+        let mut tx = self.store.begin().await?;
+        let org = tx.organisation(self.org.id).await?;
+        if org.setting("public_url").first().map(String::as_str) == Some(url) {
+            return Ok(false);
+        }
+        let mut settings: String = org
+            .settings
+            .lines()
+            .filter(|l| {
+                l.split_once('=')
+                    .is_none_or(|(k, _)| k.trim() != "public_url")
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        settings.push_str(&format!("public_url={url}\n"));
+        tx.set_settings(self.org.id, &settings).await?;
+        tx.audit(
+            Some(self.org.id),
+            self.actor.as_str(),
+            "org.public_url",
+            url,
+            "",
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// The internal CA's certificates as PEM, root first then the issuing

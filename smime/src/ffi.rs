@@ -88,7 +88,6 @@ unsafe extern "C" {
         serial: *mut *mut ASN1_INTEGER,
         id: *mut OCSP_CERTID,
     ) -> c_int;
-    pub fn OCSP_id_issuer_cmp(a: *const OCSP_CERTID, b: *const OCSP_CERTID) -> c_int;
     pub fn OCSP_basic_add1_status(
         rsp: *mut OCSP_BASICRESP,
         cid: *mut OCSP_CERTID,
@@ -107,4 +106,11 @@ unsafe extern "C" {
         certs: *mut OPENSSL_STACK,
         flags: c_ulong,
     ) -> c_int;
+    pub fn OCSP_cert_id_new(
+        dgst: *const EVP_MD,
+        issuer_name: *const openssl_sys::X509_NAME,
+        issuer_key: *const openssl_sys::ASN1_BIT_STRING,
+        serial: *const ASN1_INTEGER,
+    ) -> *mut OCSP_CERTID;
+    pub fn X509_get0_pubkey_bitstr(x: *const X509) -> *mut openssl_sys::ASN1_BIT_STRING;
 }

@@ -321,19 +321,23 @@ pub enum Known {
     Unknown,
 }
 
-/// Answers an OCSP request (RFC 6960) as the CA `issuer` itself (its key
-/// signs), for every certificate the request asks about: `lookup(serial
-/// as upper-case hex)` says what the CA knows; a certificate of another
-/// issuer is `unknown`. The answer is valid for `valid_secs` from now and
-/// carries the request's nonce. A request that cannot be read gets a
-/// `malformedRequest` response, never an error.
+/// Answers an OCSP request (RFC 6960) for the CAs `cas` (certificate and
+/// key: each answers for what it issued, signing itself). For every
+/// certificate the request asks about, `lookup(index of the CA in cas,
+/// serial as upper-case hex)` says what the CA knows; a certificate of
+/// another issuer is `unknown`. The response is signed by the CA of the
+/// first certificate asked about (the first CA when none is ours), valid
+/// for `valid_secs` from now, and carries the request's nonce. A request
+/// that cannot be read gets a `malformedRequest` response, never an error.
 pub fn ocsp_respond(
     req: &[u8],
-    issuer: &X509Ref,
-    key: &PKeyRef<Private>,
+    cas: &[(&X509Ref, &PKeyRef<Private>)],
     valid_secs: u32,
-    lookup: &dyn Fn(&str) -> Known,
+    lookup: &dyn Fn(usize, &str) -> Known,
 ) -> Result<Vec<u8>, String> {
+    let Some(&(first_ca, first_key)) = cas.first() else {
+        return Err("no CA to answer for".into());
+    };
     let e = |e: openssl::error::ErrorStack| e.to_string();
     let malformed = || {
         OcspResponse::create(OcspResponseStatus::MALFORMED_REQUEST, None)
@@ -365,7 +369,28 @@ pub fn ocsp_respond(
                 + i64::from(valid_secs),
         )
         .map_err(e)?;
-        let ours = OcspCertId::from_cert(MessageDigest::sha1(), issuer, issuer).map_err(e)?;
+        // Each CA's issuer hashes (name, key) under SHA-1 and SHA-256, to
+        // compare the request's with: by hash algorithm and bytes, not by
+        // the encoding of its parameters (NULL or absent both occur).
+        let mut ids: Vec<(usize, IssuerHashes)> = Vec::new();
+        for (i, (c, _)) in cas.iter().enumerate() {
+            for md in [MessageDigest::sha1(), MessageDigest::sha256()] {
+                // The CA as issuer: its subject name and its key (not
+                // OCSP_cert_to_id(c, c), which hashes c's issuer name).
+                let id = crate::ffi::OCSP_cert_id_new(
+                    md.as_ptr(),
+                    openssl_sys::X509_get_subject_name(c.as_ptr()),
+                    crate::ffi::X509_get0_pubkey_bitstr(c.as_ptr()),
+                    std::ptr::null(),
+                );
+                if id.is_null() {
+                    return Err("cannot make the CA's certificate ID".into());
+                }
+                let id = OcspCertId::from_ptr(id);
+                ids.push((i, issuer_hashes(id.as_ptr())));
+            }
+        }
+        let mut signer: Option<usize> = None;
         for i in 0..n {
             let one = crate::ffi::OCSP_request_onereq_get0(req.as_ptr(), i);
             let id = crate::ffi::OCSP_onereq_get0_id(one);
@@ -381,7 +406,11 @@ pub fn ocsp_respond(
                 id,
             );
             // Same issuer (name and key hashes), whatever the serial.
-            let same = crate::ffi::OCSP_id_issuer_cmp(id, ours.as_ptr()) == 0;
+            let asked = issuer_hashes(id);
+            let which = ids.iter().find(|(_, h)| *h == asked).map(|(i, _)| *i);
+            if signer.is_none() {
+                signer = which;
+            }
             let hex = if serial.is_null() {
                 String::new()
             } else {
@@ -390,7 +419,10 @@ pub fn ocsp_respond(
                     .and_then(|b| b.to_hex_str().map(|s| s.to_string()))
                     .unwrap_or_default()
             };
-            let known = if same { lookup(&hex) } else { Known::Unknown };
+            let known = match which {
+                Some(i) => lookup(i, &hex),
+                None => Known::Unknown,
+            };
             let (status, reason, revtime) = match known {
                 Known::Good => (openssl_sys::V_OCSP_CERTSTATUS_GOOD, 0, None),
                 Known::Revoked(t) => (
@@ -419,6 +451,7 @@ pub fn ocsp_respond(
         if crate::ffi::OCSP_copy_nonce(basic.as_ptr(), req.as_ptr()) <= 0 {
             return Err("cannot copy the request's nonce".into());
         }
+        let (issuer, key) = signer.map_or((first_ca, first_key), |i| cas[i]);
         let certs = Stack::<X509>::new().map_err(e)?;
         let ok = crate::ffi::OCSP_basic_sign(
             basic.as_ptr(),
@@ -437,6 +470,158 @@ pub fn ocsp_respond(
     }
 }
 
+/// (hash algorithm NID, issuer name hash, issuer key hash) of a CertID.
+#[derive(Debug, PartialEq, Eq)]
+struct IssuerHashes(c_int, Vec<u8>, Vec<u8>);
+
+/// # Safety
+/// `id` must be a valid CERTID.
+unsafe fn issuer_hashes(id: *mut openssl_sys::OCSP_CERTID) -> IssuerHashes {
+    let mut name: *mut openssl_sys::ASN1_OCTET_STRING = std::ptr::null_mut();
+    let mut key: *mut openssl_sys::ASN1_OCTET_STRING = std::ptr::null_mut();
+    let mut md: *mut openssl_sys::ASN1_OBJECT = std::ptr::null_mut();
+    // SAFETY: get0 pointers into `id`, read at once.
+    unsafe {
+        crate::ffi::OCSP_id_get0_info(&mut name, &mut md, &mut key, std::ptr::null_mut(), id);
+        let bytes = |s: *mut openssl_sys::ASN1_OCTET_STRING| {
+            if s.is_null() {
+                Vec::new()
+            } else {
+                let p = openssl_sys::ASN1_STRING_get0_data(s as *const _);
+                let n = openssl_sys::ASN1_STRING_length(s as *const _);
+                std::slice::from_raw_parts(p, n.max(0) as usize).to_vec()
+            }
+        };
+        let nid = if md.is_null() {
+            0
+        } else {
+            openssl_sys::OBJ_obj2nid(md)
+        };
+        IssuerHashes(nid, bytes(name), bytes(key))
+    }
+}
+
 /// `OCSP_NOCERTS`: the response carries no certificates (the signer is the
 /// issuer, which the client has).
 const OCSP_NOCERTS: std::os::raw::c_ulong = 0x1;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openssl::asn1::Asn1Integer;
+    use openssl::bn::BigNum;
+    use openssl::pkey::PKey;
+    use openssl::rsa::Rsa;
+    use openssl::x509::extension::BasicConstraints;
+    use openssl::x509::{X509Builder, X509NameBuilder};
+
+    fn cert(
+        cn: &str,
+        serial: u32,
+        issuer: Option<(&X509, &PKey<Private>)>,
+    ) -> (X509, PKey<Private>) {
+        make(cn, serial, issuer, issuer.is_none())
+    }
+
+    fn make(
+        cn: &str,
+        serial: u32,
+        issuer: Option<(&X509, &PKey<Private>)>,
+        is_ca: bool,
+    ) -> (X509, PKey<Private>) {
+        let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+        let mut name = X509NameBuilder::new().unwrap();
+        name.append_entry_by_text("CN", cn).unwrap();
+        let name = name.build();
+        let mut b = X509Builder::new().unwrap();
+        b.set_version(2).unwrap();
+        b.set_serial_number(&Asn1Integer::from_bn(&BigNum::from_u32(serial).unwrap()).unwrap())
+            .unwrap();
+        b.set_subject_name(&name).unwrap();
+        b.set_issuer_name(issuer.map_or(&name, |(c, _)| c.subject_name()))
+            .unwrap();
+        b.set_pubkey(&key).unwrap();
+        b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        b.set_not_after(&Asn1Time::days_from_now(30).unwrap())
+            .unwrap();
+        if is_ca {
+            b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
+                .unwrap();
+        }
+        b.sign(issuer.map_or(&key, |(_, k)| k), MessageDigest::sha256())
+            .unwrap();
+        (b.build(), key)
+    }
+
+    #[test]
+    fn our_responder_and_our_client_agree() {
+        let (ca, ca_key) = cert("CA", 1, None);
+        let (good, _) = cert("good", 0x10, Some((&ca, &ca_key)));
+        let (revoked, _) = cert("revoked", 0x11, Some((&ca, &ca_key)));
+        let (other, _) = cert("unknown", 0x12, Some((&ca, &ca_key)));
+        let trust = TrustStore::for_any_purpose(vec![ca.clone()], vec![], vec![]).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let lookup = |_: usize, serial: &str| match serial {
+            "10" => Known::Good,
+            "11" => Known::Revoked(now - 60),
+            _ => Known::Unknown,
+        };
+        for (c, want) in [
+            (&good, Status::Good),
+            (&revoked, Status::Revoked("unspecified".into())),
+            (&other, Status::Unknown),
+        ] {
+            let q = OcspQuery::new(c, &ca).unwrap();
+            let resp = ocsp_respond(&q.der, &[(&ca, &ca_key)], 3600, &lookup).unwrap();
+            let got = q.check(&resp, &trust, now).unwrap();
+            assert_eq!(got.status, want);
+            assert!(got.next_update.is_some_and(|n| n > now + 3000));
+            // A response to another request fails its nonce.
+            let q2 = OcspQuery::new(c, &ca).unwrap();
+            let e = q2.check(&resp, &trust, now).unwrap_err();
+            assert!(e.contains("nonce"), "{e}");
+            // Judged an hour and more later, it has expired.
+            let e = q.check(&resp, &trust, now + 7200).unwrap_err();
+            assert!(e.contains("expired"), "{e}");
+        }
+        // A request made by the openssl CLI.
+        let dir = std::env::temp_dir().join(format!("ocsp-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.to_pem().unwrap()).unwrap();
+        std::fs::write(dir.join("good.pem"), good.to_pem().unwrap()).unwrap();
+        let ok = std::process::Command::new("openssl")
+            .args([
+                "ocsp", "-issuer", "ca.pem", "-cert", "good.pem", "-reqout", "req.der",
+            ])
+            .current_dir(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            let req = std::fs::read(dir.join("req.der")).unwrap();
+            let resp = ocsp_respond(&req, &[(&ca, &ca_key)], 3600, &lookup).unwrap();
+            let got = check_ocsp_cached(&resp, &good, &ca, &trust, now).unwrap();
+            assert_eq!(got.status, Status::Good);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        // An intermediate CA answers for what it issued, signing itself (its
+        // issuer name hash is of its own subject, not of its issuer's).
+        let (ica, ica_key) = make("Intermediate", 2, Some((&ca, &ca_key)), true);
+        let (leaf, _) = cert("leaf", 0x10, Some((&ica, &ica_key)));
+        let trust2 =
+            TrustStore::for_any_purpose(vec![ca.clone()], vec![ica.clone()], vec![]).unwrap();
+        let q = OcspQuery::new(&leaf, &ica).unwrap();
+        let resp =
+            ocsp_respond(&q.der, &[(&ica, &ica_key), (&ca, &ca_key)], 3600, &lookup).unwrap();
+        assert_eq!(q.check(&resp, &trust2, now).unwrap().status, Status::Good);
+        // Garbage gets malformedRequest, not an error.
+        let r = ocsp_respond(b"junk", &[(&ca, &ca_key)], 60, &lookup).unwrap();
+        assert_eq!(
+            OcspResponse::from_der(&r).unwrap().status(),
+            OcspResponseStatus::MALFORMED_REQUEST
+        );
+    }
+}
