@@ -959,6 +959,119 @@ fn our_ocsp_responder_answers_openssl() {
     serve.stop();
 }
 
+/// Issue 9 §3 end to end: inbound signatures are checked for revocation
+/// by the OCSP responder the signer's certificate names (here the
+/// gateway's own, as for a colleague's brugercertifikat), with the built-in
+/// `revocation = "prefer"`: not revoked is valid, revoked is invalid.
+#[test]
+fn inbound_signatures_are_checked_for_revocation_by_ocsp() {
+    if !peers(&["swaks", "smtp-sink", "openssl"]) {
+        return;
+    }
+    let site = sites().remove(0);
+    let d = site.dir.parent().unwrap().to_path_buf();
+    site.ok(&[
+        "init",
+        "--org-name",
+        "Advokatfirma Jørgensen",
+        "--cvr",
+        "12345678",
+    ]);
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let sink = Sink::start(&d.join("sink"));
+    let cfg = d.join("rev.toml");
+    let db = site
+        .db_url
+        .as_ref()
+        .map(|u| format!("database_url = \"{u}\"\n"))
+        .unwrap_or_default();
+    fs::write(
+        &cfg,
+        format!(
+            "data_dir = \"{}\"\n{db}hostname = \"gw.test\"\n[organisation]\ndomains = [\"advokat.test\"]\n[inbound]\nnext_hop = \"127.0.0.1:{}\"\nnext_hop_tls = \"none\"\n[http]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"{base}\"\n",
+            site.dir.display(),
+            sink.port
+        ),
+    )
+    .unwrap();
+    let mut c = bin();
+    c.arg("serve")
+        .arg("--config")
+        .arg(&cfg)
+        .env("SIKKERMAIL_INBOUND_LISTEN", "127.0.0.1:0")
+        .env("SIKKERMAIL_OUTBOUND_LISTEN", "127.0.0.1:0");
+    let serve = Serve::spawn(c, &d.join("serve-rev.log"));
+    fs::write(
+        d.join("inner.txt"),
+        "Content-Type: text/plain; charset=utf-8\r\n\r\nNotat.\r\n",
+    )
+    .unwrap();
+    for (i, who) in ["kollega", "fratraadt"].iter().enumerate() {
+        let id = first_field(&site.ok(&[
+            "cert",
+            "issue",
+            "--kind",
+            "organisation",
+            "--name",
+            who,
+            "--email",
+            &format!("{who}@advokat.test"),
+        ]));
+        let p12 = d.join(format!("{who}.p12")).display().to_string();
+        let o = site.run_env(
+            &[
+                "cert",
+                "export",
+                &id,
+                "--out-p12",
+                &p12,
+                "--password-env",
+                "PW",
+            ],
+            &[("PW", "x")],
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        if i == 1 {
+            site.ok(&["cert", "revoke", &id, "--reason", "affiliationChanged"]);
+        }
+        sh(
+            &d,
+            &format!(
+                "openssl pkcs12 -in {who}.p12 -passin pass:x -nodes -out {who}.pem 2>/dev/null && \
+                 openssl cms -sign -in inner.txt -signer {who}.pem -from {who}@advokat.test -to post@advokat.test -subject '{who}' -out {who}.eml"
+            ),
+        );
+        swaks(
+            serve.inbound,
+            &format!("{who}@advokat.test"),
+            "post@advokat.test",
+            &d.join(format!("{who}.eml")),
+        );
+    }
+    let got = sink.wait_for(2, 60, Some(&serve));
+    let sig: BTreeMap<String, String> = got
+        .iter()
+        .map(|(_, m)| {
+            (
+                header(m, "Subject").unwrap_or("").to_string(),
+                header(m, "X-Sikkermail-Signature")
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(sig["kollega"], "valid; signer=kollega@advokat.test");
+    let r = &sig["fratraadt"];
+    assert!(
+        r.starts_with("invalid (certificate of CN=fratraadt")
+            && r.contains(&format!("revoked (unspecified; OCSP {base}/ocsp/1)"))
+            && r.ends_with("; signer=fratraadt@advokat.test"),
+        "{r}"
+    );
+    serve.stop();
+}
+
 #[test]
 fn outbound_signs_and_encrypts_and_required_encryption_never_leaks() {
     if !peers(&["swaks", "smtp-sink", "openssl"]) {

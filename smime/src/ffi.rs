@@ -113,4 +113,5 @@ unsafe extern "C" {
         serial: *const ASN1_INTEGER,
     ) -> *mut OCSP_CERTID;
     pub fn X509_get0_pubkey_bitstr(x: *const X509) -> *mut openssl_sys::ASN1_BIT_STRING;
+    pub fn X509_STORE_CTX_set_purpose(ctx: *mut X509_STORE_CTX, purpose: c_int) -> c_int;
 }

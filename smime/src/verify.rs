@@ -31,7 +31,6 @@ use der::Encode;
 use foreign_types_shared::{ForeignType, ForeignTypeRef};
 use openssl::cms::CMSOptions;
 use openssl::stack::Stack;
-use openssl::x509::X509PurposeId;
 use openssl::x509::store::{X509Store, X509StoreBuilder};
 use openssl::x509::verify::X509VerifyFlags;
 use openssl::x509::{X509, X509Crl, X509StoreContext};
@@ -47,6 +46,10 @@ pub struct TrustStore {
     store: std::sync::Arc<X509Store>,
     pool: Vec<X509>,
     crl_check: bool,
+    /// Chains are checked for S/MIME signing (set per check, not on the
+    /// store: OCSP responses are verified against the same store with
+    /// OpenSSL's OCSP-helper purpose).
+    smime: bool,
     validation: Validation,
 }
 
@@ -153,13 +156,11 @@ impl TrustStore {
             };
             b.set_flags(flags).map_err(e)?;
         }
-        if smime {
-            b.set_purpose(X509PurposeId::SMIME_SIGN).map_err(e)?;
-        }
         Ok(TrustStore {
             store: std::sync::Arc::new(b.build()),
             pool,
             crl_check,
+            smime,
             validation: Validation::default(),
         })
     }
@@ -188,6 +189,7 @@ impl TrustStore {
             store: std::sync::Arc::clone(&self.store),
             pool: self.pool.clone(),
             crl_check: self.crl_check,
+            smime: self.smime,
             validation: Validation::default(),
         }
         .with_validation(v)
@@ -572,6 +574,9 @@ fn chain_check(
         // the parameters belong to it; add0_policy takes the object it is
         // given; set0_crls borrows a stack that outlives the context.
         unsafe {
+            if trust.smime {
+                crate::ffi::X509_STORE_CTX_set_purpose(raw, openssl_sys::X509_PURPOSE_SMIME_SIGN);
+            }
             let param = crate::ffi::X509_STORE_CTX_get0_param(raw);
             let mut flags = openssl_sys::X509_V_FLAG_POLICY_CHECK
                 | openssl_sys::X509_V_FLAG_EXTENDED_CRL_SUPPORT
