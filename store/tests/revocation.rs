@@ -105,7 +105,7 @@ async fn answers_are_kept_until_next_update_and_the_freshest_wins() {
             assert_eq!(got.body, b"answer 7", "round {round}");
         }
         // Expired entries are purged.
-        assert!(s.revocation_purge(20_000).await.unwrap() >= rounds as u64 + 1);
+        assert!(s.revocation_purge(20_000).await.unwrap() > rounds as u64);
         assert_eq!(s.revocation_count().await.unwrap(), 0);
         s.close().await;
         drop_db(&db).await;
