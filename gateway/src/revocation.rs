@@ -10,7 +10,7 @@
 //! redirects and only to `http://`; a slow or hostile responder costs a
 //! message at most the deadline per address, never the queue.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openssl::x509::X509;
 use smime::TrustStore;
@@ -54,12 +54,18 @@ pub enum Verdict {
     Unavailable(String),
 }
 
-/// Fetches and caches revocation data. Cheap to clone.
+/// How long an address that failed is not asked again: a responder that is
+/// down or hangs costs one deadline a minute, not one per message.
+pub const RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// Fetches and caches revocation data. Cheap to clone (clones share the
+/// memory of recent failures).
 #[derive(Debug, Clone)]
 pub struct Fetcher {
     store: Option<Store>,
     limits: Limits,
     handle: tokio::runtime::Handle,
+    failed: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, (Instant, String)>>>,
 }
 
 impl Fetcher {
@@ -70,6 +76,7 @@ impl Fetcher {
             store,
             limits,
             handle: tokio::runtime::Handle::current(),
+            failed: Default::default(),
         }
     }
 
@@ -210,8 +217,43 @@ impl Fetcher {
         }
     }
 
-    /// GET (or POST `body` as `content type`) `url`, bounded.
+    /// GET (or POST `body` as `content type`) `url`, bounded. An address
+    /// that failed less than [`RETRY_AFTER`] ago fails at once, saying so.
     pub async fn fetch(
+        &self,
+        url: &str,
+        post: Option<(&str, &[u8])>,
+        max: usize,
+    ) -> Result<Vec<u8>, String> {
+        let recent = self
+            .failed
+            .lock()
+            .ok()
+            .and_then(|f| f.get(url).cloned())
+            .filter(|(at, _)| at.elapsed() < RETRY_AFTER);
+        if let Some((at, why)) = recent {
+            return Err(format!(
+                "{why} (failed {} s ago; asked again after {} s)",
+                at.elapsed().as_secs(),
+                RETRY_AFTER.as_secs()
+            ));
+        }
+        let r = self.fetch_now(url, post, max).await;
+        if let Ok(mut f) = self.failed.lock() {
+            match &r {
+                Ok(_) => {
+                    f.remove(url);
+                }
+                Err(why) => {
+                    f.retain(|_, (at, _)| at.elapsed() < RETRY_AFTER);
+                    f.insert(url.to_string(), (Instant::now(), why.clone()));
+                }
+            }
+        }
+        r
+    }
+
+    async fn fetch_now(
         &self,
         url: &str,
         post: Option<(&str, &[u8])>,

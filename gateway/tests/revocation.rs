@@ -396,6 +396,18 @@ async fn slow_and_redirecting_servers_are_bounded() {
         .unwrap_err();
     assert!(e.contains("no answer within"), "{e}");
     assert!(t0.elapsed() < Duration::from_secs(5));
+    // Asked again at once: the failure is remembered, no second wait.
+    let t1 = Instant::now();
+    let e = f
+        .fetch(&format!("http://127.0.0.1:{port}/x.crl"), None, 1024)
+        .await
+        .unwrap_err();
+    assert!(e.contains("asked again after"), "{e}");
+    assert!(
+        t1.elapsed() < Duration::from_millis(400),
+        "{:?}",
+        t1.elapsed()
+    );
     drop(silent);
 
     // A redirect to https:// is refused; to http:// it is followed.
@@ -432,4 +444,100 @@ async fn slow_and_redirecting_servers_are_bounded() {
         .await
         .unwrap();
     assert_eq!(body, b"hello");
+}
+
+/// The policy's `revocation` setting in the inbound path, with a real OCSP
+/// responder: `require` keeps a signer whose chain is answered for and
+/// makes one without revocation data `unknown`; `prefer` lets that one be
+/// valid but enforces a revocation; `off` checks nothing.
+#[test]
+fn the_revocation_rule_decides_in_the_inbound_path() {
+    if !have("openssl") {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let pki = Pki::new(d);
+    let san = |who: &str| {
+        format!("subjectAltName=email:{who}@ret.test\nextendedKeyUsage=emailProtection\n")
+    };
+    pki.issue("good", &format!("{}{}", pki.aia(pki.ocsp), san("good")));
+    pki.issue(
+        "revoked",
+        &format!("{}{}", pki.aia(pki.ocsp), san("revoked")),
+    );
+    pki.issue("bare", &san("bare"));
+    sh(
+        d,
+        "openssl ca -batch -config ca.cnf -revoke revoked.crt -crl_reason keyCompromise 2>/dev/null",
+    );
+    let _ocsp = spawn(
+        d,
+        &format!(
+            "openssl ocsp -ignore_err -index index.txt -port {} -rsigner ocsp-responder.crt -rkey ocsp-responder.key -CA ca.crt -nmin 10",
+            pki.ocsp
+        ),
+        pki.ocsp,
+    );
+    fs::write(
+        d.join("inner.txt"),
+        "Content-Type: text/plain\r\n\r\nKendelse.\r\n",
+    )
+    .unwrap();
+    for who in ["good", "revoked", "bare"] {
+        sh(
+            d,
+            &format!(
+                "openssl cms -sign -in inner.txt -signer {who}.crt -inkey {who}.key -from {who}@ret.test -to post@firma.test -subject {who} -out {who}.eml"
+            ),
+        );
+    }
+    let keys = service::MailKeys {
+        decrypt: smime::MemoryKeyring::new(),
+        skipped: Vec::new(),
+        signers: Vec::new(),
+        ca: Vec::new(),
+        labels: Default::default(),
+    };
+    let trust = pki.trust();
+    let fetcher = {
+        let _g = rt.enter();
+        Fetcher::new(None, Limits::default())
+    };
+    let verdict = |who: &str, rule: &str| {
+        let policy =
+            policies::Policy::parse(&format!("[default]\nrevocation = \"{rule}\"\n")).unwrap();
+        let raw = fs::read(d.join(format!("{who}.eml"))).unwrap();
+        let r = gateway::process::inbound::process(&raw, &keys, &trust, &policy, Some(&fetcher));
+        let msg = String::from_utf8_lossy(&r.message).into_owned();
+        let header = msg
+            .lines()
+            .find_map(|l| l.strip_prefix("X-Sikkermail-Signature: "))
+            .unwrap_or("")
+            .to_string();
+        (r.signature, header)
+    };
+    assert_eq!(
+        verdict("good", "require"),
+        ("valid", "valid; signer=good@ret.test".into())
+    );
+    let (s, h) = verdict("revoked", "prefer");
+    assert_eq!(s, "invalid", "{h}");
+    assert!(
+        h.contains("revoked (keyCompromise; OCSP http://127.0.0.1:"),
+        "{h}"
+    );
+    assert_eq!(verdict("revoked", "off").0, "valid");
+    let (s, h) = verdict("bare", "require");
+    assert_eq!(s, "unknown", "{h}");
+    assert!(
+        h.starts_with("unknown (revocation unavailable: no revocation data for CN=bare"),
+        "{h}"
+    );
+    assert_eq!(verdict("bare", "prefer").0, "valid");
 }
