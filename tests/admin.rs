@@ -10,7 +10,7 @@ mod site;
 
 use std::fs;
 
-use common::{peer, sh, sh_status};
+use common::{gpg_agent_up, peer, sh, sh_status};
 use site::{Site, first_field, make_oces2_p12, sites};
 
 #[test]
@@ -140,11 +140,13 @@ fn issue_verify_export_revoke_renew_on_every_backend() {
         if peer("gpgsm") {
             fs::create_dir_all(d.join("gnupg")).unwrap();
             fs::write(d.join("gnupg/gpg-agent.conf"), "allow-loopback-pinentry\n").unwrap();
+            gpg_agent_up(&d.join("gnupg"));
             let out = sh(
                 &d,
                 "export GNUPGHOME=$PWD/gnupg; echo Hemmelig-42 | gpgsm --batch --pinentry-mode loopback --passphrase-fd 0 --import user.p12 2>&1; gpgconf --kill gpg-agent",
             );
-            assert!(String::from_utf8_lossy(&out.stdout).contains("secret keys imported: 1"));
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(text.contains("secret keys imported: 1"), "gpgsm: {text}");
         }
         // Export again, both flavours.
         site.ok(&[

@@ -359,6 +359,7 @@ impl Gpg {
         .unwrap();
         fs::write(h.join("gpg-agent.conf"), "allow-loopback-pinentry\n").unwrap();
         let g = Gpg { home };
+        gpg_agent_up(&h);
         for u in ["alice", "bob"] {
             g.run(&format!(
                 "echo test | gpgsm --batch --pinentry-mode loopback --passphrase-fd 0 --import {}",

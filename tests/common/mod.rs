@@ -406,3 +406,27 @@ pub fn run_with_timeout(cmd: &mut Command, secs: u64) -> Output {
         stderr: err_t.join().unwrap(),
     }
 }
+
+/// Starts the gpg-agent of `home` and waits until it answers (up to 20 s):
+/// gpgsm starts one on demand but gives up after a few seconds, which a
+/// busy machine can exceed (the key of an imported .p12 is then lost).
+pub fn gpg_agent_up(home: &Path) {
+    let h = home.display();
+    let _ = sh_status(home, &format!("GNUPGHOME={h} gpgconf --launch gpg-agent"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let o = sh_status(
+            home,
+            &format!("GNUPGHOME={h} gpg-connect-agent --no-autostart /bye"),
+        );
+        if o.status.success() && o.stderr.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gpg-agent in {h} does not answer: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
