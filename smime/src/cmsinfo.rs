@@ -68,16 +68,54 @@ impl std::fmt::Debug for Parsed {
 }
 
 /// Parses BER or DER (or PEM `-----BEGIN PKCS7/CMS-----`).
+/// The DER inside `-----BEGIN <label>-----` ... `-----END <label>-----`
+/// (base64 lines; armour headers such as `Version:` are skipped).
+fn dearmour(text: &[u8]) -> Result<Vec<u8>> {
+    use base64::Engine;
+    let text = String::from_utf8_lossy(text);
+    let mut lines = text.lines();
+    let begin = lines.next().unwrap_or_default().trim();
+    let label = begin
+        .strip_prefix("-----BEGIN ")
+        .and_then(|l| l.strip_suffix("-----"))
+        .ok_or_else(|| Error::MalformedCms("unreadable armour line".into()))?;
+    let end = format!("-----END {label}-----");
+    let mut b64 = String::new();
+    let mut ended = false;
+    for l in lines {
+        let l = l.trim();
+        if l == end {
+            ended = true;
+            break;
+        }
+        if l.contains(':') {
+            continue;
+        }
+        b64.push_str(l);
+    }
+    if !ended {
+        return Err(Error::MalformedCms(format!("armour without {end}")));
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(b64.as_bytes())
+        .map_err(|e| Error::MalformedCms(format!("armour ({label}): {e}")))
+}
+
 pub(crate) fn parse(bytes: &[u8]) -> Result<Parsed> {
     if bytes.is_empty() {
         return Err(Error::MalformedCms("empty CMS body".into()));
     }
-    let ossl = if bytes.starts_with(b"-----BEGIN") {
-        CmsContentInfo::from_pem(bytes)
+    // Armour of any label: PKCS7 and CMS (OpenSSL), ENCRYPTED MESSAGE and
+    // SIGNED MESSAGE (gpgsm), ...
+    let dearmoured;
+    let bytes = if bytes.starts_with(b"-----BEGIN ") {
+        dearmoured = dearmour(bytes)?;
+        &dearmoured[..]
     } else {
-        CmsContentInfo::from_der(bytes)
-    }
-    .map_err(|e| Error::MalformedCms(ossl_reason(&e)))?;
+        bytes
+    };
+    let ossl =
+        CmsContentInfo::from_der(bytes).map_err(|e| Error::MalformedCms(ossl_reason(&e)))?;
     let der = ossl
         .to_der()
         .map_err(|e| Error::MalformedCms(ossl_reason(&e)))?;

@@ -46,6 +46,9 @@ pub struct Opened {
     /// Why unwrapping stopped before the innermost content, when an inner
     /// layer could not be opened (the outer layers stay removed).
     pub stopped: Option<String>,
+    /// What was done to the input besides opening layers (a leading mbox
+    /// `From ` line or HTTP request line skipped, ...).
+    pub notes: Vec<String>,
 }
 
 impl Opened {
@@ -105,6 +108,8 @@ pub(crate) fn shape<'a>(e: &Entity<'a>) -> Result<Shape<'a>> {
         if b.first() == Some(&0x30)
             || b.starts_with(b"-----BEGIN PKCS7")
             || b.starts_with(b"-----BEGIN CMS")
+            || b.starts_with(b"-----BEGIN ENCRYPTED MESSAGE-----")
+            || b.starts_with(b"-----BEGIN SIGNED MESSAGE-----")
         {
             return Ok(Shape::Cms(Box::new(cmsinfo::parse(b)?)));
         }
@@ -155,6 +160,23 @@ pub(crate) fn shape<'a>(e: &Entity<'a>) -> Result<Shape<'a>> {
 /// Puts `inner` (a MIME entity) in place of the content of `outer`,
 /// keeping outer fields other than `Content-*`.
 pub(crate) fn replace_content(outer: &Entity<'_>, inner: &[u8]) -> Vec<u8> {
+    // Content that is not a MIME entity (`openssl smime -encrypt` without
+    // `-text`, scripts, invoicing systems): no header and no blank line.
+    // Give it a Content-Type and the blank line, so the result stays a
+    // message: text/plain for text, else base64 application/octet-stream.
+    let wrapped;
+    let inner = if Entity::parse(inner).headers.is_empty()
+        && !inner.starts_with(b"\r\n")
+        && !inner.starts_with(b"\n")
+        && !inner.is_empty()
+    {
+        let crlf = outer.header_bytes().windows(2).any(|w| w == b"\r\n")
+            || outer.header_bytes().is_empty();
+        wrapped = wrap_non_mime(inner, if crlf { "\r\n" } else { "\n" });
+        &wrapped[..]
+    } else {
+        inner
+    };
     let inner_entity = Entity::parse(inner);
     let inner_has_version = inner_entity.header("MIME-Version").is_some();
     let mut out = Vec::with_capacity(outer.header_bytes().len() + inner.len());
@@ -170,6 +192,38 @@ pub(crate) fn replace_content(outer: &Entity<'_>, inner: &[u8]) -> Vec<u8> {
         }
     }
     out.extend_from_slice(inner);
+    out
+}
+
+/// Bare content made an entity (see [`replace_content`]).
+fn wrap_non_mime(content: &[u8], eol: &str) -> Vec<u8> {
+    let text = std::str::from_utf8(content).is_ok_and(|t| {
+        !t.chars()
+            .any(|c| c.is_control() && !matches!(c, '\r' | '\n' | '\t' | '\x0c'))
+    });
+    let mut out = Vec::with_capacity(content.len() + 80);
+    if text {
+        if content.is_ascii() {
+            out.extend_from_slice(format!("Content-Type: text/plain{eol}{eol}").as_bytes());
+        } else {
+            out.extend_from_slice(
+                format!("Content-Type: text/plain; charset=utf-8{eol}Content-Transfer-Encoding: 8bit{eol}{eol}")
+                    .as_bytes(),
+            );
+        }
+        out.extend_from_slice(content);
+    } else {
+        use base64::Engine;
+        out.extend_from_slice(
+            format!("Content-Type: application/octet-stream{eol}Content-Transfer-Encoding: base64{eol}{eol}")
+                .as_bytes(),
+        );
+        let b64 = base64::engine::general_purpose::STANDARD.encode(content);
+        for chunk in b64.as_bytes().chunks(76) {
+            out.extend_from_slice(chunk);
+            out.extend_from_slice(eol.as_bytes());
+        }
+    }
     out
 }
 
@@ -261,7 +315,12 @@ fn open(
     mode: Mode,
 ) -> Result<Opened> {
     crate::init();
-    let mut current: Cow<'_, [u8]> = Cow::Borrowed(message);
+    let mut notes = Vec::new();
+    let (skip, what) = envelope_line(message);
+    if let Some(w) = what {
+        notes.push(format!("skipped the leading {w} (not part of the message)"));
+    }
+    let mut current: Cow<'_, [u8]> = Cow::Borrowed(&message[skip..]);
     let mut layers = Vec::new();
     let mut stopped = None;
     for _ in 0..MAX_LAYERS {
@@ -283,7 +342,42 @@ fn open(
         message: current.into_owned(),
         layers,
         stopped,
+        notes,
     })
+}
+
+/// A first line that belongs to the envelope, not to the message: the
+/// `From ` line of an mbox (Postfix `pipe(8)` flag `F`, procmail, mbox
+/// exports) or an HTTP request or status line (AS2 files). How many bytes
+/// to skip, and what it was.
+fn envelope_line(message: &[u8]) -> (usize, Option<&'static str>) {
+    let end = message
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(message.len(), |i| i + 1);
+    let line = &message[..end];
+    let text = String::from_utf8_lossy(line);
+    let t = text.trim_end();
+    if t.starts_with("From ") {
+        return (end, Some("mbox `From ` line"));
+    }
+    let words: Vec<&str> = t.split(' ').collect();
+    let http_version = |w: &str| {
+        w.strip_prefix("HTTP/")
+            .is_some_and(|v| v.len() == 3 && v.as_bytes()[1] == b'.')
+    };
+    if words.len() == 3
+        && words[0].bytes().all(|b| b.is_ascii_uppercase())
+        && !words[0].is_empty()
+        && words[1].starts_with('/')
+        && http_version(words[2])
+    {
+        return (end, Some("HTTP request line"));
+    }
+    if words.len() >= 2 && http_version(words[0]) && words[1].len() == 3 && words[1].bytes().all(|b| b.is_ascii_digit()) {
+        return (end, Some("HTTP status line"));
+    }
+    (0, None)
 }
 
 /// Takes one layer off `entity`: the next message, `None` to stop here.
@@ -302,9 +396,22 @@ fn next_layer(
                 } else {
                     "signed"
                 };
+                // A first line that is no header field: not a message at
+                // all, rather than silently a text/plain body.
+                let first = entity.raw.split(|&b| b == b'\n').next().unwrap_or_default();
+                let content_type = if entity.headers.is_empty()
+                    && !first.iter().all(|b| b.is_ascii_whitespace())
+                {
+                    format!(
+                        "none: line 1 is not a header field: {:?}",
+                        String::from_utf8_lossy(&first[..first.len().min(60)]).trim_end()
+                    )
+                } else {
+                    ct
+                };
                 return Err(Error::NotSmime {
                     expected,
-                    content_type: ct,
+                    content_type,
                 });
             }
             return Ok(None);

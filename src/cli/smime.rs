@@ -332,6 +332,9 @@ fn policy_name(oid: &str) -> String {
 
 fn describe(opened: &Opened) -> Vec<String> {
     let mut lines = Vec::new();
+    for n in &opened.notes {
+        lines.push(format!("note: {n}"));
+    }
     if let Some(why) = &opened.stopped {
         lines.push(format!("note: an inner layer was left as it is: {why}"));
     }

@@ -9,6 +9,7 @@
 
 mod corpus;
 mod fixtures;
+mod gaps;
 mod malformed;
 mod pkits;
 mod roundtrip;
