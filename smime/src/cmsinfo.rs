@@ -114,8 +114,7 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Parsed> {
     } else {
         bytes
     };
-    let ossl =
-        CmsContentInfo::from_der(bytes).map_err(|e| Error::MalformedCms(ossl_reason(&e)))?;
+    let ossl = CmsContentInfo::from_der(bytes).map_err(|e| Error::MalformedCms(ossl_reason(&e)))?;
     let der = ossl
         .to_der()
         .map_err(|e| Error::MalformedCms(ossl_reason(&e)))?;

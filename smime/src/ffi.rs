@@ -114,4 +114,9 @@ unsafe extern "C" {
     ) -> *mut OCSP_CERTID;
     pub fn X509_get0_pubkey_bitstr(x: *const X509) -> *mut openssl_sys::ASN1_BIT_STRING;
     pub fn X509_STORE_CTX_set_purpose(ctx: *mut X509_STORE_CTX, purpose: c_int) -> c_int;
+    pub fn X509_STORE_CTX_set_verify_cb(
+        ctx: *mut X509_STORE_CTX,
+        cb: Option<unsafe extern "C" fn(c_int, *mut X509_STORE_CTX) -> c_int>,
+    );
+    pub fn i2d_ASN1_INTEGER(a: *const ASN1_INTEGER, out: *mut *mut c_uchar) -> c_int;
 }

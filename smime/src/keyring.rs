@@ -34,11 +34,8 @@ impl RecipientId {
             .issuer_name()
             .to_der()
             .map_err(|e| Error::BadKey(ossl_reason(&e)))?;
-        let serial = cert
-            .serial_number()
-            .to_bn()
-            .map_err(|e| Error::BadKey(ossl_reason(&e)))?
-            .to_vec();
+        let serial =
+            serial_octets(cert).ok_or_else(|| Error::BadKey("unreadable serial number".into()))?;
         Ok(RecipientId::IssuerSerial { issuer, serial })
     }
 
@@ -46,10 +43,13 @@ impl RecipientId {
     pub fn matches(&self, cert: &X509Ref) -> bool {
         match self {
             RecipientId::IssuerSerial { issuer, serial } => {
-                let Ok(bn) = cert.serial_number().to_bn() else {
+                // The INTEGER as encoded, sign included (RFC 5280 §4.1.2.2:
+                // old CAs issued negative serials); a redundant leading
+                // 0x00 or 0xFF on either side does not matter.
+                let Some(ours) = serial_octets(cert) else {
                     return false;
                 };
-                if strip_zeros(&bn.to_vec()) != strip_zeros(serial) {
+                if minimal(&ours) != minimal(serial) {
                     return false;
                 }
                 let Ok(der) = cert.issuer_name().to_der() else {
@@ -69,6 +69,48 @@ impl RecipientId {
                 .is_some_and(|ski| ski.as_slice() == id.as_slice()),
         }
     }
+}
+
+/// The content octets of a certificate's serialNumber INTEGER (two's
+/// complement, big-endian), as encoded.
+fn serial_octets(cert: &X509Ref) -> Option<Vec<u8>> {
+    use foreign_types_shared::ForeignTypeRef;
+    // SAFETY: i2d of the certificate's own INTEGER, first for the size,
+    // then into a buffer of that size.
+    let der = unsafe {
+        let a = cert.serial_number().as_ptr();
+        let n = crate::ffi::i2d_ASN1_INTEGER(a, std::ptr::null_mut());
+        if n <= 0 {
+            return None;
+        }
+        let mut buf = vec![0u8; n as usize];
+        let mut p = buf.as_mut_ptr();
+        crate::ffi::i2d_ASN1_INTEGER(a, &mut p);
+        buf
+    };
+    // Tag 0x02, then a short or long length.
+    let (&tag, rest) = der.split_first()?;
+    let (&len0, rest) = rest.split_first()?;
+    if tag != 0x02 {
+        return None;
+    }
+    let content = if len0 < 0x80 {
+        rest
+    } else {
+        rest.get(usize::from(len0 & 0x7f)..)?
+    };
+    Some(content.to_vec())
+}
+
+/// Two's-complement octets without redundant leading 0x00 / 0xFF.
+fn minimal(b: &[u8]) -> &[u8] {
+    let mut i = 0;
+    while i + 1 < b.len()
+        && ((b[i] == 0x00 && b[i + 1] & 0x80 == 0) || (b[i] == 0xff && b[i + 1] & 0x80 != 0))
+    {
+        i += 1;
+    }
+    &b[i..]
 }
 
 fn strip_zeros(b: &[u8]) -> &[u8] {

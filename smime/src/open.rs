@@ -374,7 +374,11 @@ fn envelope_line(message: &[u8]) -> (usize, Option<&'static str>) {
     {
         return (end, Some("HTTP request line"));
     }
-    if words.len() >= 2 && http_version(words[0]) && words[1].len() == 3 && words[1].bytes().all(|b| b.is_ascii_digit()) {
+    if words.len() >= 2
+        && http_version(words[0])
+        && words[1].len() == 3
+        && words[1].bytes().all(|b| b.is_ascii_digit())
+    {
         return (end, Some("HTTP status line"));
     }
     (0, None)

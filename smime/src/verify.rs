@@ -24,6 +24,7 @@
 //! | 4.1.5 Valid DSA Parameter Inheritance Test5 | valid | not valid | a DSA key without parameters inherits its issuer's: OpenSSL 3 does not implement it, and DSA signing keys are gone from mail |
 //! | 4.14.30 Valid cRLIssuer Test30 | valid | not valid | the CRL's own path needs the CRL being checked; PKITS says this circular case may be skipped; OpenSSL reports a CRL path validation error (failing closed) |
 
+use std::os::raw::c_int;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cms::cert::CertificateChoices;
@@ -576,6 +577,7 @@ fn chain_check(
         unsafe {
             if trust.smime {
                 crate::ffi::X509_STORE_CTX_set_purpose(raw, openssl_sys::X509_PURPOSE_SMIME_SIGN);
+                crate::ffi::X509_STORE_CTX_set_verify_cb(raw, Some(any_eku_is_smime));
             }
             let param = crate::ffi::X509_STORE_CTX_get0_param(raw);
             let mut flags = openssl_sys::X509_V_FLAG_POLICY_CHECK
@@ -662,6 +664,41 @@ fn chain_check(
             name_to_string(cert.subject_name())
         )),
         Err(e) => Err(ossl_reason(&e)),
+    }
+}
+
+/// RFC 8550 §4.4.4: a signer certificate whose extendedKeyUsage has
+/// anyExtendedKeyUsage is acceptable for S/MIME, which OpenSSL's
+/// `smime_sign` purpose refuses. Accept exactly that: the purpose error on
+/// the signer's own certificate when its EKU has anyExtendedKeyUsage and
+/// its keyUsage (if any) allows signing. An EKU with neither
+/// emailProtection nor anyExtendedKeyUsage stays refused.
+unsafe extern "C" fn any_eku_is_smime(ok: c_int, ctx: *mut openssl_sys::X509_STORE_CTX) -> c_int {
+    if ok != 0 {
+        return ok;
+    }
+    // SAFETY: OpenSSL calls this with the context being verified; the
+    // current certificate belongs to it.
+    unsafe {
+        if openssl_sys::X509_STORE_CTX_get_error(ctx) != openssl_sys::X509_V_ERR_INVALID_PURPOSE
+            || openssl_sys::X509_STORE_CTX_get_error_depth(ctx) != 0
+        {
+            return ok;
+        }
+        let x = openssl_sys::X509_STORE_CTX_get_current_cert(ctx);
+        if x.is_null() {
+            return ok;
+        }
+        const XKU_ANYEKU: u32 = 0x100;
+        const KU_SIGN: u32 = 0x80 | 0x40; // digitalSignature, nonRepudiation
+        let xku = openssl_sys::X509_get_extended_key_usage(x);
+        let ku = openssl_sys::X509_get_key_usage(x);
+        // u32::MAX: no such extension.
+        if xku != u32::MAX && xku & XKU_ANYEKU != 0 && (ku == u32::MAX || ku & KU_SIGN != 0) {
+            openssl_sys::X509_STORE_CTX_set_error(ctx, openssl_sys::X509_V_OK);
+            return 1;
+        }
+        ok
     }
 }
 

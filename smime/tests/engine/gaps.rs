@@ -45,10 +45,18 @@ fn gpgsm_armour_is_accepted() {
     let kr = gnupg_keyring(&tv);
     let g = tv.join("gnupg");
     for n in ["plain-1", "plain-2", "plain-3"] {
-        let asc = smime::decrypt(&fs::read(g.join(format!("{n}.cms.asc"))).unwrap(), &kr, None)
-            .unwrap_or_else(|e| panic!("{n}.cms.asc: {e}"));
-        let der = smime::decrypt(&fs::read(g.join(format!("{n}.cms.der"))).unwrap(), &kr, None)
-            .unwrap();
+        let asc = smime::decrypt(
+            &fs::read(g.join(format!("{n}.cms.asc"))).unwrap(),
+            &kr,
+            None,
+        )
+        .unwrap_or_else(|e| panic!("{n}.cms.asc: {e}"));
+        let der = smime::decrypt(
+            &fs::read(g.join(format!("{n}.cms.der"))).unwrap(),
+            &kr,
+            None,
+        )
+        .unwrap();
         assert_eq!(asc.message, der.message, "{n}");
     }
     // SIGNED MESSAGE armour goes the same way (a signature made here).
@@ -90,7 +98,10 @@ fn mbox_from_line_is_skipped_and_reported() {
     assert!(opened.notes.iter().any(|n| n.contains("HTTP request line")));
     // Any other first line that is no header field is said to be one.
     let e = smime::decrypt(b"Dear Sir,\r\nplease find attached\r\n", &kr, None).unwrap_err();
-    assert!(e.to_string().contains("line 1 is not a header field"), "{e}");
+    assert!(
+        e.to_string().contains("line 1 is not a header field"),
+        "{e}"
+    );
 }
 
 /// Decrypted content that is not a MIME entity (`openssl smime -encrypt`
@@ -99,15 +110,17 @@ fn mbox_from_line_is_skipped_and_reported() {
 fn bare_decrypted_content_becomes_a_text_part() {
     let Some(tv) = vectors() else { return };
     let r = tv.join("rfc4134");
-    let k = PKey::private_key_from_pkcs8(&fs::read(r.join("BobPrivRSAEncrypt.pri")).unwrap())
-        .unwrap();
+    let k =
+        PKey::private_key_from_pkcs8(&fs::read(r.join("BobPrivRSAEncrypt.pri")).unwrap()).unwrap();
     let mut kr = MemoryKeyring::new();
     kr.add(KeyPair::new(k, cert(&r.join("BobRSASignByCarl.cer")), vec![], "bob").unwrap());
     let opened = smime::decrypt(&fs::read(r.join("5.3.eml")).unwrap(), &kr, None).unwrap();
     let text = String::from_utf8(opened.message).unwrap();
     // In the line ends of the message around it (LF here).
     assert!(
-        text.contains("Subject: Example 5.3\nContent-Type: text/plain\n\nThis is some sample content."),
+        text.contains(
+            "Subject: Example 5.3\nContent-Type: text/plain\n\nThis is some sample content."
+        ),
         "{text:?}"
     );
     let e = smime::mime::Entity::parse(text.as_bytes());
@@ -125,12 +138,210 @@ fn bare_binary_content_becomes_base64() {
     let mut certs = Stack::new().unwrap();
     certs.push(f.bob.1.clone()).unwrap();
     let data: Vec<u8> = (0u8..=255).collect();
-    let cms = CmsContentInfo::encrypt(&certs, &data, Cipher::aes_256_cbc(), CMSOptions::BINARY)
-        .unwrap();
+    let cms =
+        CmsContentInfo::encrypt(&certs, &data, Cipher::aes_256_cbc(), CMSOptions::BINARY).unwrap();
     let der = cms.to_der().unwrap();
     let kr = super::fixtures::keyring(&[(&f.bob, "bob")]);
     let opened = smime::decrypt(&der, &kr, None).unwrap();
     let e = smime::mime::Entity::parse(&opened.message);
     assert_eq!(e.content_type().mime_type, "application/octet-stream");
     assert_eq!(e.decoded_body().unwrap().as_ref(), &data[..]);
+}
+
+mod made {
+    //! A CA and leaves with whatever this file needs (made with OpenSSL).
+    use openssl::asn1::{Asn1Integer, Asn1Time};
+    use openssl::bn::BigNum;
+    use openssl::hash::MessageDigest;
+    use openssl::nid::Nid;
+    use openssl::pkey::{PKey, Private};
+    use openssl::rsa::Rsa;
+    use openssl::x509::extension::{
+        BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName,
+    };
+    use openssl::x509::{X509, X509Builder, X509NameBuilder};
+
+    pub struct Leaf<'a> {
+        pub cn: &'a str,
+        pub serial_hex: &'a str,
+        pub eku: Option<&'a str>,
+        pub bits: u32,
+        pub ski: bool,
+    }
+
+    pub fn ca() -> (PKey<Private>, X509) {
+        let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+        let mut n = X509NameBuilder::new().unwrap();
+        n.append_entry_by_nid(Nid::COMMONNAME, "Gaps CA").unwrap();
+        let n = n.build();
+        let mut b = X509Builder::new().unwrap();
+        b.set_version(2).unwrap();
+        b.set_serial_number(&Asn1Integer::from_bn(&BigNum::from_u32(1).unwrap()).unwrap())
+            .unwrap();
+        b.set_subject_name(&n).unwrap();
+        b.set_issuer_name(&n).unwrap();
+        b.set_pubkey(&key).unwrap();
+        b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        b.set_not_after(&Asn1Time::days_from_now(30).unwrap())
+            .unwrap();
+        b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
+            .unwrap();
+        b.append_extension(KeyUsage::new().key_cert_sign().crl_sign().build().unwrap())
+            .unwrap();
+        b.sign(&key, MessageDigest::sha256()).unwrap();
+        (key, b.build())
+    }
+
+    pub fn leaf(ca: &(PKey<Private>, X509), l: Leaf<'_>) -> (PKey<Private>, X509) {
+        let key = PKey::from_rsa(Rsa::generate(l.bits).unwrap()).unwrap();
+        let mut n = X509NameBuilder::new().unwrap();
+        n.append_entry_by_nid(Nid::COMMONNAME, l.cn).unwrap();
+        let n = n.build();
+        let mut b = X509Builder::new().unwrap();
+        b.set_version(2).unwrap();
+        b.set_serial_number(
+            &Asn1Integer::from_bn(&BigNum::from_hex_str(l.serial_hex).unwrap()).unwrap(),
+        )
+        .unwrap();
+        b.set_subject_name(&n).unwrap();
+        b.set_issuer_name(ca.1.subject_name()).unwrap();
+        b.set_pubkey(&key).unwrap();
+        b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        b.set_not_after(&Asn1Time::days_from_now(30).unwrap())
+            .unwrap();
+        b.append_extension(
+            KeyUsage::new()
+                .digital_signature()
+                .key_encipherment()
+                .build()
+                .unwrap(),
+        )
+        .unwrap();
+        if let Some(e) = l.eku {
+            let mut x = ExtendedKeyUsage::new();
+            x.other(e);
+            b.append_extension(x.build().unwrap()).unwrap();
+        }
+        let ctx = b.x509v3_context(Some(&ca.1), None);
+        let san = SubjectAlternativeName::new()
+            .email(&format!("{}@example.test", l.cn))
+            .build(&ctx)
+            .unwrap();
+        b.append_extension(san).unwrap();
+        if l.ski {
+            let ski = openssl::x509::extension::SubjectKeyIdentifier::new()
+                .build(&b.x509v3_context(None, None))
+                .unwrap();
+            b.append_extension(ski).unwrap();
+        }
+        b.sign(&ca.0, MessageDigest::sha256()).unwrap();
+        (key, b.build())
+    }
+}
+
+fn signed_by(p: &(PKey<openssl::pkey::Private>, X509), ca: &X509) -> Vec<u8> {
+    let kp = KeyPair::new(p.0.clone(), p.1.clone(), vec![ca.clone()], "s").unwrap();
+    smime::sign(
+        b"Subject: x\r\nContent-Type: text/plain\r\n\r\nhej\r\n",
+        &kp,
+        &smime::SignOptions::default(),
+    )
+    .unwrap()
+}
+
+/// RFC 8550 §4.4.4: an EKU of only anyExtendedKeyUsage is fit for S/MIME;
+/// an EKU with neither it nor emailProtection is not.
+#[test]
+fn any_extended_key_usage_signs_mail() {
+    let ca = made::ca();
+    let trust = smime::TrustStore::new(vec![ca.1.clone()], vec![], vec![]).unwrap();
+    let leaf = |cn, eku| {
+        made::leaf(
+            &ca,
+            made::Leaf {
+                cn,
+                serial_hex: "10",
+                eku: Some(eku),
+                bits: 2048,
+                ski: true,
+            },
+        )
+    };
+    let any = leaf("any", "anyExtendedKeyUsage");
+    let o = smime::verify(&signed_by(&any, &ca.1), &trust, None).unwrap();
+    assert!(
+        o.all_signatures_valid(),
+        "{:?}",
+        o.signatures().next().unwrap().reason
+    );
+    let mail = leaf("mail", "emailProtection");
+    assert!(
+        smime::verify(&signed_by(&mail, &ca.1), &trust, None)
+            .unwrap()
+            .all_signatures_valid()
+    );
+    let server = leaf("server", "serverAuth");
+    let o = smime::verify(&signed_by(&server, &ca.1), &trust, None).unwrap();
+    assert!(!o.all_signatures_valid());
+    let why = o.signatures().next().unwrap().reason.clone().unwrap();
+    assert!(why.contains("unsuitable certificate purpose"), "{why}");
+}
+
+/// RFC 5280 §4.1.2.2: mail to, and signed by, a certificate with a negative
+/// serial number (as old CAs issued): matched by the INTEGER as encoded.
+#[test]
+fn negative_serial_numbers_match() {
+    use openssl::cms::{CMSOptions, CmsContentInfo};
+    use openssl::stack::Stack;
+    use openssl::symm::Cipher;
+    let ca = made::ca();
+    let trust = smime::TrustStore::new(vec![ca.1.clone()], vec![], vec![]).unwrap();
+    let neg = made::leaf(
+        &ca,
+        made::Leaf {
+            cn: "negative",
+            serial_hex: "-0123456789AC",
+            eku: None,
+            bits: 2048,
+            ski: false,
+        },
+    );
+    assert!(neg.1.serial_number().to_bn().unwrap().is_negative());
+    // Encrypted by OpenSSL to it (issuerAndSerialNumber, FE DC BA 98 76 54).
+    let mut certs = Stack::new().unwrap();
+    certs.push(neg.1.clone()).unwrap();
+    let der = CmsContentInfo::encrypt(
+        &certs,
+        b"Content-Type: text/plain\r\n\r\nhemmelig\r\n",
+        Cipher::aes_256_cbc(),
+        CMSOptions::BINARY,
+    )
+    .unwrap()
+    .to_der()
+    .unwrap();
+    let mut kr = MemoryKeyring::new();
+    kr.add(KeyPair::new(neg.0.clone(), neg.1.clone(), vec![], "neg").unwrap());
+    let opened = smime::decrypt(&der, &kr, None).unwrap_or_else(|e| panic!("{e}"));
+    assert!(opened.message.ends_with(b"hemmelig\r\n"));
+    // Signed by it: the signer is found and the chain checked.
+    let o = smime::verify(&signed_by(&neg, &ca.1), &trust, None).unwrap();
+    let s = o.signatures().next().unwrap();
+    assert!(s.valid, "{:?}", s.reason);
+    assert_eq!(s.signers[0].subject, "CN=negative");
+    // A positive serial of the same magnitude is another certificate.
+    let pos = made::leaf(
+        &ca,
+        made::Leaf {
+            cn: "positive",
+            serial_hex: "0123456789AC",
+            eku: None,
+            bits: 2048,
+            ski: false,
+        },
+    );
+    let id = smime::RecipientId::from_cert(&neg.1).unwrap();
+    assert!(id.matches(&neg.1));
+    assert!(!id.matches(&pos.1));
 }
