@@ -1,5 +1,39 @@
 //! The `sikkermail` command: wiring only. Each subcommand lives in `cli/`.
 
+/// `println!` that never panics: a closed or full standard output (`|
+/// head -c 1`, `>/dev/full`) is an ordinary condition, not a crash.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
+/// `print!` that never panics (see [`outln`]).
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($t)*);
+    }};
+}
+
+/// `eprintln!` that never panics: a closed or full standard error
+/// (`2>/dev/full`) must not turn a result into exit 101.
+macro_rules! errln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+
+/// `eprint!` that never panics (see [`errln`]).
+macro_rules! errout {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr(), $($t)*);
+    }};
+}
+
 mod cli;
 
 use std::process::ExitCode;

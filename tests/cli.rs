@@ -1173,3 +1173,68 @@ fn verify_policies_revocation_and_trust_rules() {
         "{out}"
     );
 }
+
+/// Issue 12 §1: a closed or full standard output or error is an ordinary
+/// failure with the documented status (2), never a panic (101).
+#[test]
+fn full_or_closed_output_is_not_a_panic() {
+    use std::process::{Command, Stdio};
+    let pki = pki();
+    let enc = ok(&sikkermail(
+        &["smime", "encrypt", "--to", &pki.file("bob.crt")],
+        &plain_message(),
+    ));
+    let t = tempfile::tempdir().unwrap();
+    let input = write_tmp(t.path(), "enc.eml", &enc);
+    let full = || {
+        Stdio::from(
+            fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .unwrap(),
+        )
+    };
+    let run = |out: Stdio, err: Stdio, args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_sikkermail"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .status()
+            .unwrap()
+            .code()
+    };
+    let decrypt = [
+        "smime",
+        "decrypt",
+        "--key",
+        &pki.file("bob.pem"),
+        "--in",
+        &input,
+    ];
+    // Output to a full device: exit 2 (it could not be written), report lost.
+    assert_eq!(run(full(), full(), &decrypt), Some(2));
+    // Only standard error full: the decryption itself succeeds.
+    assert_eq!(run(Stdio::null(), full(), &decrypt), Some(0));
+    // A usage error with standard error full: still 2.
+    assert_eq!(
+        run(
+            Stdio::null(),
+            full(),
+            &["smime", "decrypt", "--key", "/nonexistent"]
+        ),
+        Some(2)
+    );
+    // A reader that went away: exit 2, not 101.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sikkermail"))
+        .args(decrypt)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let code = child.wait().unwrap().code();
+    assert!(matches!(code, Some(0) | Some(2)), "{code:?}");
+    assert_ne!(code, Some(101));
+}

@@ -275,6 +275,13 @@ pub(crate) fn decrypt_cms(
         };
         return Err(Error::NoMatchingKey { recipients });
     }
+    // AuthEnvelopedData (GCM): OpenSSL reports a tag mismatch as an
+    // "unknown" error; say what it means.
+    if parsed.kind == CmsKind::AuthEnveloped
+        && (last_err.contains("unknown OpenSSL error") || last_err.contains("cipher final"))
+    {
+        last_err = "the authentication tag does not match: the message was altered after it was encrypted (or the key is not the one it was encrypted to)".into();
+    }
     Err(Error::DecryptFailed(format!(
         "{tried} matching key(s) tried, content {}: {last_err}",
         env.content_alg

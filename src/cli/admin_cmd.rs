@@ -66,12 +66,12 @@ pub fn admin(cmd: AdminCommand) -> Result<ExitCode, Fail> {
             let a = ctx
                 .rt
                 .block_on(ctx.svc.admin_create(&name, role.into(), &pw))?;
-            println!("{}\t{}\tcreated", a.name, a.role);
+            outln!("{}\t{}\tcreated", a.name, a.role);
         }
         AdminCommand::List { store } => {
             let ctx = open(&store)?;
             for a in ctx.rt.block_on(ctx.svc.admins())? {
-                println!(
+                outln!(
                     "{}\t{}\t{}\t{}",
                     a.name,
                     a.role,

@@ -180,30 +180,30 @@ pub fn init(a: InitArgs) -> Result<ExitCode, Fail> {
         },
         Actor::from_process(),
         || {
-            eprintln!(
+            errln!(
                 "waiting for another sikkermail command on {} ...",
                 dir.display()
             )
         },
     ))?;
-    println!(
+    outln!(
         "initialised {} for {} (CVR {})",
         dir.display(),
         org_name,
         cvr.as_str()
     );
-    println!(
+    outln!(
         "root CA    {}: {}",
         out.root.0,
         smime::keyring::name_to_string(out.root.1.subject_name())
     );
-    println!(
+    outln!(
         "issuing CA {}: {}",
         out.issuing.0,
         smime::keyring::name_to_string(out.issuing.1.subject_name())
     );
     if let Some(f) = &out.master_key_file {
-        println!(
+        outln!(
             "master key: {} (keep it safe and backed up; without it no key opens)",
             f.display()
         );
@@ -221,27 +221,27 @@ pub fn ca(cmd: CaCommand) -> Result<ExitCode, Fail> {
                 .rt
                 .block_on(ctx.store().ca_state(ctx.org().id))?
                 .ok_or_else(|| usage("no CA"))?;
-            println!("organisation: {} (CVR {})", ctx.org().name, ctx.org().cvr);
+            outln!("organisation: {} (CVR {})", ctx.org().name, ctx.org().cvr);
             for (what, c) in [("root CA", &a.root), ("issuing CA", &a.issuing)] {
                 let (nb, na) = validity(c);
-                println!(
+                outln!(
                     "{what}: {}",
                     smime::keyring::name_to_string(c.subject_name())
                 );
-                println!(
+                outln!(
                     "  serial {}  valid {} to {}",
                     serial_hex(c),
                     date(nb),
                     date(na)
                 );
-                println!(
+                outln!(
                     "  key RSA-{}  signature {}",
                     c.public_key().map(|k| k.bits()).unwrap_or(0),
                     c.signature_algorithm().object()
                 );
-                println!("  SHA-256 {}", super::context::fingerprint(c));
+                outln!("  SHA-256 {}", super::context::fingerprint(c));
             }
-            println!(
+            outln!(
                 "CRL number {}{}",
                 st.crl_number,
                 st.crl_updated_at
@@ -249,7 +249,7 @@ pub fn ca(cmd: CaCommand) -> Result<ExitCode, Fail> {
                     .unwrap_or_default()
             );
             let p = &a.policy;
-            println!(
+            outln!(
                 "policy OIDs: {}",
                 if p.policy_oids.is_empty() {
                     "(none)".into()
@@ -257,7 +257,7 @@ pub fn ca(cmd: CaCommand) -> Result<ExitCode, Fail> {
                     p.policy_oids.join(", ")
                 }
             );
-            println!("CRL URL: {}", p.crl_url.as_deref().unwrap_or("(none)"));
+            outln!("CRL URL: {}", p.crl_url.as_deref().unwrap_or("(none)"));
             Ok(ExitCode::SUCCESS)
         }
         CaCommand::Crl {
@@ -281,7 +281,7 @@ pub fn ca(cmd: CaCommand) -> Result<ExitCode, Fail> {
                 if root_out.is_some() {
                     write_output(&root_out, &crls.root)?;
                 } else {
-                    eprintln!(
+                    errln!(
                         "note: the root's ARL was not written (DER holds one list: give --root-out FILE)"
                     );
                 }
@@ -344,7 +344,7 @@ fn deliver(p: &P12Out) -> impl FnOnce(&[u8]) -> Result<(), String> + '_ {
         };
         write_via_temp(path, der, true)
             .map_err(|e| format!("cannot write {}: {e} (nothing was changed)", path.display()))?;
-        eprintln!(
+        errln!(
             "wrote {} ({})",
             path.display(),
             if p.compatible {
@@ -375,7 +375,7 @@ pub fn cert(cmd: CertCommand) -> Result<ExitCode, Fail> {
             };
             let ctx = open(&store)?;
             let issued = ctx.rt.block_on(ctx.svc.issue(req, deliver(&p12)))?;
-            println!(
+            outln!(
                 "{}\t{}\t{}",
                 issued.id,
                 serial_hex(&issued.cert),
@@ -389,7 +389,7 @@ pub fn cert(cmd: CertCommand) -> Result<ExitCode, Fail> {
                 .rt
                 .block_on(ctx.store().list_certificates(ctx.org().id))?
             {
-                println!(
+                outln!(
                     "{}\t{}\t{}\t{}\t{}\t{}\t{}",
                     c.id,
                     c.kind,
@@ -405,40 +405,46 @@ pub fn cert(cmd: CertCommand) -> Result<ExitCode, Fail> {
         CertCommand::Show { store, id } => {
             let ctx = open(&store)?;
             let c = ctx.rt.block_on(ctx.store().certificate(ctx.org().id, id))?;
-            println!(
+            outln!(
                 "id: {}\nkind: {}\nstatus: {}\ngeneration: {}\nsource: {}",
-                c.id, c.kind, c.status, c.generation, c.source
+                c.id,
+                c.kind,
+                c.status,
+                c.generation,
+                c.source
             );
-            println!(
+            outln!(
                 "subject: {}\nissuer: {}\nserial: {}",
-                c.subject, c.issuer, c.serial
+                c.subject,
+                c.issuer,
+                c.serial
             );
             if let Some(u) = &c.uuid {
-                println!("uuid: {u}");
+                outln!("uuid: {u}");
             }
             if let Some(e) = &c.email {
-                println!("email: {e}");
+                outln!("email: {e}");
             }
-            println!("valid: {} to {}", date(c.not_before), date(c.not_after));
-            println!(
+            outln!("valid: {} to {}", date(c.not_before), date(c.not_after));
+            outln!(
                 "private key: {}",
                 c.key_id
                     .map_or("not held".to_string(), |k| format!("held (key {k})"))
             );
             if let (Some(at), Some(r)) = (c.revoked_at, &c.revocation_reason) {
-                println!("revoked: {} ({r})", date(at));
+                outln!("revoked: {} ({r})", date(at));
             }
             if let Some(n) = c.replaced_by {
-                println!("replaced by: {n}");
+                outln!("replaced by: {n}");
             }
-            print!("{}", c.pem);
+            out!("{}", c.pem);
             Ok(ExitCode::SUCCESS)
         }
         CertCommand::Renew { store, id, p12 } => {
             let req = p12_request(&p12)?;
             let ctx = open(&store)?;
             let issued = ctx.rt.block_on(ctx.svc.renew(id, req, deliver(&p12)))?;
-            println!(
+            outln!(
                 "{}\t{}\t{}",
                 issued.id,
                 serial_hex(&issued.cert),
@@ -450,7 +456,7 @@ pub fn cert(cmd: CertCommand) -> Result<ExitCode, Fail> {
             let reason = RevocationReason::parse(&reason)?;
             let ctx = open(&store)?;
             ctx.rt.block_on(ctx.svc.revoke(id, reason))?;
-            println!("revoked {id} ({}); CRL updated", reason.as_str());
+            outln!("revoked {id} ({}); CRL updated", reason.as_str());
             Ok(ExitCode::SUCCESS)
         }
         CertCommand::Export {

@@ -197,7 +197,7 @@ pub fn finish(res: Result<std::process::ExitCode, Fail>) -> std::process::ExitCo
     match res {
         Ok(code) => code,
         Err(f) => {
-            eprintln!("sikkermail: {}", f.msg);
+            errln!("sikkermail: {}", f.msg);
             std::process::ExitCode::from(f.code)
         }
     }

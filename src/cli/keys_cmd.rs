@@ -96,7 +96,7 @@ pub fn key(cmd: KeyCommand) -> Result<ExitCode, Fail> {
                 legacy,
                 mailbox,
             }))?;
-            println!(
+            outln!(
                 "{}\t{}\t{}\t{subject}{}",
                 done.id,
                 done.generation,
@@ -123,7 +123,7 @@ pub fn key(cmd: KeyCommand) -> Result<ExitCode, Fail> {
                 } else {
                     format!("master {}", k.kek_id)
                 };
-                println!(
+                outln!(
                     "{}\t{}\t{}\t{state}\t{}",
                     k.id,
                     k.algorithm,
@@ -149,13 +149,13 @@ fn rotate(args: &StoreArgs) -> Result<ExitCode, Fail> {
     let rt = runtime()?;
     let dir = loc.data_dir.clone();
     let out = rt.block_on(service::rotate_master(&loc, Actor::from_process(), || {
-        eprintln!(
+        errln!(
             "waiting for other sikkermail commands on {} to finish ...",
             dir.display()
         )
     }))?;
     let r = &out.report;
-    println!(
+    outln!(
         "re-sealed {} private keys under master key {}{}",
         r.resealed,
         out.new_id,
@@ -166,22 +166,22 @@ fn rotate(args: &StoreArgs) -> Result<ExitCode, Fail> {
         }
     );
     for u in &r.unopenable {
-        eprintln!("warning: left as it was: {u}");
+        errln!("warning: left as it was: {u}");
     }
     if !r.unopenable.is_empty() {
-        eprintln!(
+        errln!(
             "warning: {} key(s) stay unusable until their master key is given: set {} to it (base64) and run `sikkermail key rotate-master` again",
             r.unopenable.len(),
             store::seal::EXTRA_MASTER_KEYS_ENV
         );
     }
     if out.from_env {
-        println!(
+        outln!(
             "now set SIKKERMAIL_MASTER_KEY to the value of SIKKERMAIL_NEW_MASTER_KEY everywhere it is used, and back it up"
         );
     }
     if let Some(f) = &out.key_file {
-        println!(
+        outln!(
             "back up the new master key now: {} (the old one no longer opens anything; copy the new one to every node that uses this database)",
             f.display()
         );
@@ -222,14 +222,14 @@ pub fn recipient(cmd: RecipientCommand) -> Result<ExitCode, Fail> {
                 plan.into_iter().map(|(c, a)| (c.clone(), a)).collect();
             let ctx = open(&store)?;
             for (id, a, subject) in ctx.rt.block_on(ctx.svc.import_recipients(&plan))? {
-                println!("{id}\t{a}\t{subject}");
+                outln!("{id}\t{a}\t{subject}");
             }
             Ok(ExitCode::SUCCESS)
         }
         RecipientCommand::List { store } => {
             let ctx = open(&store)?;
             for r in ctx.rt.block_on(ctx.store().list_recipients(ctx.org().id))? {
-                println!(
+                outln!(
                     "{}\t{}\t{}\tuntil {}\t{}\t{}\t{}",
                     r.id,
                     r.address,
@@ -275,7 +275,7 @@ pub fn audit(a: AuditArgs) -> Result<ExitCode, Fail> {
                     .head
                     .map(|(seq, h)| format!("; head {seq} {h}"))
                     .unwrap_or_default();
-                println!("audit trail intact: {} entries{head}", check.entries);
+                outln!("audit trail intact: {} entries{head}", check.entries);
                 Ok(ExitCode::SUCCESS)
             }
             Some(why) => Err(Fail {
@@ -285,7 +285,7 @@ pub fn audit(a: AuditArgs) -> Result<ExitCode, Fail> {
         };
     }
     for e in ctx.rt.block_on(ctx.svc.audit_events(a.limit))? {
-        println!(
+        outln!(
             "{}\t{}\t{}\t{}\t{}",
             date(e.at),
             e.actor,

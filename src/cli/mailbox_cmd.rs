@@ -103,19 +103,17 @@ pub fn mailbox(cmd: MailboxCommand) -> Result<ExitCode, Fail> {
                 let svc = open(&cfg).await?;
                 if remove {
                     svc.mailbox_password_remove(&mailbox).await?;
-                    println!("removed the stored password of mailbox {mailbox}");
+                    outln!("removed the stored password of mailbox {mailbox}");
                     return Ok(ExitCode::SUCCESS);
                 }
                 let var = password_env.unwrap_or_default();
                 let pw = std::env::var(&var)
                     .map_err(|_| usage(format!("--password-env {var}: the variable is not set")))?;
                 if cfg.mailbox(&mailbox).is_none() {
-                    eprintln!(
-                        "sikkermail: note: the configuration has no [mailbox.{mailbox}] (yet)"
-                    );
+                    errln!("sikkermail: note: the configuration has no [mailbox.{mailbox}] (yet)");
                 }
                 svc.mailbox_password_set(&mailbox, &pw).await?;
-                println!("stored the password of mailbox {mailbox} (sealed)");
+                outln!("stored the password of mailbox {mailbox} (sealed)");
                 Ok(ExitCode::SUCCESS)
             })
         }
@@ -126,7 +124,7 @@ pub fn mailbox(cmd: MailboxCommand) -> Result<ExitCode, Fail> {
                 let svc = open(&cfg).await?;
                 let states = svc.mailbox_folders().await?;
                 for mb in &cfg.mailboxes {
-                    println!(
+                    outln!(
                         "{}\t{}@{}:{}\tfolders {}\tarchive {:?}\tlive {}",
                         mb.name,
                         mb.user,
@@ -143,7 +141,7 @@ pub fn mailbox(cmd: MailboxCommand) -> Result<ExitCode, Fail> {
                             }
                             _ => String::new(),
                         };
-                        println!(
+                        outln!(
                             "  {:?}\tuidvalidity {}\tlast uid {}\tsince {}{lease}",
                             f.folder,
                             f.uidvalidity,
@@ -153,7 +151,7 @@ pub fn mailbox(cmd: MailboxCommand) -> Result<ExitCode, Fail> {
                     }
                 }
                 if cfg.mailboxes.is_empty() {
-                    println!("no [mailbox.NAME] in the configuration");
+                    outln!("no [mailbox.NAME] in the configuration");
                 }
                 Ok(ExitCode::SUCCESS)
             })
@@ -216,7 +214,7 @@ impl Progress for Bar {
         self.bar.inc(n);
     }
     fn note(&self, msg: &str) {
-        self.bar.suspend(|| eprintln!("sikkermail: {msg}"));
+        self.bar.suspend(|| errln!("sikkermail: {msg}"));
     }
 }
 
@@ -248,7 +246,7 @@ fn decrypt(cfg: &Config, name: &str, opts: &RunOptions) -> Result<ExitCode, Fail
                 msg: e.to_string(),
             })?;
         for s in &crypto.keys.skipped {
-            eprintln!(
+            errln!(
                 "sikkermail: warning: a key does not open and is left out: {}",
                 s.reason
             );
@@ -279,7 +277,7 @@ fn decrypt(cfg: &Config, name: &str, opts: &RunOptions) -> Result<ExitCode, Fail
                 Err(e) => format!("{}; stopped: {e}", summary.line()),
             };
             if let Err(e) = svc.mailbox_audit_run(name, &detail).await {
-                eprintln!("sikkermail: warning: audit entry not written: {e}");
+                errln!("sikkermail: warning: audit entry not written: {e}");
             }
         }
         match result {
@@ -302,7 +300,7 @@ fn print_summary(name: &str, dry_run: bool, s: &Summary) {
         "decrypted"
     };
     let reasons: Vec<String> = skipped.iter().map(|(r, n)| format!("{r} {n}")).collect();
-    println!(
+    outln!(
         "mailbox {name}: {verb} {}, skipped {}{}, failed {}{}",
         s.decrypted(),
         skipped.values().sum::<usize>(),
@@ -319,6 +317,6 @@ fn print_summary(name: &str, dry_run: bool, s: &Summary) {
         }
     );
     for (folder, uid, why) in failed {
-        println!("  failed: {folder} uid {uid}: {why}");
+        outln!("  failed: {folder} uid {uid}: {why}");
     }
 }

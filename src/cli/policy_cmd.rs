@@ -56,11 +56,11 @@ pub fn policy(cmd: PolicyCommand) -> Result<ExitCode, Fail> {
         PolicyCommand::Check { file } => {
             let errors = policies::check(&read_text(&file)?);
             if errors.is_empty() {
-                println!("{}: valid", file.display());
+                outln!("{}: valid", file.display());
                 return Ok(ExitCode::SUCCESS);
             }
             for e in &errors {
-                eprintln!("{}: {e}", file.display());
+                errln!("{}: {e}", file.display());
             }
             Err(usage(format!(
                 "{}: {} error(s)",
@@ -79,7 +79,7 @@ pub fn policy(cmd: PolicyCommand) -> Result<ExitCode, Fail> {
                 None => policies::Policy::default(),
             };
             let facts = policies::MessageFacts { from, to, subject };
-            print!("{}", p.explain(&facts));
+            out!("{}", p.explain(&facts));
             Ok(ExitCode::SUCCESS)
         }
     }

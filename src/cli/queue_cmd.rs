@@ -81,7 +81,7 @@ pub fn queue(cmd: QueueCommand) -> Result<ExitCode, Fail> {
         QueueAction::Release => "released",
         QueueAction::Delete => "deleted",
     };
-    println!("{id}\t{done}");
+    outln!("{id}\t{done}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -98,7 +98,7 @@ fn list(store: &StoreArgs, all: bool, limit: i64) -> Result<ExitCode, Fail> {
         } else {
             &m.mail_from
         };
-        println!(
+        outln!(
             "{}\t{}\t{}\t{}\tnext {}\tattempts {}\t{}\t{}\t{}",
             m.id,
             m.direction.as_str(),
@@ -117,10 +117,10 @@ fn list(store: &StoreArgs, all: bool, limit: i64) -> Result<ExitCode, Fail> {
 fn show(store: &StoreArgs, id: i64, body: bool) -> Result<ExitCode, Fail> {
     let ctx = open(store)?;
     let m = ctx.rt.block_on(ctx.svc.queue_show(id))?;
-    println!("id:           {}", m.id);
-    println!("direction:    {}", m.direction.as_str());
-    println!("state:        {}", m.state.as_str());
-    println!(
+    outln!("id:           {}", m.id);
+    outln!("direction:    {}", m.direction.as_str());
+    outln!("state:        {}", m.state.as_str());
+    outln!(
         "from:         {}",
         if m.mail_from.is_empty() {
             "<>"
@@ -128,25 +128,25 @@ fn show(store: &StoreArgs, id: i64, body: bool) -> Result<ExitCode, Fail> {
             &m.mail_from
         }
     );
-    println!("client:       {}", m.client);
-    println!("received:     {}", date(m.received_at));
-    println!("next attempt: {}", date(m.next_attempt));
-    println!("attempts:     {}", m.attempts);
-    println!("size:         {}", m.size);
+    outln!("client:       {}", m.client);
+    outln!("received:     {}", date(m.received_at));
+    outln!("next attempt: {}", date(m.next_attempt));
+    outln!("attempts:     {}", m.attempts);
+    outln!("size:         {}", m.size);
     if let Some(e) = &m.envid {
-        println!("envid:        {e}");
+        outln!("envid:        {e}");
     }
     if let Some(r) = &m.ret {
-        println!("ret:          {r}");
+        outln!("ret:          {r}");
     }
     if let Some(n) = &m.note {
-        println!("note:         {n}");
+        outln!("note:         {n}");
     }
     if let (Some(o), Some(u)) = (&m.lease_owner, m.lease_until) {
-        println!("lease:        {o} until {}", date(u));
+        outln!("lease:        {o} until {}", date(u));
     }
     for r in &m.recipients {
-        println!(
+        outln!(
             "recipient:    {}\t{}\tattempts {}\t{}",
             r.address,
             r.state.as_str(),
@@ -155,7 +155,7 @@ fn show(store: &StoreArgs, id: i64, body: bool) -> Result<ExitCode, Fail> {
         );
     }
     if body {
-        println!();
+        outln!();
         use std::io::Write;
         let _ = std::io::stdout().write_all(&m.body);
     }

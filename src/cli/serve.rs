@@ -72,7 +72,7 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode, Fail> {
                 });
             }
         }
-        println!("configuration OK");
+        outln!("configuration OK");
         return Ok(ExitCode::SUCCESS);
     }
     init_logs(&cfg);
@@ -110,7 +110,7 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode, Fail> {
         })?;
         let c = &running.gw.cfg;
         if notes.initialised {
-            println!(
+            outln!(
                 "sikkermail: created {} (organisation {:?}, CVR {}, internal CA); back up {}",
                 data_dir.display(),
                 c.org_name,
@@ -127,31 +127,31 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode, Fail> {
             None => "no relay configured (mail waits in the queue)".into(),
         };
         let b = &running.bound;
-        println!("sikkermail serve: data directory {}", data_dir.display());
-        println!("  inbound SMTP   {} -> {inbound_to}", b.inbound);
-        println!("  outbound SMTP  {} -> {outbound_to}", b.outbound);
-        println!("  HTTP           http://{}/metrics  /healthz", b.http);
+        outln!("sikkermail serve: data directory {}", data_dir.display());
+        outln!("  inbound SMTP   {} -> {inbound_to}", b.inbound);
+        outln!("  outbound SMTP  {} -> {outbound_to}", b.outbound);
+        outln!("  HTTP           http://{}/metrics  /healthz", b.http);
         let public_url = c
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{}", b.http));
-        println!("  admin          {public_url}/admin/  (API {public_url}/api/v1/)");
+        outln!("  admin          {public_url}/admin/  (API {public_url}/api/v1/)");
         match running.gw.svc.bootstrap_token().await {
-            Ok(Some(token)) => println!(
+            Ok(Some(token)) => outln!(
                 "  no administrator yet: create the first one (link valid 7 days, once):\n  bootstrap      {public_url}/bootstrap/{token}"
             ),
             Ok(None) => {}
-            Err(e) => eprintln!("sikkermail serve: no bootstrap link: {e}"),
+            Err(e) => errln!("sikkermail serve: no bootstrap link: {e}"),
         }
         match &notes.policy {
-            Some(p) => println!("  policy         {}", p.display()),
-            None => println!("  policy         built-in defaults (no policy.toml)"),
+            Some(p) => outln!("  policy         {}", p.display()),
+            None => outln!("  policy         built-in defaults (no policy.toml)"),
         }
-        println!("ready");
+        outln!("ready");
         wait_for_stop().await;
-        println!("sikkermail serve: stopping");
+        outln!("sikkermail serve: stopping");
         running.shutdown(Duration::from_secs(8)).await;
-        println!("sikkermail serve: stopped; the queue is kept");
+        outln!("sikkermail serve: stopped; the queue is kept");
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -414,7 +414,7 @@ fn decrypt(a: DecryptArgs) -> Result<ExitCode, Fail> {
     if a.store.given() {
         let (store_kr, skipped) = super::context::store_keyring(&a.store)?;
         for s in skipped {
-            eprintln!("warning: {s}");
+            errln!("warning: {s}");
         }
         kr.merge(store_kr);
     }
@@ -431,7 +431,7 @@ fn decrypt(a: DecryptArgs) -> Result<ExitCode, Fail> {
     let opened = smime::decrypt(&input, &kr, trust.as_ref())?;
     write_output(&a.io.output, &opened.message)?;
     for l in describe(&opened) {
-        eprintln!("{l}");
+        errln!("{l}");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -539,7 +539,7 @@ fn bulk_decrypt(
     bar.finish_and_clear();
     let secs = start.elapsed().as_secs_f64();
     let ok = files.len() - failures.len();
-    eprintln!(
+    errln!(
         "decrypted {ok} of {} files in {secs:.2} s ({:.0} files/s) on {} threads; {} failed; {} skipped",
         files.len(),
         if secs > 0.0 {
@@ -552,12 +552,12 @@ fn bulk_decrypt(
         skipped.len()
     );
     for (p, why) in &skipped {
-        eprintln!("  SKIPPED {}: {why}", p.display());
+        errln!("  SKIPPED {}: {why}", p.display());
     }
     let mut failures = failures;
     failures.sort();
     for (p, why) in &failures {
-        eprintln!("  FAILED {}: {why}", p.display());
+        errln!("  FAILED {}: {why}", p.display());
     }
     Ok(if failures.is_empty() {
         ExitCode::SUCCESS
@@ -601,12 +601,12 @@ fn verify(a: VerifyArgs) -> Result<ExitCode, Fail> {
     };
     let opened = smime::verify(&input, trust, None)?;
     for l in describe(&opened) {
-        eprintln!("{l}");
+        errln!("{l}");
     }
-    eprintln!("{}", a.trust.revocation_note());
+    errln!("{}", a.trust.revocation_note());
     if let Some(r) = &rule {
-        eprintln!("trust rules for {:?}:", r.sender);
-        eprint!("{r}");
+        errln!("trust rules for {:?}:", r.sender);
+        errout!("{r}");
     }
     let reports: Vec<_> = opened.signatures().cloned().collect();
     if opened.all_signatures_valid()

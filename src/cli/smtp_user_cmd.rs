@@ -46,17 +46,17 @@ pub fn smtp_user(cmd: SmtpUserCommand) -> Result<ExitCode, Fail> {
                 .ok_or_else(|| usage(format!("environment variable {password_env} is not set")))?;
             let ctx = open(&store)?;
             let new = ctx.rt.block_on(ctx.svc.smtp_user_set(&name, &pw))?;
-            println!("{name}\t{}", if new { "added" } else { "password changed" });
+            outln!("{name}\t{}", if new { "added" } else { "password changed" });
         }
         SmtpUserCommand::Remove { store, name } => {
             let ctx = open(&store)?;
             ctx.rt.block_on(ctx.svc.smtp_user_remove(&name))?;
-            println!("{name}\tremoved");
+            outln!("{name}\tremoved");
         }
         SmtpUserCommand::List { store } => {
             let ctx = open(&store)?;
             for (name, at) in ctx.rt.block_on(ctx.svc.smtp_users())? {
-                println!("{name}\t{}", date(at));
+                outln!("{name}\t{}", date(at));
             }
         }
     }

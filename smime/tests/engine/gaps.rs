@@ -345,3 +345,28 @@ fn negative_serial_numbers_match() {
     assert!(id.matches(&neg.1));
     assert!(!id.matches(&pos.1));
 }
+
+/// An AES-GCM message altered after encryption says so, instead of
+/// OpenSSL's "unknown OpenSSL error".
+#[test]
+fn altered_gcm_message_says_it_was_altered() {
+    let f = super::fixtures::fx();
+    let opts = smime::EncryptOptions {
+        cipher: smime::ContentCipher::Aes256Gcm,
+        ..Default::default()
+    };
+    let enc = smime::encrypt(
+        b"Content-Type: text/plain\r\n\r\nhemmelig\r\n",
+        &[f.bob.1.clone()],
+        &opts,
+    )
+    .unwrap();
+    let e = smime::mime::Entity::parse(&enc);
+    let mut der = e.decoded_body().unwrap().into_owned();
+    let n = der.len();
+    der[n - 30] ^= 1;
+    let kr = super::fixtures::keyring(&[(&f.bob, "bob")]);
+    let err = smime::decrypt(&der, &kr, None).unwrap_err().to_string();
+    assert!(err.contains("the message was altered"), "{err}");
+    assert!(!err.contains("unknown OpenSSL error"), "{err}");
+}
