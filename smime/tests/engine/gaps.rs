@@ -357,7 +357,7 @@ fn altered_gcm_message_says_it_was_altered() {
     };
     let enc = smime::encrypt(
         b"Content-Type: text/plain\r\n\r\nhemmelig\r\n",
-        &[f.bob.1.clone()],
+        std::slice::from_ref(&f.bob.1),
         &opts,
     )
     .unwrap();
