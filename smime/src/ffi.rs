@@ -23,6 +23,15 @@ pub struct X509_POLICY_NODE {
     _private: [u8; 0],
 }
 
+/// `CMS_RecipientInfo` (opaque).
+#[repr(C)]
+pub struct CMS_RecipientInfo {
+    _private: [u8; 0],
+}
+
+/// `CMS_RecipientInfo_type`: key transport.
+pub const CMS_RECIPINFO_TRANS: c_int = 0;
+
 /// `CMS_SignerInfo` (opaque).
 #[repr(C)]
 pub struct CMS_SignerInfo {
@@ -119,4 +128,25 @@ unsafe extern "C" {
         cb: Option<unsafe extern "C" fn(c_int, *mut X509_STORE_CTX) -> c_int>,
     );
     pub fn i2d_ASN1_INTEGER(a: *const ASN1_INTEGER, out: *mut *mut c_uchar) -> c_int;
+    pub fn CMS_get0_RecipientInfos(cms: *mut CMS_ContentInfo) -> *mut OPENSSL_STACK;
+    pub fn CMS_RecipientInfo_type(ri: *mut CMS_RecipientInfo) -> c_int;
+    pub fn CMS_RecipientInfo_ktri_get0_signer_id(
+        ri: *mut CMS_RecipientInfo,
+        keyid: *mut *mut ASN1_OCTET_STRING,
+        issuer: *mut *mut openssl_sys::X509_NAME,
+        sno: *mut *mut ASN1_INTEGER,
+    ) -> c_int;
+    pub fn CMS_RecipientInfo_set0_pkey(ri: *mut CMS_RecipientInfo, pkey: *mut EVP_PKEY) -> c_int;
+    pub fn CMS_RecipientInfo_decrypt(
+        cms: *mut CMS_ContentInfo,
+        ri: *mut CMS_RecipientInfo,
+    ) -> c_int;
+    pub fn CMS_decrypt(
+        cms: *mut CMS_ContentInfo,
+        pkey: *mut EVP_PKEY,
+        cert: *mut X509,
+        dcont: *mut openssl_sys::BIO,
+        out: *mut openssl_sys::BIO,
+        flags: c_uint,
+    ) -> c_int;
 }

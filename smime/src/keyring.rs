@@ -64,11 +64,51 @@ impl RecipientId {
                     .and_then(|n| n.try_cmp(cert.issuer_name()).ok())
                     .is_some_and(|o| o.is_eq())
             }
-            RecipientId::SubjectKeyId(id) => cert
-                .subject_key_id()
-                .is_some_and(|ski| ski.as_slice() == id.as_slice()),
+            RecipientId::SubjectKeyId(id) => {
+                if let Some(ski) = cert.subject_key_id() {
+                    return ski.as_slice() == id.as_slice();
+                }
+                // No extension: the identifier its sender derived. RFC 5280
+                // §4.2.1.2 method 1 (SHA-1 of the key bits), or what Windows
+                // uses (SHA-1 of the whole SubjectPublicKeyInfo).
+                derived_key_ids(cert)
+                    .iter()
+                    .any(|d| d.as_slice() == id.as_slice())
+            }
         }
     }
+}
+
+/// Key identifiers a sender may derive for a certificate without a
+/// subjectKeyIdentifier: SHA-1 over the subjectPublicKey bits (RFC 5280
+/// §4.2.1.2 method 1) and over the whole SubjectPublicKeyInfo (Windows).
+pub(crate) fn derived_key_ids(cert: &X509Ref) -> Vec<Vec<u8>> {
+    use foreign_types_shared::ForeignTypeRef;
+    let sha1 = |b: &[u8]| openssl::hash::hash(openssl::hash::MessageDigest::sha1(), b).ok();
+    let mut out = Vec::new();
+    // SAFETY: get0 of the certificate's own BIT STRING, read at once.
+    let bits = unsafe {
+        let b = crate::ffi::X509_get0_pubkey_bitstr(cert.as_ptr());
+        if b.is_null() {
+            Vec::new()
+        } else {
+            let p = openssl_sys::ASN1_STRING_get0_data(b as *const _);
+            let n = openssl_sys::ASN1_STRING_length(b as *const _);
+            std::slice::from_raw_parts(p, n.max(0) as usize).to_vec()
+        }
+    };
+    if let Some(d) = sha1(&bits) {
+        out.push(d.to_vec());
+    }
+    if let Some(d) = cert
+        .public_key()
+        .ok()
+        .and_then(|k| k.public_key_to_der().ok())
+        .and_then(|spki| sha1(&spki))
+    {
+        out.push(d.to_vec());
+    }
+    out
 }
 
 /// The content octets of a certificate's serialNumber INTEGER (two's

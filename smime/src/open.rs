@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 use crate::cmsinfo::{self, CmsKind, Parsed};
 use crate::error::{Error, Result, ossl_reason};
-use crate::keyring::Keyring;
+use crate::keyring::{Keyring, RecipientId};
 use crate::mime::{Entity, Multipart};
 use crate::verify::{SignatureReport, TrustStore, verify_signed};
 
@@ -257,7 +257,28 @@ pub(crate) fn decrypt_cms(
                         },
                     ));
                 }
-                Err(e) => last_err = ossl_reason(&e),
+                Err(e) => {
+                    last_err = ossl_reason(&e);
+                    // A key identifier OpenSSL does not derive itself
+                    // (Windows: SHA-1 of the whole SubjectPublicKeyInfo):
+                    // decrypt exactly the RecipientInfo that names it.
+                    if let RecipientId::SubjectKeyId(id) = rid
+                        && kp.cert.subject_key_id().is_none()
+                        && let Some(plain) = decrypt_by_key_id(parsed, id, &kp.key)
+                    {
+                        return Ok((
+                            plain,
+                            DecryptReport {
+                                content_algorithm: env.content_alg.clone(),
+                                authenticated: env.auth,
+                                recipient: rid.to_string(),
+                                key_algorithm: r.key_alg.clone(),
+                                key_label: kp.label.clone(),
+                                recipient_count: env.recipients.len(),
+                            },
+                        ));
+                    }
+                }
             }
         }
     }
@@ -286,6 +307,80 @@ pub(crate) fn decrypt_cms(
         "{tried} matching key(s) tried, content {}: {last_err}",
         env.content_alg
     )))
+}
+
+/// Decrypts with `key` the key-transport RecipientInfo whose
+/// subjectKeyIdentifier is `id` (and only it: with implicit rejection a
+/// wrong RecipientInfo would "succeed" with a random key), then the content.
+fn decrypt_by_key_id(
+    parsed: &Parsed,
+    id: &[u8],
+    key: &openssl::pkey::PKey<openssl::pkey::Private>,
+) -> Option<Vec<u8>> {
+    use foreign_types_shared::ForeignType;
+    let cms = parsed.ossl.as_ptr();
+    // SAFETY: pointers from OpenSSL for objects alive here; the key is set
+    // on the RecipientInfo only for the call and taken back (set0 NULL)
+    // before `key` can be dropped; the BIOs are freed on every path.
+    unsafe {
+        let ris = crate::ffi::CMS_get0_RecipientInfos(cms);
+        if ris.is_null() {
+            return None;
+        }
+        let mut found = None;
+        for i in 0..openssl_sys::OPENSSL_sk_num(ris) {
+            let ri = openssl_sys::OPENSSL_sk_value(ris, i) as *mut crate::ffi::CMS_RecipientInfo;
+            if crate::ffi::CMS_RecipientInfo_type(ri) != crate::ffi::CMS_RECIPINFO_TRANS {
+                continue;
+            }
+            let mut keyid: *mut openssl_sys::ASN1_OCTET_STRING = std::ptr::null_mut();
+            if crate::ffi::CMS_RecipientInfo_ktri_get0_signer_id(
+                ri,
+                &mut keyid,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            ) != 1
+                || keyid.is_null()
+            {
+                continue;
+            }
+            let p = openssl_sys::ASN1_STRING_get0_data(keyid as *const _);
+            let n = openssl_sys::ASN1_STRING_length(keyid as *const _);
+            if std::slice::from_raw_parts(p, n.max(0) as usize) == id {
+                found = Some(ri);
+                break;
+            }
+        }
+        let ri = found?;
+        // set0 takes a reference (and setting NULL again frees it).
+        openssl_sys::EVP_PKEY_up_ref(key.as_ptr());
+        crate::ffi::CMS_RecipientInfo_set0_pkey(ri, key.as_ptr());
+        let ok = crate::ffi::CMS_RecipientInfo_decrypt(cms, ri);
+        crate::ffi::CMS_RecipientInfo_set0_pkey(ri, std::ptr::null_mut());
+        if ok != 1 {
+            return None;
+        }
+        let out = openssl_sys::BIO_new(openssl_sys::BIO_s_mem());
+        if out.is_null() {
+            return None;
+        }
+        let ok = crate::ffi::CMS_decrypt(
+            cms,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            out,
+            crate::ffi::CMS_BINARY,
+        );
+        let mut data: *mut std::os::raw::c_char = std::ptr::null_mut();
+        // BIO_get_mem_data (BIO_CTRL_INFO = 3).
+        let len =
+            openssl_sys::BIO_ctrl(out, 3, 0, &mut data as *mut _ as *mut std::os::raw::c_void);
+        let plain = (ok == 1 && len >= 0 && !data.is_null())
+            .then(|| std::slice::from_raw_parts(data as *const u8, len as usize).to_vec());
+        openssl_sys::BIO_free_all(out);
+        plain
+    }
 }
 
 /// What `open` should take off.

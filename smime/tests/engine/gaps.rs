@@ -370,3 +370,37 @@ fn altered_gcm_message_says_it_was_altered() {
     assert!(err.contains("the message was altered"), "{err}");
     assert!(!err.contains("unknown OpenSSL error"), "{err}");
 }
+
+/// Windows names a recipient whose certificate has no subjectKeyIdentifier
+/// by SHA-1 over the whole SubjectPublicKeyInfo (.NET's
+/// `TestDecryptSimpleAes256_Ski`); OpenSSL cannot open it, we do, and the
+/// other .NET vectors still open.
+#[test]
+fn windows_key_identifier_is_matched() {
+    let Some(tv) = vectors() else { return };
+    let d = tv.join("dotnet-pkcs");
+    let mut kr = MemoryKeyring::new();
+    kr.add(
+        KeyPair::from_file_bytes(
+            &fs::read(d.join("RSAKeyTransfer1.pfx")).unwrap(),
+            Some("1111"),
+            "pfx",
+        )
+        .unwrap(),
+    );
+    for f in [
+        "TestDecryptSimpleAes256_Ski.der",
+        "TestDecryptSimpleAes128_IssuerAndSerial.der",
+        "TestDecryptSimpleTripleDes_IssuerAndSerial.der",
+    ] {
+        let opened = smime::decrypt(&fs::read(d.join(f)).unwrap(), &kr, None)
+            .unwrap_or_else(|e| panic!("{f}: {e}"));
+        let e = smime::mime::Entity::parse(&opened.message);
+        assert_eq!(e.decoded_body().unwrap().as_ref(), &[1u8, 2, 3, 4], "{f}");
+    }
+    // The derivation only stands in for a missing extension: a certificate
+    // with one is matched by it alone.
+    let f = super::fixtures::fx();
+    let id = smime::RecipientId::SubjectKeyId(vec![0xF2, 0x00, 0x8A, 0xA9]);
+    assert!(!id.matches(&f.bob.1));
+}
