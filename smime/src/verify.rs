@@ -74,6 +74,10 @@ pub struct Validation {
     /// given, carried in the message, or fetched): a missing CRL makes the
     /// chain fail even when no CRL was given at all.
     pub require_revocation: bool,
+    /// Smallest RSA or DSA key (bits) a signer may have; smaller ones make
+    /// the signature not valid. `None`: any (keys under 2048 bits are
+    /// still reported as WEAK).
+    pub min_key_bits: Option<u32>,
 }
 
 /// Which certificates of a chain are checked against CRLs (when any CRLs
@@ -412,6 +416,28 @@ pub(crate) fn verify_signed(
         if cmsinfo::is_weak_digest(&digest_algorithm) {
             weak.push(format!("{digest_algorithm} digest"));
         }
+        // Small signer keys: reported as weak, refused under a minimum.
+        let mut key_too_small = None;
+        if let Some(k) = cert.as_ref().and_then(|c| c.public_key().ok()) {
+            let (kind, bits, floor) = match k.id() {
+                openssl::pkey::Id::RSA | openssl::pkey::Id::RSA_PSS => ("RSA", k.bits(), 2048),
+                openssl::pkey::Id::DSA => ("DSA", k.bits(), 2048),
+                openssl::pkey::Id::EC => ("EC", k.bits(), 256),
+                _ => ("", 0, 0),
+            };
+            if bits > 0 && bits < floor {
+                weak.push(format!("{kind}-{bits} key"));
+            }
+            if let Some(min) = trust.and_then(|t| t.validation.min_key_bits)
+                && kind != "EC"
+                && bits > 0
+                && bits < min
+            {
+                key_too_small = Some(format!(
+                    "the signer's {kind} key has {bits} bits, below the minimum of {min}"
+                ));
+            }
+        }
         let (mut signing_time, mut signing_time_unix, mut capabilities) = (None, None, Vec::new());
         if let Some(attrs) = &si.signed_attrs {
             for a in attrs.iter() {
@@ -431,6 +457,7 @@ pub(crate) fn verify_signed(
             }
         }
         let (chain_error, info) = match (&cert, trust) {
+            (Some(_), Some(_)) if key_too_small.is_some() => (key_too_small.clone(), None),
             (None, _) => (Some(format!("signer certificate not found ({rid})")), None),
             (Some(c), Some(t)) => match chain_check(t, c, &untrusted, msg_crls.as_ref()) {
                 Ok(i) => (None, Some(i)),

@@ -100,6 +100,10 @@ pub struct TrustArgs {
     /// valid ("revocation unavailable").
     #[arg(long = "require-revocation")]
     require_revocation: bool,
+    /// Smallest RSA/DSA signer key accepted, in bits (keys under 2048 are
+    /// reported as WEAK either way).
+    #[arg(long = "min-key-bits", value_name = "BITS")]
+    min_key_bits: Option<u32>,
 }
 
 impl TrustArgs {
@@ -119,6 +123,7 @@ impl TrustArgs {
             inhibit_policy_mapping: self.inhibit_policy_mapping,
             inhibit_any_policy: self.inhibit_any_policy,
             require_revocation: self.require_revocation,
+            min_key_bits: self.min_key_bits,
         }
     }
 
@@ -292,7 +297,7 @@ fn load_trust(
     if anchors.is_empty() {
         if !crls.is_empty() || !pool.is_empty() || v != smime::Validation::default() {
             return Err(usage(
-                "--crl, --cert, --policy, --explicit-policy, --inhibit-*, --require-revocation need trust anchors: give --ca",
+                "--crl, --cert, --policy, --explicit-policy, --inhibit-*, --require-revocation, --min-key-bits need trust anchors: give --ca",
             ));
         }
         return Ok(None);

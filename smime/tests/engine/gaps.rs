@@ -404,3 +404,63 @@ fn windows_key_identifier_is_matched() {
     let id = smime::RecipientId::SubjectKeyId(vec![0xF2, 0x00, 0x8A, 0xA9]);
     assert!(!id.matches(&f.bob.1));
 }
+
+/// Signer keys under 2048 bits are reported as WEAK (as SHA-1 is), and a
+/// minimum key size makes them not valid.
+#[test]
+fn weak_signer_keys_are_reported_and_can_be_refused() {
+    let ca = made::ca();
+    let small = made::leaf(
+        &ca,
+        made::Leaf {
+            cn: "small",
+            serial_hex: "20",
+            eku: None,
+            bits: 1024,
+            ski: true,
+        },
+    );
+    let msg = signed_by(&small, &ca.1);
+    let trust = smime::TrustStore::new(vec![ca.1.clone()], vec![], vec![]).unwrap();
+    let o = smime::verify(&msg, &trust, None).unwrap();
+    let s = o.signatures().next().unwrap();
+    assert!(s.valid, "{:?}", s.reason);
+    assert!(
+        s.signers[0].weak.iter().any(|w| w == "RSA-1024 key"),
+        "{:?}",
+        s.signers[0].weak
+    );
+    let strict = trust
+        .validating(smime::Validation {
+            min_key_bits: Some(2048),
+            ..Default::default()
+        })
+        .unwrap();
+    let o = smime::verify(&msg, &strict, None).unwrap();
+    let s = o.signatures().next().unwrap();
+    assert!(!s.valid);
+    let why = s.reason.clone().unwrap();
+    assert!(
+        why.contains("RSA key has 1024 bits, below the minimum of 2048"),
+        "{why}"
+    );
+    // A 2048-bit signer is neither weak nor refused.
+    let fine = made::leaf(
+        &ca,
+        made::Leaf {
+            cn: "fine",
+            serial_hex: "21",
+            eku: None,
+            bits: 2048,
+            ski: true,
+        },
+    );
+    let o = smime::verify(&signed_by(&fine, &ca.1), &strict, None).unwrap();
+    let s = o.signatures().next().unwrap();
+    assert!(
+        s.valid && s.signers[0].weak.is_empty(),
+        "{:?} {:?}",
+        s.reason,
+        s.signers[0].weak
+    );
+}
