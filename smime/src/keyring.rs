@@ -115,10 +115,18 @@ pub(crate) fn derived_key_ids(cert: &X509Ref) -> Vec<Vec<u8>> {
 /// complement, big-endian), as encoded.
 fn serial_octets(cert: &X509Ref) -> Option<Vec<u8>> {
     use foreign_types_shared::ForeignTypeRef;
-    // SAFETY: i2d of the certificate's own INTEGER, first for the size,
-    // then into a buffer of that size.
+    // SAFETY: the certificate's own INTEGER.
+    unsafe { integer_octets(cert.serial_number().as_ptr()) }
+}
+
+/// The content octets of an ASN1_INTEGER as DER encodes it.
+///
+/// # Safety
+/// `a` must be a valid ASN1_INTEGER.
+pub(crate) unsafe fn integer_octets(a: *const openssl_sys::ASN1_INTEGER) -> Option<Vec<u8>> {
+    // SAFETY: i2d of a valid INTEGER, first for the size, then into a
+    // buffer of that size.
     let der = unsafe {
-        let a = cert.serial_number().as_ptr();
         let n = crate::ffi::i2d_ASN1_INTEGER(a, std::ptr::null_mut());
         if n <= 0 {
             return None;

@@ -233,7 +233,13 @@ pub(crate) fn decrypt_cms(
     parsed: &Parsed,
     keyring: &dyn Keyring,
 ) -> Result<(Vec<u8>, DecryptReport)> {
-    let env = parsed.envelope()?;
+    let env = match parsed.envelope() {
+        Ok(e) => e,
+        // Our parsing layer refuses a structure OpenSSL reads (an OID arc
+        // beyond 64 bits in an attribute, ...): let OpenSSL name the
+        // recipients and decrypt, and say what could not be inspected.
+        Err(why) => return decrypt_opaque_to_us(parsed, keyring, &why.to_string()),
+    };
     let mut tried = 0usize;
     let mut last_err = String::new();
     for r in &env.recipients {
@@ -309,60 +315,80 @@ pub(crate) fn decrypt_cms(
     )))
 }
 
-/// Decrypts with `key` the key-transport RecipientInfo whose
-/// subjectKeyIdentifier is `id` (and only it: with implicit rejection a
-/// wrong RecipientInfo would "succeed" with a random key), then the content.
-fn decrypt_by_key_id(
-    parsed: &Parsed,
-    id: &[u8],
-    key: &openssl::pkey::PKey<openssl::pkey::Private>,
-) -> Option<Vec<u8>> {
-    use foreign_types_shared::ForeignType;
-    let cms = parsed.ossl.as_ptr();
-    // SAFETY: pointers from OpenSSL for objects alive here; the key is set
-    // on the RecipientInfo only for the call and taken back (set0 NULL)
-    // before `key` can be dropped; the BIOs are freed on every path.
+/// The key-transport RecipientInfos as OpenSSL reads them, each with the
+/// identifier it names its certificate by.
+fn ossl_recipients(parsed: &Parsed) -> Vec<(*mut crate::ffi::CMS_RecipientInfo, RecipientId)> {
+    use foreign_types_shared::{ForeignType, ForeignTypeRef};
+    let mut out = Vec::new();
+    // SAFETY: get0 pointers into the CMS object `parsed` owns, read while
+    // it is alive (the caller uses them before `parsed` goes).
     unsafe {
-        let ris = crate::ffi::CMS_get0_RecipientInfos(cms);
+        let ris = crate::ffi::CMS_get0_RecipientInfos(parsed.ossl.as_ptr());
         if ris.is_null() {
-            return None;
+            return out;
         }
-        let mut found = None;
         for i in 0..openssl_sys::OPENSSL_sk_num(ris) {
             let ri = openssl_sys::OPENSSL_sk_value(ris, i) as *mut crate::ffi::CMS_RecipientInfo;
             if crate::ffi::CMS_RecipientInfo_type(ri) != crate::ffi::CMS_RECIPINFO_TRANS {
                 continue;
             }
             let mut keyid: *mut openssl_sys::ASN1_OCTET_STRING = std::ptr::null_mut();
+            let mut issuer: *mut openssl_sys::X509_NAME = std::ptr::null_mut();
+            let mut sno: *mut openssl_sys::ASN1_INTEGER = std::ptr::null_mut();
             if crate::ffi::CMS_RecipientInfo_ktri_get0_signer_id(
                 ri,
                 &mut keyid,
-                std::ptr::null_mut(),
-                std::ptr::null_mut(),
+                &mut issuer,
+                &mut sno,
             ) != 1
-                || keyid.is_null()
             {
                 continue;
             }
-            let p = openssl_sys::ASN1_STRING_get0_data(keyid as *const _);
-            let n = openssl_sys::ASN1_STRING_length(keyid as *const _);
-            if std::slice::from_raw_parts(p, n.max(0) as usize) == id {
-                found = Some(ri);
-                break;
+            if !keyid.is_null() {
+                let p = openssl_sys::ASN1_STRING_get0_data(keyid as *const _);
+                let n = openssl_sys::ASN1_STRING_length(keyid as *const _);
+                out.push((
+                    ri,
+                    RecipientId::SubjectKeyId(
+                        std::slice::from_raw_parts(p, n.max(0) as usize).to_vec(),
+                    ),
+                ));
+            } else if !issuer.is_null() && !sno.is_null() {
+                let name = openssl::x509::X509NameRef::from_ptr(issuer).to_der().ok();
+                let serial = crate::keyring::integer_octets(sno);
+                if let (Some(issuer), Some(serial)) = (name, serial) {
+                    out.push((ri, RecipientId::IssuerSerial { issuer, serial }));
+                }
             }
         }
-        let ri = found?;
-        // set0 takes a reference (and setting NULL again frees it).
+    }
+    out
+}
+
+/// Decrypts with `key` exactly the RecipientInfo `ri` (never any other:
+/// with implicit rejection a wrong one would "succeed" with a random key),
+/// then the content.
+fn decrypt_ri(
+    parsed: &Parsed,
+    ri: *mut crate::ffi::CMS_RecipientInfo,
+    key: &openssl::pkey::PKey<openssl::pkey::Private>,
+) -> std::result::Result<Vec<u8>, String> {
+    use foreign_types_shared::ForeignType;
+    let cms = parsed.ossl.as_ptr();
+    // SAFETY: `ri` belongs to `cms`, alive here; the key is set on the
+    // RecipientInfo with a reference of its own and taken back (set0 NULL
+    // frees that reference); the BIO is freed on every path.
+    unsafe {
         openssl_sys::EVP_PKEY_up_ref(key.as_ptr());
         crate::ffi::CMS_RecipientInfo_set0_pkey(ri, key.as_ptr());
         let ok = crate::ffi::CMS_RecipientInfo_decrypt(cms, ri);
         crate::ffi::CMS_RecipientInfo_set0_pkey(ri, std::ptr::null_mut());
         if ok != 1 {
-            return None;
+            return Err(ossl_reason(&openssl::error::ErrorStack::get()));
         }
         let out = openssl_sys::BIO_new(openssl_sys::BIO_s_mem());
         if out.is_null() {
-            return None;
+            return Err("out of memory".into());
         }
         let ok = crate::ffi::CMS_decrypt(
             cms,
@@ -376,11 +402,75 @@ fn decrypt_by_key_id(
         // BIO_get_mem_data (BIO_CTRL_INFO = 3).
         let len =
             openssl_sys::BIO_ctrl(out, 3, 0, &mut data as *mut _ as *mut std::os::raw::c_void);
-        let plain = (ok == 1 && len >= 0 && !data.is_null())
-            .then(|| std::slice::from_raw_parts(data as *const u8, len as usize).to_vec());
+        let plain = if ok == 1 && len >= 0 && !data.is_null() {
+            Ok(std::slice::from_raw_parts(data as *const u8, len as usize).to_vec())
+        } else {
+            Err(ossl_reason(&openssl::error::ErrorStack::get()))
+        };
         openssl_sys::BIO_free_all(out);
         plain
     }
+}
+
+/// Decrypts with `key` the RecipientInfo whose subjectKeyIdentifier is `id`.
+fn decrypt_by_key_id(
+    parsed: &Parsed,
+    id: &[u8],
+    key: &openssl::pkey::PKey<openssl::pkey::Private>,
+) -> Option<Vec<u8>> {
+    let (ri, _) = ossl_recipients(parsed)
+        .into_iter()
+        .find(|(_, rid)| matches!(rid, RecipientId::SubjectKeyId(k) if k.as_slice() == id))?;
+    decrypt_ri(parsed, ri, key).ok()
+}
+
+/// An EnvelopedData our parsing layer refuses (`why`) but OpenSSL reads:
+/// OpenSSL names the recipients, the keyring finds their keys, and each
+/// RecipientInfo is decrypted with its own key only. The report says what
+/// could not be inspected.
+fn decrypt_opaque_to_us(
+    parsed: &Parsed,
+    keyring: &dyn Keyring,
+    why: &str,
+) -> Result<(Vec<u8>, DecryptReport)> {
+    let recipients = ossl_recipients(parsed);
+    let mut tried = 0;
+    let mut last_err = String::new();
+    for (ri, rid) in &recipients {
+        for kp in keyring.find(rid) {
+            tried += 1;
+            match decrypt_ri(parsed, *ri, &kp.key) {
+                Ok(plain) => {
+                    return Ok((
+                        plain,
+                        DecryptReport {
+                            content_algorithm: format!("(not inspected: {why})"),
+                            authenticated: parsed.kind == CmsKind::AuthEnveloped,
+                            recipient: rid.to_string(),
+                            key_algorithm: "(not inspected)".into(),
+                            key_label: kp.label.clone(),
+                            recipient_count: recipients.len(),
+                        },
+                    ));
+                }
+                Err(e) => last_err = e,
+            }
+        }
+    }
+    if tried == 0 {
+        return Err(Error::NoMatchingKey {
+            recipients: if recipients.is_empty() {
+                vec![format!(
+                    "(OpenSSL names no key-transport recipient; the structure could not be inspected: {why})"
+                )]
+            } else {
+                recipients.iter().map(|(_, r)| r.to_string()).collect()
+            },
+        });
+    }
+    Err(Error::DecryptFailed(format!(
+        "{tried} matching key(s) tried (the structure could not be inspected: {why}): {last_err}"
+    )))
 }
 
 /// What `open` should take off.

@@ -464,3 +464,120 @@ fn weak_signer_keys_are_reported_and_can_be_refused() {
         s.signers[0].weak
     );
 }
+
+mod der {
+    //! Just enough DER to rebuild a ContentInfo with one more element.
+    /// (tag, content start, content end) of the element at `pos`.
+    pub fn read(b: &[u8], pos: usize) -> (u8, usize, usize) {
+        let tag = b[pos];
+        let l0 = b[pos + 1];
+        let (len, start) = if l0 < 0x80 {
+            (usize::from(l0), pos + 2)
+        } else {
+            let n = usize::from(l0 & 0x7f);
+            let mut len = 0usize;
+            for i in 0..n {
+                len = (len << 8) | usize::from(b[pos + 2 + i]);
+            }
+            (len, pos + 2 + n)
+        };
+        (tag, start, start + len)
+    }
+
+    pub fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        let n = content.len();
+        if n < 0x80 {
+            out.push(n as u8);
+        } else {
+            let bytes: Vec<u8> = n
+                .to_be_bytes()
+                .iter()
+                .copied()
+                .skip_while(|&b| b == 0)
+                .collect();
+            out.push(0x80 | bytes.len() as u8);
+            out.extend(bytes);
+        }
+        out.extend_from_slice(content);
+        out
+    }
+
+    /// OID 2.25.<n> (a UUID OID, X.667): one arc of up to 128 bits.
+    pub fn uuid_oid(n: u128) -> Vec<u8> {
+        let mut arc = Vec::new();
+        let mut v = n;
+        arc.push((v & 0x7f) as u8);
+        v >>= 7;
+        while v > 0 {
+            arc.push(((v & 0x7f) as u8) | 0x80);
+            v >>= 7;
+        }
+        arc.reverse();
+        let mut content = vec![2 * 40 + 25];
+        content.extend(arc);
+        tlv(0x06, &content)
+    }
+}
+
+/// An EnvelopedData carrying an attribute typed by a UUID OID (2.25.<128
+/// bits>, as some Microsoft and Java stacks write) is refused by our
+/// parsing layer, which caps arcs; OpenSSL opens it, and so do we now,
+/// saying what could not be inspected.
+#[test]
+fn large_oid_arcs_fall_back_to_openssl() {
+    use openssl::cms::{CMSOptions, CmsContentInfo};
+    use openssl::stack::Stack;
+    use openssl::symm::Cipher;
+    let f = super::fixtures::fx();
+    let mut certs = Stack::new().unwrap();
+    certs.push(f.bob.1.clone()).unwrap();
+    let plain = b"Content-Type: text/plain\r\n\r\nhemmelig\r\n";
+    let der0 = CmsContentInfo::encrypt(&certs, plain, Cipher::aes_256_cbc(), CMSOptions::BINARY)
+        .unwrap()
+        .to_der()
+        .unwrap();
+    // ContentInfo { oid, [0] { EnvelopedData { ... } } } + unprotectedAttrs.
+    let (_, ci_s, _) = der::read(&der0, 0);
+    let (_, _, oid_e) = der::read(&der0, ci_s);
+    let (_, a0_s, _) = der::read(&der0, oid_e);
+    let (_, ed_s, ed_e) = der::read(&der0, a0_s);
+    let attr = der::tlv(
+        0x30,
+        &[
+            der::uuid_oid(0xF81D_4FAE_7DEC_11D0_A765_00A0_C91E_6BF6),
+            der::tlv(0x31, &[0x05, 0x00]),
+        ]
+        .concat(),
+    );
+    let mut ed = der0[ed_s..ed_e].to_vec();
+    ed.extend(der::tlv(0xA1, &attr));
+    let ci = der::tlv(
+        0x30,
+        &[
+            der0[ci_s..oid_e].to_vec(),
+            der::tlv(0xA0, &der::tlv(0x30, &ed)),
+        ]
+        .concat(),
+    );
+    // OpenSSL reads it.
+    let ossl = CmsContentInfo::from_der(&ci).unwrap();
+    assert_eq!(ossl.decrypt(&f.bob.0, &f.bob.1).unwrap(), plain);
+    // And we do.
+    let kr = super::fixtures::keyring(&[(&f.bob, "bob")]);
+    let opened = smime::decrypt(&ci, &kr, None).unwrap_or_else(|e| panic!("{e}"));
+    assert!(opened.message.ends_with(b"hemmelig\r\n"));
+    let smime::LayerReport::Decrypted(d) = &opened.layers[0] else {
+        panic!("{:?}", opened.layers)
+    };
+    assert!(
+        d.content_algorithm.starts_with("(not inspected:"),
+        "{}",
+        d.content_algorithm
+    );
+    assert_eq!(d.key_label, "bob");
+    // Nobody's key: the recipients OpenSSL names are listed.
+    let other = super::fixtures::keyring(&[(&f.alice, "alice")]);
+    let e = smime::decrypt(&ci, &other, None).unwrap_err().to_string();
+    assert!(e.contains("CN=bob") || e.contains("serial=03"), "{e}");
+}
