@@ -171,10 +171,82 @@ impl Parsed {
     /// The SignedData structure.
     pub fn signed_data(&self) -> Result<SignedData> {
         let ci = &self.ci;
-        ci.content
-            .decode_as()
-            .map_err(|e| Error::MalformedCms(format!("SignedData: {e}")))
+        match ci.content.decode_as::<SignedData>() {
+            Ok(sd) => Ok(sd),
+            Err(e) => {
+                // The CRLs are what our parsing layer most often refuses
+                // (a version-1 CRL has no version field); they are read
+                // through OpenSSL anyway: try again without them.
+                let der = ci
+                    .content
+                    .to_der()
+                    .map_err(|e| Error::MalformedCms(format!("SignedData: {e}")))?;
+                without_crls(&der)
+                    .and_then(|d| SignedData::from_der(&d).ok())
+                    .ok_or_else(|| Error::MalformedCms(format!("SignedData: {e}")))
+            }
+        }
     }
+}
+
+/// A SignedData (DER) without its `crls [1] IMPLICIT` element, when it has
+/// one; `None` otherwise or when the DER cannot be walked.
+fn without_crls(der: &[u8]) -> Option<Vec<u8>> {
+    // (tag, content start, content end) of the element at `pos`.
+    fn read(b: &[u8], pos: usize) -> Option<(u8, usize, usize)> {
+        let tag = *b.get(pos)?;
+        let l0 = *b.get(pos + 1)?;
+        let (len, start) = if l0 < 0x80 {
+            (usize::from(l0), pos + 2)
+        } else {
+            let n = usize::from(l0 & 0x7f);
+            if n == 0 || n > 4 {
+                return None;
+            }
+            let mut len = 0usize;
+            for i in 0..n {
+                len = (len << 8) | usize::from(*b.get(pos + 2 + i)?);
+            }
+            (len, pos + 2 + n)
+        };
+        let end = start.checked_add(len)?;
+        (end <= b.len()).then_some((tag, start, end))
+    }
+    let (tag, start, end) = read(der, 0)?;
+    if tag != 0x30 || end != der.len() {
+        return None;
+    }
+    let mut content = Vec::with_capacity(der.len());
+    let mut pos = start;
+    let mut dropped = false;
+    while pos < end {
+        let (t, _, e) = read(der, pos)?;
+        if t == 0xA1 {
+            dropped = true;
+        } else {
+            content.extend_from_slice(&der[pos..e]);
+        }
+        pos = e;
+    }
+    if !dropped {
+        return None;
+    }
+    let mut out = vec![0x30];
+    let n = content.len();
+    if n < 0x80 {
+        out.push(n as u8);
+    } else {
+        let bytes: Vec<u8> = n
+            .to_be_bytes()
+            .iter()
+            .copied()
+            .skip_while(|&b| b == 0)
+            .collect();
+        out.push(0x80 | bytes.len() as u8);
+        out.extend(bytes);
+    }
+    out.extend(content);
+    Some(out)
 }
 
 /// One recipient of an encrypted message.

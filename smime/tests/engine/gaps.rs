@@ -581,3 +581,24 @@ fn large_oid_arcs_fall_back_to_openssl() {
     let e = smime::decrypt(&ci, &other, None).unwrap_err().to_string();
     assert!(e.contains("CN=bob") || e.contains("serial=03"), "{e}");
 }
+
+/// A version-1 CRL inside SignedData (no version field: 1990s mail, some
+/// CAs still): inspect reads the message and verify keeps its signer
+/// details and content check (MimeKit's msg21, Deming Software, 1997).
+#[test]
+fn version_1_crl_in_signed_data_is_read() {
+    let Some(tv) = vectors() else { return };
+    let eml = fs::read(tv.join("mimekit/content-length.mbox.txt.msg21.eml")).unwrap();
+    let layers = smime::inspect(&eml).unwrap_or_else(|e| panic!("inspect: {e}"));
+    assert!(!layers.is_empty());
+    let trust = smime::TrustStore::new(vec![], vec![], vec![]).unwrap();
+    let o = smime::verify(&eml, &trust, None).unwrap();
+    let s = o.signatures().next().unwrap();
+    assert!(s.intact, "{:?}", s.reason);
+    assert_eq!(s.signers[0].emails, ["BlakeR@deming.com"]);
+    assert!(
+        s.signers[0].weak.iter().any(|w| w.contains("MD5")),
+        "{:?}",
+        s.signers[0].weak
+    );
+}
