@@ -60,13 +60,23 @@ fn gpgsm_armour_is_accepted() {
         assert_eq!(asc.message, der.message, "{n}");
     }
     // SIGNED MESSAGE armour goes the same way (a signature made here).
-    let der = fs::read(g.join("plain-1.cms.der")).unwrap();
+    let f = super::fixtures::fx();
+    let der = smime::sign_der(
+        b"Content-Type: text/plain\r\n\r\nhej\r\n",
+        &super::fixtures::pair(&f.alice, "a"),
+        &smime::SignOptions {
+            opaque: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let b64 = smime::mime::encode_base64_lines(&der);
     let text = format!(
-        "-----BEGIN ENCRYPTED MESSAGE-----\n{}-----END ENCRYPTED MESSAGE-----\n",
+        "-----BEGIN SIGNED MESSAGE-----\n{}-----END SIGNED MESSAGE-----\n",
         String::from_utf8(b64).unwrap()
     );
-    assert!(smime::decrypt(text.as_bytes(), &kr, None).is_ok());
+    let o = smime::verify(text.as_bytes(), &super::fixtures::trust(), None).unwrap();
+    assert!(o.all_signatures_valid());
     let bad = "-----BEGIN ENCRYPTED MESSAGE-----\nMIAG\n";
     let e = smime::decrypt(bad.as_bytes(), &kr, None).unwrap_err();
     assert!(e.to_string().contains("END ENCRYPTED MESSAGE"), "{e}");
@@ -344,6 +354,19 @@ fn negative_serial_numbers_match() {
     let id = smime::RecipientId::from_cert(&neg.1).unwrap();
     assert!(id.matches(&neg.1));
     assert!(!id.matches(&pos.1));
+}
+
+/// ECDH key agreement is named, whatever KDF digest and DH variant.
+#[test]
+fn ecdh_key_agreement_is_named() {
+    use const_oid::ObjectIdentifier as Oid;
+    for (oid, name) in [
+        ("1.3.132.1.11.2", "dhSinglePass-stdDH-sha384kdf"),
+        ("1.3.132.1.11.3", "dhSinglePass-stdDH-sha512kdf"),
+        ("1.3.132.1.14.1", "dhSinglePass-cofactorDH-sha256kdf"),
+    ] {
+        assert_eq!(smime::cmsinfo::alg_name(&Oid::new_unwrap(oid)), name);
+    }
 }
 
 /// An AES-GCM message altered after encryption says so, instead of
