@@ -406,8 +406,6 @@ pub fn alg_name(oid: &ObjectIdentifier) -> String {
         "1.3.132.1.14.3" => "dhSinglePass-cofactorDH-sha512kdf",
         "1.3.133.16.840.63.0.16" => "mqvSinglePass-sha1kdf",
         "1.2.840.113549.1.9.16.3.5" => "ESDH",
-        "1.2.840.113549.1.9.16.3.10" => "SSDH",
-        "1.2.840.113549.1.9.16.3.5" => "ESDH",
         _ => return s,
     };
     name.to_string()
