@@ -120,8 +120,27 @@ pub(crate) fn shape<'a>(e: &Entity<'a>) -> Result<Shape<'a>> {
             .param("name")
             .is_some_and(|n| n.to_ascii_lowercase().ends_with(".p7m"));
     if is_pkcs7_mime(&ct.mime_type) || by_name {
-        let der = e.decoded_body()?;
-        return Ok(Shape::Cms(Box::new(cmsinfo::parse(&der)?)));
+        // OpenSSL's reader takes a pkcs7-mime body as base64 whatever its
+        // Content-Transfer-Encoding says; do the same when the declared one
+        // is unknown or does not give CMS.
+        let declared = e.decoded_body();
+        let parsed = match &declared {
+            Ok(der) => cmsinfo::parse(der),
+            Err(err) => Err(Error::Mime(err.to_string())),
+        };
+        return match parsed {
+            Ok(p) => Ok(Shape::Cms(Box::new(p))),
+            Err(first) => match crate::mime::decode_base64(e.body())
+                .ok()
+                .and_then(|der| cmsinfo::parse(&der).ok())
+            {
+                Some(p) => Ok(Shape::Cms(Box::new(p))),
+                None => Err(match declared {
+                    Err(transfer) => transfer,
+                    Ok(_) => first,
+                }),
+            },
+        };
     }
     if ct.mime_type == "multipart/signed" {
         let boundary = ct

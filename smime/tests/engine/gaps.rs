@@ -625,3 +625,39 @@ fn version_1_crl_in_signed_data_is_read() {
         s.signers[0].weak
     );
 }
+
+/// Found by the differential fuzz target: OpenSSL reads a pkcs7-mime body
+/// as base64 whatever its Content-Transfer-Encoding says (an unknown one,
+/// or `7bit` over base64 text); so does the engine now.
+#[test]
+fn pkcs7_mime_body_is_base64_whatever_the_transfer_encoding_says() {
+    let f = super::fixtures::fx();
+    let enc = smime::encrypt(
+        b"Content-Type: text/plain\r\n\r\nhemmelig\r\n",
+        std::slice::from_ref(&f.bob.1),
+        &smime::EncryptOptions::default(),
+    )
+    .unwrap();
+    let text = String::from_utf8(enc).unwrap();
+    assert!(text.contains("Content-Transfer-Encoding: base64"));
+    let kr = super::fixtures::keyring(&[(&f.bob, "bob")]);
+    for cte in ["base63", "7bit", "x-unknown"] {
+        let m = text.replace(
+            "Content-Transfer-Encoding: base64",
+            &format!("Content-Transfer-Encoding: {cte}"),
+        );
+        let o = smime::decrypt(m.as_bytes(), &kr, None).unwrap_or_else(|e| panic!("{cte}: {e}"));
+        assert!(o.message.ends_with(b"hemmelig\r\n"), "{cte}");
+    }
+    // Not base64 either: the transfer encoding is still what is reported.
+    let m = text.replace(
+        "Content-Transfer-Encoding: base64",
+        "Content-Transfer-Encoding: base63",
+    );
+    let (head, _) = m.split_once("\r\n\r\n").unwrap();
+    let bad = format!("{head}\r\n\r\n%%% not base64 %%%\r\n");
+    let e = smime::decrypt(bad.as_bytes(), &kr, None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("base63"), "{e}");
+}
