@@ -143,10 +143,18 @@ pub(crate) fn shape<'a>(e: &Entity<'a>) -> Result<Shape<'a>> {
         };
     }
     if ct.mime_type == "multipart/signed" {
+        // A parameter list broken before it (a stray quote in `protocol`,
+        // seen in the wild and by the differential fuzzer) still names
+        // the boundary: look for it in the raw field as OpenSSL does.
+        let raw_boundary = e
+            .header("Content-Type")
+            .and_then(|h| boundary_in(&h.unfolded()));
         let boundary = ct
             .param("boundary")
+            .map(str::to_string)
+            .or(raw_boundary)
             .ok_or_else(|| Error::Mime("multipart/signed without a boundary parameter".into()))?;
-        let mp = Multipart::parse(e.body(), boundary)?;
+        let mp = Multipart::parse(e.body(), &boundary)?;
         if mp.parts.len() != 2 {
             return Err(Error::Mime(format!(
                 "multipart/signed must have exactly 2 parts (content, signature), found {}",
@@ -490,6 +498,32 @@ fn decrypt_opaque_to_us(
     Err(Error::DecryptFailed(format!(
         "{tried} matching key(s) tried (the structure could not be inspected: {why}): {last_err}"
     )))
+}
+
+/// `boundary=<value>` anywhere in a Content-Type field value (quoted or
+/// not), for a parameter list the strict parser cannot read.
+fn boundary_in(value: &str) -> Option<String> {
+    let lower = value.to_ascii_lowercase();
+    let mut from = 0;
+    while let Some(i) = lower[from..].find("boundary") {
+        let at = from + i + "boundary".len();
+        let rest = value[at..].trim_start();
+        if let Some(v) = rest.strip_prefix('=') {
+            let v = v.trim_start();
+            let b = if let Some(q) = v.strip_prefix('"') {
+                q.split('"').next().unwrap_or_default()
+            } else {
+                v.split(|c: char| c == ';' || c.is_whitespace())
+                    .next()
+                    .unwrap_or_default()
+            };
+            if !b.is_empty() && b.len() <= 70 {
+                return Some(b.to_string());
+            }
+        }
+        from = at;
+    }
+    None
 }
 
 /// What `open` should take off.

@@ -661,3 +661,23 @@ fn pkcs7_mime_body_is_base64_whatever_the_transfer_encoding_says() {
         .to_string();
     assert!(e.contains("base63"), "{e}");
 }
+
+/// Found by the differential fuzz target: a multipart/signed whose
+/// Content-Type parameters are broken before `boundary` (a stray quote in
+/// `protocol`) still verifies, as OpenSSL reads it.
+#[test]
+fn boundary_is_found_behind_a_broken_parameter() {
+    let f = super::fixtures::fx();
+    let signed = smime::sign(
+        b"Content-Type: text/plain\r\n\r\nhej\r\n",
+        &super::fixtures::pair(&f.alice, "a"),
+        &smime::SignOptions::default(),
+    )
+    .unwrap();
+    let text = String::from_utf8(signed).unwrap();
+    let broken = text.replacen("protocol=\"", "protocol\u{ff}\u{ff}", 1);
+    assert_ne!(broken, text);
+    let o = smime::verify(broken.as_bytes(), &super::fixtures::trust(), None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(o.all_signatures_valid());
+}
