@@ -20,6 +20,32 @@
 //! assert_eq!(entity.body(), b"MIAG");
 //! ```
 //!
+//! # Where the engine and OpenSSL differ, deliberately
+//!
+//! The differential fuzz targets (`fuzz/`, `diff_decrypt` and
+//! `diff_verify`) run the engine and the OpenSSL it links on the same bytes.
+//! Every disagreement they found was fixed (each with a test in
+//! `tests/engine/gaps.rs`) or is one of these:
+//!
+//! | input | OpenSSL | engine | why |
+//! |---|---|---|---|
+//! | a header line with no colon, or a field name that is not ASCII text (`MIM\xFFE-Version`), before the Content-Type | skips the line and reads on | the header ends there (RFC 5322 §2.2); on line 1 the error says so | every mail reader ends the header at such a line; reading on can take a Content-Type from the body |
+//! | bytes that begin as a DER SEQUENCE and go on as a MIME message | takes the DER as a bad header line, reads the MIME | bare CMS (as gpgsm and `cmsutil` write it) | bare CMS input is a feature; such a mixture is not mail |
+//! | base64 with padding in the middle or bytes outside the alphabet | its BIO resynchronises and may decode something | refuses (transfer encoding) | a guessed decoding is another message |
+//! | a corrupted encrypted key with a CBC cipher | the MMA countermeasure decrypts with a random key: 1 in 256 "succeeds" with garbage | the same OpenSSL call: the same chance | inherent to CBC (GCM fails cleanly); the fuzz harness counts an OpenSSL success only when two decryptions agree |
+//! | multipart/signed OpenSSL's reader cannot split ("no multipart body") | refuses | verifies the parts it finds, over their exact bytes | more lenient only where the signature covers exactly the bytes shown |
+//! | a signature that matches only with the other line ends | invalid | valid, reported as `canonicalised` | mail stored with LF line ends |
+//! | a signer whose EKU is only anyExtendedKeyUsage | refused (`smime_sign` purpose) | accepted | RFC 8550 §4.4.4 |
+//! | a chain that breaks its CAs' policy constraints | accepted (no policy check by default) | refused | RFC 5280 §6.1 |
+//! | a recipient named by a Windows-derived key identifier | no matching recipient | opened | .NET and Windows write them |
+//! | a leading mbox `From ` or HTTP request line | read as a (bad) header line | skipped, with a note | same result, said aloud |
+//!
+//! Also found: the `openssl` crate's `ErrorStack::get` panics when OpenSSL's
+//! error data is not UTF-8, which `SMIME_read_CMS` produces by echoing a
+//! Content-Type from the input. The engine never calls `SMIME_read_CMS`
+//! (it parses MIME itself), and the fuzz harness reads the error queue
+//! itself.
+//!
 //! All private-key and cipher work goes through OpenSSL (the vendored 3.x,
 //! with implicit rejection for RSA PKCS#1 v1.5); call [`init`] once at
 //! start (every entry point also does, once) so the `legacy` provider is there

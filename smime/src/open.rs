@@ -466,7 +466,15 @@ fn decrypt_opaque_to_us(
     for (ri, rid) in &recipients {
         for kp in keyring.find(rid) {
             tried += 1;
-            match decrypt_ri(parsed, *ri, &kp.key) {
+            // OpenSSL's own path first (it opens the RecipientInfo that
+            // names the certificate), then exactly this RecipientInfo (for
+            // identifiers OpenSSL does not derive).
+            let opened = parsed
+                .ossl
+                .decrypt(&kp.key, &kp.cert)
+                .map_err(|e| ossl_reason(&e))
+                .or_else(|_| decrypt_ri(parsed, *ri, &kp.key));
+            match opened {
                 Ok(plain) => {
                     return Ok((
                         plain,
