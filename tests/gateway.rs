@@ -663,6 +663,52 @@ fn inbound_decrypts_oces3_and_legacy_oces2_verifies_and_harvests() {
     }
 }
 
+/// The `X-Sikkermail-Signature` of each of `n` delivered messages, by
+/// Subject.
+fn signatures_by_subject(sink: &Sink, n: usize, serve: &Serve) -> BTreeMap<String, String> {
+    sink.wait_for(n, 60, Some(serve))
+        .iter()
+        .map(|(_, m)| {
+            (
+                header(m, "Subject").unwrap_or("").to_string(),
+                header(m, "X-Sikkermail-Signature")
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+/// `serve` with `[http] listen` on a port of its own and `public_url` on
+/// it (the internal CA's certificates then name its CRL and OCSP
+/// addresses), plus `extra` TOML; the public URL.
+fn serve_public(site: &Site, extra: &str, log: &str) -> (Serve, String) {
+    let d = site.dir.parent().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let cfg = d.join(format!("{log}.toml"));
+    let db = site
+        .db_url
+        .as_ref()
+        .map(|u| format!("database_url = \"{u}\"\n"))
+        .unwrap_or_default();
+    fs::write(
+        &cfg,
+        format!(
+            "data_dir = \"{}\"\n{db}hostname = \"gw.test\"\n{extra}\n[http]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"{base}\"\n",
+            site.dir.display()
+        ),
+    )
+    .unwrap();
+    let mut c = bin();
+    c.arg("serve")
+        .arg("--config")
+        .arg(&cfg)
+        .env("SIKKERMAIL_INBOUND_LISTEN", "127.0.0.1:0")
+        .env("SIKKERMAIL_OUTBOUND_LISTEN", "127.0.0.1:0");
+    (Serve::spawn(c, &d.join(format!("{log}.log"))), base)
+}
+
 /// A signing certificate for `email` from the CA `ca` (made by
 /// [`outside_party`]), asserting `policies` (comma-separated OIDs) if any.
 fn leaf_of(dir: &Path, ca: &str, cn: &str, email: &str, policies: &str) -> (String, String) {
@@ -758,18 +804,7 @@ fn inbound_trust_rules_report_valid_but_untrusted() {
         );
         swaks(serve.inbound, from, "post@advokat.test", &d.join(&f));
     }
-    let got = sink.wait_for(cases.len(), 60, Some(&serve));
-    let sig: BTreeMap<String, String> = got
-        .iter()
-        .map(|(_, m)| {
-            (
-                header(m, "Subject").unwrap_or("").to_string(),
-                header(m, "X-Sikkermail-Signature")
-                    .unwrap_or("")
-                    .to_string(),
-            )
-        })
-        .collect();
+    let sig = signatures_by_subject(&sink, cases.len(), &serve);
     // signer_policies: kept (the chain asserts OCES3) and broken (none).
     assert_eq!(sig["Regel 1"], "valid; signer=byret@domstol.test");
     let r2 = &sig["Regel 2"];
@@ -824,29 +859,7 @@ fn our_ocsp_responder_answers_openssl() {
         "--cvr",
         "12345678",
     ]);
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let cfg = d.join("ocsp.toml");
-    let db = site
-        .db_url
-        .as_ref()
-        .map(|u| format!("database_url = \"{u}\"\n"))
-        .unwrap_or_default();
-    fs::write(
-        &cfg,
-        format!(
-            "data_dir = \"{}\"\n{db}hostname = \"gw.test\"\n[http]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"{base}\"\n",
-            site.dir.display()
-        ),
-    )
-    .unwrap();
-    let mut c = bin();
-    c.arg("serve")
-        .arg("--config")
-        .arg(&cfg)
-        .env("SIKKERMAIL_INBOUND_LISTEN", "127.0.0.1:0")
-        .env("SIKKERMAIL_OUTBOUND_LISTEN", "127.0.0.1:0");
-    let serve = Serve::spawn(c, &d.join("serve-ocsp.log"));
+    let (serve, base) = serve_public(&site, "", "serve-ocsp");
     let issue = |name: &str, email: &str| {
         first_field(&site.ok(&[
             "cert",
@@ -977,31 +990,15 @@ fn inbound_signatures_are_checked_for_revocation_by_ocsp() {
         "--cvr",
         "12345678",
     ]);
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
     let sink = Sink::start(&d.join("sink"));
-    let cfg = d.join("rev.toml");
-    let db = site
-        .db_url
-        .as_ref()
-        .map(|u| format!("database_url = \"{u}\"\n"))
-        .unwrap_or_default();
-    fs::write(
-        &cfg,
-        format!(
-            "data_dir = \"{}\"\n{db}hostname = \"gw.test\"\n[organisation]\ndomains = [\"advokat.test\"]\n[inbound]\nnext_hop = \"127.0.0.1:{}\"\nnext_hop_tls = \"none\"\n[http]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"{base}\"\n",
-            site.dir.display(),
+    let (serve, base) = serve_public(
+        &site,
+        &format!(
+            "[organisation]\ndomains = [\"advokat.test\"]\n[inbound]\nnext_hop = \"127.0.0.1:{}\"\nnext_hop_tls = \"none\"",
             sink.port
         ),
-    )
-    .unwrap();
-    let mut c = bin();
-    c.arg("serve")
-        .arg("--config")
-        .arg(&cfg)
-        .env("SIKKERMAIL_INBOUND_LISTEN", "127.0.0.1:0")
-        .env("SIKKERMAIL_OUTBOUND_LISTEN", "127.0.0.1:0");
-    let serve = Serve::spawn(c, &d.join("serve-rev.log"));
+        "serve-rev",
+    );
     fs::write(
         d.join("inner.txt"),
         "Content-Type: text/plain; charset=utf-8\r\n\r\nNotat.\r\n",
@@ -1049,18 +1046,7 @@ fn inbound_signatures_are_checked_for_revocation_by_ocsp() {
             &d.join(format!("{who}.eml")),
         );
     }
-    let got = sink.wait_for(2, 60, Some(&serve));
-    let sig: BTreeMap<String, String> = got
-        .iter()
-        .map(|(_, m)| {
-            (
-                header(m, "Subject").unwrap_or("").to_string(),
-                header(m, "X-Sikkermail-Signature")
-                    .unwrap_or("")
-                    .to_string(),
-            )
-        })
-        .collect();
+    let sig = signatures_by_subject(&sink, 2, &serve);
     assert_eq!(sig["kollega"], "valid; signer=kollega@advokat.test");
     let r = &sig["fratraadt"];
     assert!(
