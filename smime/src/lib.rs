@@ -38,6 +38,7 @@
 //! | a signer whose EKU is only anyExtendedKeyUsage | refused (`smime_sign` purpose) | accepted | RFC 8550 §4.4.4 |
 //! | a chain that breaks its CAs' policy constraints | accepted (no policy check by default) | refused | RFC 5280 §6.1 |
 //! | a recipient named by a Windows-derived key identifier | no matching recipient | opened | .NET and Windows write them |
+//! | no RecipientInfo names the key's certificate (an altered identifier) | tries the key on the recipients anyway and may open | no matching key | never trial-decrypt: with implicit rejection a wrong key "succeeds" |
 //! | a leading mbox `From ` or HTTP request line | read as a (bad) header line | skipped, with a note | same result, said aloud |
 //!
 //! Also found: the `openssl` crate's `ErrorStack::get` panics when OpenSSL's
