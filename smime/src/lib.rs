@@ -38,6 +38,7 @@
 //! | a signer whose EKU is only anyExtendedKeyUsage | refused (`smime_sign` purpose) | accepted | RFC 8550 §4.4.4 |
 //! | a chain that breaks its CAs' policy constraints | accepted (no policy check by default) | refused | RFC 5280 §6.1 |
 //! | a recipient named by a Windows-derived key identifier | no matching recipient | opened | .NET and Windows write them |
+//! | content encrypted in a stream mode (AES-CFB/OFB, DES-CFB/OFB) | "opens" with any key, a wrong one giving garbage | refused as unsupported | S/MIME uses CBC and GCM (RFC 8551 §2.7); nothing tells a right key from a wrong one |
 //! | no RecipientInfo names the key's certificate (an altered identifier) | tries the key on the recipients anyway and may open | no matching key | never trial-decrypt: with implicit rejection a wrong key "succeeds" |
 //! | a leading mbox `From ` or HTTP request line | read as a (bad) header line | skipped, with a note | same result, said aloud |
 //!

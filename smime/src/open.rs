@@ -267,6 +267,26 @@ pub(crate) fn decrypt_cms(
         // recipients and decrypt, and say what could not be inspected.
         Err(why) => return decrypt_opaque_to_us(parsed, keyring, &why.to_string()),
     };
+    // Stream modes (CFB, OFB) have neither padding nor a tag: OpenSSL's
+    // countermeasure answers an undecryptable key with a random one, and
+    // any key "opens" them to garbage. S/MIME uses CBC and GCM only
+    // (RFC 8551 §2.7); found by the differential fuzzer.
+    const STREAM_MODES: &[&str] = &[
+        "2.16.840.1.101.3.4.1.3",  // aes128-OFB
+        "2.16.840.1.101.3.4.1.4",  // aes128-CFB
+        "2.16.840.1.101.3.4.1.23", // aes192-OFB
+        "2.16.840.1.101.3.4.1.24", // aes192-CFB
+        "2.16.840.1.101.3.4.1.43", // aes256-OFB
+        "2.16.840.1.101.3.4.1.44", // aes256-CFB
+        "1.3.14.3.2.8",            // desOFB
+        "1.3.14.3.2.9",            // desCFB
+    ];
+    if STREAM_MODES.contains(&env.content_alg.as_str()) {
+        return Err(Error::Unsupported(format!(
+            "content encryption {}: a stream mode with no padding or authentication tag, which any key would \"open\" to garbage; S/MIME uses CBC or GCM",
+            env.content_alg
+        )));
+    }
     let mut tried = 0usize;
     let mut last_err = String::new();
     for r in &env.recipients {

@@ -681,3 +681,29 @@ fn boundary_is_found_behind_a_broken_parameter() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(o.all_signatures_valid());
 }
+
+/// Found by the differential fuzz target: content encrypted in a stream
+/// mode (here AES-256-CFB, made with OpenSSL) has no padding and no tag,
+/// so a wrong key "opens" it to garbage; the engine refuses such content
+/// instead of handing out garbage as a decrypted message.
+#[test]
+fn stream_mode_content_encryption_is_refused() {
+    use openssl::cms::{CMSOptions, CmsContentInfo};
+    use openssl::stack::Stack;
+    use openssl::symm::Cipher;
+    let f = super::fixtures::fx();
+    let mut certs = Stack::new().unwrap();
+    certs.push(f.bob.1.clone()).unwrap();
+    let der = CmsContentInfo::encrypt(
+        &certs,
+        b"Content-Type: text/plain\r\n\r\nhemmelig\r\n",
+        Cipher::aes_256_cfb128(),
+        CMSOptions::BINARY,
+    )
+    .unwrap()
+    .to_der()
+    .unwrap();
+    let kr = super::fixtures::keyring(&[(&f.bob, "bob")]);
+    let e = smime::decrypt(&der, &kr, None).unwrap_err().to_string();
+    assert!(e.contains("stream mode"), "{e}");
+}
