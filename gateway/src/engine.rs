@@ -63,8 +63,9 @@ pub struct Gateway {
     pub svc: Service,
     /// Counters.
     pub metrics: Metrics,
-    /// The outbound policy.
-    pub policy: Policy,
+    /// The policy: outbound decisions, and the inbound trust rules
+    /// ([`Crypto::rules`] is the same one).
+    pub policy: Arc<Policy>,
     /// This node's name for queue leases.
     pub owner: String,
     /// Woken when messages are queued.
@@ -114,7 +115,8 @@ impl Gateway {
                 "took back claims of this node's previous run"
             );
         }
-        let crypto = load_crypto(&svc, &cfg).await?;
+        let policy = Arc::new(policy);
+        let crypto = load_crypto(&svc, &cfg, Arc::clone(&policy)).await?;
         let (tx, rx) = mpsc::channel(4096);
         let owner = format!("{node}/{}", std::process::id());
         let gw = Arc::new(Gateway {
@@ -144,7 +146,7 @@ impl Gateway {
     /// Reloads keys and trust anchors from the store (after an import, a
     /// renewal, a rotation).
     pub async fn reload_crypto(&self) -> Result<()> {
-        let c = load_crypto(&self.svc, &self.cfg).await?;
+        let c = load_crypto(&self.svc, &self.cfg, Arc::clone(&self.policy)).await?;
         match self.crypto.write() {
             Ok(mut g) => *g = Arc::new(c),
             Err(p) => *p.into_inner() = Arc::new(c),
@@ -321,7 +323,7 @@ async fn writer(gw: std::sync::Weak<Gateway>, mut rx: mpsc::Receiver<(Incoming, 
 
 /// Loads the organisation's keys and the trust anchors (the internal root
 /// and `[inbound] trust_anchors`), under the data directory's shared lock.
-pub async fn load_crypto(svc: &Service, cfg: &Config) -> Result<Crypto> {
+pub async fn load_crypto(svc: &Service, cfg: &Config, rules: Arc<Policy>) -> Result<Crypto> {
     // The data directory's lock is taken for this operation only (shared:
     // a rotation waits for it, and it waits for a rotation).
     let lock = {
@@ -353,11 +355,10 @@ pub async fn load_crypto(svc: &Service, cfg: &Config) -> Result<Crypto> {
     }
     let trust = TrustStore::new(anchors, pool, Vec::new())
         .map_err(|e| Error::Start(format!("trust anchors: {e}")))?;
-    let (rules, _) = crate::load_policy(cfg)?;
     Ok(Crypto {
         keys,
         trust,
-        rules: Arc::new(rules),
+        rules,
         revocation: crate::revocation::Fetcher::new(
             Some(svc.store().clone()),
             crate::revocation::Limits::default(),

@@ -166,35 +166,37 @@ impl Pki {
 
     /// Issues `name` with `openssl ca` (so it is in the index).
     fn issue(&self, name: &str, ext: &str) -> String {
-        fs::write(
-            self.dir.join(format!("{name}.ext")),
-            format!("basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n{ext}"),
+        self.make(
+            name,
+            ext,
+            "openssl ca -batch -config ca.cnf -extfile {name}.ext -in {name}.csr -out {name}.crt",
         )
-        .unwrap();
-        sh(
-            &self.dir,
-            &format!(
-                "openssl req -newkey rsa:2048 -nodes -subj '/CN={name}' -keyout {name}.key -out {name}.csr 2>/dev/null && \
-                 openssl ca -batch -config ca.cnf -extfile {name}.ext -in {name}.csr -out {name}.crt 2>/dev/null"
-            ),
-        );
-        self.dir.join(format!("{name}.crt")).display().to_string()
     }
 
     /// Signs `name` outside `openssl ca`: the responder does not know it.
     fn issue_unknown(&self, name: &str, ext: &str) {
+        self.make(
+            name,
+            ext,
+            "openssl x509 -req -in {name}.csr -CA ca.crt -CAkey ca.key -set_serial 0x77777 -days 30 -extfile {name}.ext -out {name}.crt",
+        );
+    }
+
+    /// A key and request for `name`, signed by `sign` (`{name}` replaced).
+    fn make(&self, name: &str, ext: &str, sign: &str) -> String {
         fs::write(
             self.dir.join(format!("{name}.ext")),
             format!("basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n{ext}"),
         )
         .unwrap();
+        let sign = sign.replace("{name}", name);
         sh(
             &self.dir,
             &format!(
-                "openssl req -newkey rsa:2048 -nodes -subj '/CN={name}' -keyout {name}.key -out {name}.csr 2>/dev/null && \
-                 openssl x509 -req -in {name}.csr -CA ca.crt -CAkey ca.key -set_serial 0x77777 -days 30 -extfile {name}.ext -out {name}.crt 2>/dev/null"
+                "openssl req -newkey rsa:2048 -nodes -subj '/CN={name}' -keyout {name}.key -out {name}.csr 2>/dev/null && {sign} 2>/dev/null"
             ),
         );
+        self.dir.join(format!("{name}.crt")).display().to_string()
     }
 
     fn chain(&self, leaf: &str) -> Vec<Vec<u8>> {

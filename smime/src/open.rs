@@ -296,42 +296,33 @@ pub(crate) fn decrypt_cms(
             // With the certificate, OpenSSL uses only the RecipientInfo that
             // names it: no "any recipient" guessing, which with implicit
             // rejection would "succeed" with a random key.
-            match parsed.ossl.decrypt(&kp.key, &kp.cert) {
-                Ok(plain) => {
-                    return Ok((
-                        plain,
-                        DecryptReport {
-                            content_algorithm: env.content_alg.clone(),
-                            authenticated: env.auth,
-                            recipient: rid.to_string(),
-                            key_algorithm: r.key_alg.clone(),
-                            key_label: kp.label.clone(),
-                            recipient_count: env.recipients.len(),
-                        },
-                    ));
-                }
+            let opened = match parsed.ossl.decrypt(&kp.key, &kp.cert) {
+                Ok(plain) => Some(plain),
                 Err(e) => {
                     last_err = ossl_reason(&e);
                     // A key identifier OpenSSL does not derive itself
                     // (Windows: SHA-1 of the whole SubjectPublicKeyInfo):
                     // decrypt exactly the RecipientInfo that names it.
-                    if let RecipientId::SubjectKeyId(id) = rid
-                        && kp.cert.subject_key_id().is_none()
-                        && let Some(plain) = decrypt_by_key_id(parsed, id, &kp.key)
-                    {
-                        return Ok((
-                            plain,
-                            DecryptReport {
-                                content_algorithm: env.content_alg.clone(),
-                                authenticated: env.auth,
-                                recipient: rid.to_string(),
-                                key_algorithm: r.key_alg.clone(),
-                                key_label: kp.label.clone(),
-                                recipient_count: env.recipients.len(),
-                            },
-                        ));
+                    match rid {
+                        RecipientId::SubjectKeyId(id) if kp.cert.subject_key_id().is_none() => {
+                            decrypt_by_key_id(parsed, id, &kp.key)
+                        }
+                        _ => None,
                     }
                 }
+            };
+            if let Some(plain) = opened {
+                return Ok((
+                    plain,
+                    DecryptReport {
+                        content_algorithm: env.content_alg.clone(),
+                        authenticated: env.auth,
+                        recipient: rid.to_string(),
+                        key_algorithm: r.key_alg.clone(),
+                        key_label: kp.label.clone(),
+                        recipient_count: env.recipients.len(),
+                    },
+                ));
             }
         }
     }

@@ -239,7 +239,11 @@ fn decrypt(cfg: &Config, name: &str, opts: &RunOptions) -> Result<ExitCode, Fail
         })?;
     rt.block_on(async {
         let svc = open(cfg).await?;
-        let crypto = gateway::engine::load_crypto(&svc, cfg)
+        let (rules, _) = gateway::load_policy(cfg).map_err(|e| Fail {
+            code: 2,
+            msg: e.to_string(),
+        })?;
+        let crypto = gateway::engine::load_crypto(&svc, cfg, std::sync::Arc::new(rules))
             .await
             .map_err(|e| Fail {
                 code: 1,
