@@ -78,6 +78,53 @@ pub struct Validation {
     /// the signature not valid. `None`: any (keys under 2048 bits are
     /// still reported as WEAK).
     pub min_key_bits: Option<u32>,
+    /// When certificates and CRLs must be valid (RFC 5280's "current
+    /// date/time" input): now, a given moment, or each signer's claimed
+    /// signing time (for archived mail).
+    pub time: CheckTime,
+}
+
+/// The moment a chain is checked at.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CheckTime {
+    /// The time of the check (what a gateway receiving mail does).
+    #[default]
+    Now,
+    /// A given moment.
+    At(SystemTime),
+    /// Each signer's signingTime attribute: the sender's own claim, so for
+    /// archives and tests, not for mail arriving now. A signer without the
+    /// attribute is checked now.
+    SigningTime,
+}
+
+impl std::str::FromStr for CheckTime {
+    type Err = String;
+
+    /// `now`, `signing-time`, seconds since 1970 (`1426081003` or
+    /// `@1426081003`), or RFC 3339 UTC (`2015-03-11T13:36:43Z`).
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let s = s.trim();
+        match s {
+            "now" => return Ok(CheckTime::Now),
+            "signing-time" | "signingtime" => return Ok(CheckTime::SigningTime),
+            _ => {}
+        }
+        let digits = s.strip_prefix('@').unwrap_or(s);
+        if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+            return digits
+                .parse::<u64>()
+                .map(|n| CheckTime::At(UNIX_EPOCH + Duration::from_secs(n)))
+                .map_err(|_| format!("time out of range: {s:?}"));
+        }
+        s.parse::<der::DateTime>()
+            .map(|d| CheckTime::At(UNIX_EPOCH + d.unix_duration()))
+            .map_err(|_| {
+                format!(
+                    "not a time: {s:?} (now, signing-time, seconds since 1970, or YYYY-MM-DDTHH:MM:SSZ)"
+                )
+            })
+    }
 }
 
 /// Which certificates of a chain are checked against CRLs (when any CRLs
@@ -216,7 +263,7 @@ impl TrustStore {
         for c in extra.iter().chain(self.pool.iter()) {
             untrusted.push(c.clone()).map_err(|e| ossl_reason(&e))?;
         }
-        chain_check(self, cert, &untrusted, None).map(|_| ())
+        chain_check(self, cert, &untrusted, None, None).map(|_| ())
     }
 
     /// As [`TrustStore::check_certificate`], returning the certificate
@@ -231,7 +278,7 @@ impl TrustStore {
         for c in extra.iter().chain(self.pool.iter()) {
             untrusted.push(c.clone()).map_err(|e| ossl_reason(&e))?;
         }
-        chain_check(self, cert, &untrusted, None).map(|c| c.policies)
+        chain_check(self, cert, &untrusted, None, None).map(|c| c.policies)
     }
 
     /// The OpenSSL store of the anchors (and given CRLs), for checks that
@@ -459,7 +506,13 @@ pub(crate) fn verify_signed(
         let (chain_error, info) = match (&cert, trust) {
             (Some(_), Some(_)) if key_too_small.is_some() => (key_too_small.clone(), None),
             (None, _) => (Some(format!("signer certificate not found ({rid})")), None),
-            (Some(c), Some(t)) => match chain_check(t, c, &untrusted, msg_crls.as_ref()) {
+            (Some(c), Some(t)) => match chain_check(
+                t,
+                c,
+                &untrusted,
+                msg_crls.as_ref(),
+                signing_time_unix,
+            ) {
                 Ok(i) => (None, Some(i)),
                 Err(e) => (Some(e), None),
             },
@@ -593,9 +646,19 @@ fn chain_check(
     cert: &X509,
     untrusted: &Stack<X509>,
     msg_crls: Option<&CrlStack>,
+    signing_time: Option<SystemTime>,
 ) -> std::result::Result<ChainInfo, String> {
     let mut ctx = X509StoreContext::new().map_err(|e| ossl_reason(&e))?;
     let v = &trust.validation;
+    let at = match v.time {
+        CheckTime::Now => None,
+        CheckTime::At(t) => Some(t),
+        CheckTime::SigningTime => signing_time,
+    }
+    .map(|t| match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_secs() as i64,
+        Err(e) => -(e.duration().as_secs() as i64),
+    });
     let res = ctx.init(&trust.store, cert, untrusted, |c| {
         let raw = ForeignTypeRef::as_ptr(c);
         // SAFETY: `raw` is the initialised context, alive for this closure;
@@ -623,6 +686,9 @@ fn chain_check(
                 flags |= openssl_sys::X509_V_FLAG_CRL_CHECK | openssl_sys::X509_V_FLAG_CRL_CHECK_ALL;
             }
             openssl_sys::X509_VERIFY_PARAM_set_flags(param, flags);
+            if let Some(t) = at {
+                openssl_sys::X509_VERIFY_PARAM_set_time(param, t as _);
+            }
             // OpenSSL takes "no initial policies" as an empty set, not as
             // anyPolicy: say anyPolicy (RFC 5280's default) explicitly.
             let any = [ANY_POLICY.to_string()];

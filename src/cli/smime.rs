@@ -104,6 +104,15 @@ pub struct TrustArgs {
     /// reported as WEAK either way).
     #[arg(long = "min-key-bits", value_name = "BITS")]
     min_key_bits: Option<u32>,
+    /// When certificates and CRLs must be valid: now, signing-time (each
+    /// signer's own claimed signing time, for archived mail), seconds since
+    /// 1970, or YYYY-MM-DDTHH:MM:SSZ.
+    #[arg(long = "at", value_name = "TIME", default_value = "now", value_parser = parse_check_time)]
+    at: smime::CheckTime,
+}
+
+fn parse_check_time(s: &str) -> Result<smime::CheckTime, String> {
+    s.parse()
 }
 
 impl TrustArgs {
@@ -124,6 +133,7 @@ impl TrustArgs {
             inhibit_any_policy: self.inhibit_any_policy,
             require_revocation: self.require_revocation,
             min_key_bits: self.min_key_bits,
+            time: self.at,
         }
     }
 

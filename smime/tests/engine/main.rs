@@ -7,6 +7,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod clients;
 mod corpus;
 mod fixtures;
 mod gaps;
