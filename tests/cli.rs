@@ -1106,6 +1106,20 @@ fn verify_policies_revocation_and_trust_rules() {
         verify(&["--policy", "nist1"], "ValidSignaturesTest1").0,
         Some(2)
     );
+    // The validation time: before the PKITS certificates (2010) they are
+    // not yet valid; any moment in their life is fine; garbage is a usage
+    // error.
+    refused(
+        &["--at", "2009-06-01T00:00:00Z"],
+        "ValidSignaturesTest1",
+        "not yet valid",
+    );
+    let err = accepted(&["--at", "@1700000000"], "ValidSignaturesTest1");
+    assert!(err.contains("checked at 1700000000"), "{err}");
+    assert_eq!(
+        verify(&["--at", "yesterday"], "ValidSignaturesTest1").0,
+        Some(2)
+    );
 
     // Trust rules for the sender (From: sender@testcertificates.gov).
     let n = std::cell::Cell::new(0);

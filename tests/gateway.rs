@@ -577,7 +577,29 @@ fn inbound_decrypts_oces3_and_legacy_oces2_verifies_and_harvests() {
                 "openssl cms -sign -in inner.txt -signer {court_crt} -inkey {court_key} -from dommer@falsk.test -subject 'Dom 5' -out m5.eml"
             ),
         );
-        for m in ["m1.eml", "m2.eml", "m3.eml", "m4.eml", "m5.eml"] {
+        // 6. Encrypted to the organisation, then a relay added a disclaimer
+        // part beside it (multipart/mixed): the part opens in place.
+        sh(
+            &d,
+            &format!(
+                "openssl cms -encrypt -aes-256-cbc -in inner.txt -out part6.txt {}",
+                org.org_cert
+            ),
+        );
+        let part6 = fs::read_to_string(d.join("part6.txt")).unwrap();
+        let part6 = part6
+            .split_once("\n")
+            .filter(|(first, _)| first.starts_with("MIME-Version"))
+            .map_or(part6.as_str(), |(_, rest)| rest);
+        fs::write(
+            d.join("m6.eml"),
+            format!(
+                "From: post@retten.test\r\nTo: post@advokat.test\r\nSubject: Dom 6\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"relay\"\r\n\r\n--relay\r\n{}\r\n--relay\r\nContent-Type: text/plain\r\n\r\nAnsvarsfraskrivelse fra relæet.\r\n--relay--\r\n",
+                part6.trim_end()
+            ),
+        )
+        .unwrap();
+        for m in ["m1.eml", "m2.eml", "m3.eml", "m4.eml", "m5.eml", "m6.eml"] {
             swaks(
                 serve.inbound,
                 "post@retten.test",
@@ -601,7 +623,7 @@ fn inbound_decrypts_oces3_and_legacy_oces2_verifies_and_harvests() {
         let out = String::from_utf8_lossy(&o.stdout);
         assert!(out.contains("550 5.7.1"), "{out}");
 
-        let got = sink.wait_for(5, 60, Some(&serve));
+        let got = sink.wait_for(6, 60, Some(&serve));
         let by_subject: BTreeMap<String, String> = got
             .iter()
             .map(|(r, m)| {
@@ -648,6 +670,19 @@ fn inbound_decrypts_oces3_and_legacy_oces2_verifies_and_harvests() {
             ),
             "{m5}"
         );
+        let m6 = &by_subject["Dom 6"];
+        assert!(
+            m6.contains("frifundet") && m6.contains("Ansvarsfraskrivelse fra relæet."),
+            "{m6}"
+        );
+        assert!(!m6.contains("pkcs7-mime"), "{m6}");
+        let dec6 = header(m6, "X-Sikkermail-Decrypted").unwrap();
+        assert!(
+            dec6.contains("generation=OCES3")
+                && dec6.contains("only part 1 of 2 of the multipart/mixed"),
+            "{dec6}"
+        );
+        assert_eq!(header(m6, "X-Sikkermail-Signature"), Some("none"), "{m6}");
         // The court's certificate was harvested under its address.
         let list = site.ok(&["recipient", "list"]);
         assert!(
@@ -656,7 +691,7 @@ fn inbound_decrypts_oces3_and_legacy_oces2_verifies_and_harvests() {
                 && l.contains("AES-256-CBC")),
             "{list}"
         );
-        assert_eq!(serve.metric("sikkermail_decrypted_total"), 3.0);
+        assert_eq!(serve.metric("sikkermail_decrypted_total"), 4.0);
         assert_eq!(serve.metric("sikkermail_undecryptable_total"), 1.0);
         let _ = &org.root;
         serve.stop();

@@ -29,6 +29,15 @@ pub enum Layer {
         /// `(signer identifier, digest, signature algorithm, signing time)`.
         signers: Vec<(String, String, String, Option<String>)>,
     },
+    /// The layers that follow belong to this part of the outer
+    /// multipart/mixed (an encrypted or signed part beside others), up to
+    /// the next `Part`.
+    Part {
+        /// 1-based.
+        index: usize,
+        /// Parts in the multipart/mixed.
+        total: usize,
+    },
     /// The innermost content.
     Content {
         /// Its Content-Type.
@@ -42,6 +51,39 @@ pub enum Layer {
 /// layer cannot be read.
 pub fn inspect(message: &[u8]) -> Result<Vec<Layer>> {
     crate::init();
+    // A leading mbox `From ` line or HTTP request line is not the message.
+    let (skip, _) = crate::open::envelope_line(message);
+    let message = &message[skip..];
+    let mut out = layers_of(message)?;
+    // A multipart/mixed with S/MIME parts beside others: each such part's
+    // layers, after a `Part` marker.
+    if let [Layer::Content { content_type, .. }] = &out[..]
+        && content_type == "multipart/mixed"
+    {
+        let e = Entity::parse(message);
+        let ct = e.content_type();
+        if let Some(mp) = ct
+            .param("boundary")
+            .and_then(|b| crate::mime::Multipart::parse(e.body(), b).ok())
+        {
+            let total = mp.parts.len();
+            for (i, part) in mp.parts.iter().enumerate() {
+                if let Ok(inner) = layers_of(part)
+                    && !matches!(inner.first(), Some(Layer::Content { .. }) | None)
+                {
+                    out.push(Layer::Part {
+                        index: i + 1,
+                        total,
+                    });
+                    out.extend(inner);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn layers_of(message: &[u8]) -> Result<Vec<Layer>> {
     let mut out = Vec::new();
     let mut current = message.to_vec();
     for _ in 0..16 {
@@ -179,6 +221,9 @@ impl fmt::Display for Layer {
                     }
                 }
                 Ok(())
+            }
+            Layer::Part { index, total } => {
+                writeln!(f, "part {index} of {total} of the multipart/mixed:")
             }
             Layer::Content { content_type, size } => {
                 writeln!(f, "content {content_type}, {size} bytes")

@@ -75,7 +75,9 @@ pub use inspect::{Layer, inspect};
 pub use keyring::{KeyPair, Keyring, MemoryKeyring, RecipientId};
 pub use open::{DecryptReport, LayerReport, Opened, decrypt, verify};
 pub use sign::{SMIME_CAPABILITIES, SignOptions, sign, sign_der};
-pub use verify::{CheckTime, CrlCheck, SignatureReport, SignerReport, TrustStore, Validation, verify_cms};
+pub use verify::{
+    CheckTime, CrlCheck, SignatureReport, SignerReport, TrustStore, Validation, verify_cms,
+};
 
 static PROVIDERS: OnceLock<bool> = OnceLock::new();
 

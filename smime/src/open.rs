@@ -346,6 +346,13 @@ pub(crate) fn decrypt_cms(
         && (last_err.contains("unknown OpenSSL error") || last_err.contains("cipher final"))
     {
         last_err = "the authentication tag does not match: the message was altered after it was encrypted (or the key is not the one it was encrypted to)".into();
+    } else if last_err.contains("bad decrypt") {
+        // CBC padding wrong after decryption: the key recovered does not
+        // decrypt the content (a wrong key gives a random one under RSA
+        // implicit rejection; some senders label the cipher wrongly).
+        last_err = format!(
+            "the content did not decrypt ({last_err}): the message was damaged, its cipher is labelled wrongly (e.g. AES-128 named but another key size used), or the key is not the one it was encrypted to"
+        );
     }
     Err(Error::DecryptFailed(format!(
         "{tried} matching key(s) tried, content {}: {last_err}",
@@ -584,7 +591,14 @@ fn open(
     if let Some(w) = what {
         notes.push(format!("skipped the leading {w} (not part of the message)"));
     }
-    let mut current: Cow<'_, [u8]> = Cow::Borrowed(&message[skip..]);
+    let body = &message[skip..];
+    if mode == Mode::Decrypt
+        && let Some(kr) = keyring
+        && let Some(opened) = open_mixed(body, kr, trust, &mut notes)?
+    {
+        return Ok(opened);
+    }
+    let mut current: Cow<'_, [u8]> = Cow::Borrowed(body);
     let mut layers = Vec::new();
     let mut stopped = None;
     for _ in 0..MAX_LAYERS {
@@ -610,11 +624,93 @@ fn open(
     })
 }
 
+/// A multipart/mixed message with encrypted parts beside others: an
+/// encrypted message an MTA added a disclaimer or footer part to, or mail
+/// with an encrypted attachment. Each encrypted part is opened in place
+/// (its layers reported in order); the other parts stay byte for byte.
+/// `None` when the message is not such a multipart/mixed; an error when
+/// no encrypted part could be opened.
+fn open_mixed(
+    message: &[u8],
+    keyring: &dyn Keyring,
+    trust: Option<&TrustStore>,
+    notes: &mut Vec<String>,
+) -> Result<Option<Opened>> {
+    let entity = Entity::parse(message);
+    let ct = entity.content_type();
+    if ct.mime_type != "multipart/mixed" {
+        return Ok(None);
+    }
+    let Some(boundary) = ct.param("boundary") else {
+        return Ok(None);
+    };
+    let Ok(mp) = Multipart::parse(entity.body(), boundary) else {
+        return Ok(None);
+    };
+    let encrypted: Vec<(usize, &[u8])> = mp
+        .parts
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| entity_is_encrypted(p, 1))
+        .map(|(i, p)| (i, *p))
+        .collect();
+    if encrypted.is_empty() {
+        return Ok(None);
+    }
+    let total = mp.parts.len();
+    let base = message.as_ptr() as usize;
+    let mut out = Vec::with_capacity(message.len());
+    let mut copied = 0;
+    let mut layers = Vec::new();
+    let mut stopped = None;
+    let mut first_error = None;
+    for (i, part) in encrypted {
+        let opened = match open(part, Some(keyring), trust, Mode::Decrypt) {
+            Ok(o) => o,
+            Err(e) => {
+                notes.push(format!(
+                    "part {} of {total} of the multipart/mixed is encrypted and was left as it is: {e}",
+                    i + 1
+                ));
+                first_error.get_or_insert(e);
+                continue;
+            }
+        };
+        // The part is a slice of `message`: replace exactly its bytes.
+        let start = part.as_ptr() as usize - base;
+        out.extend_from_slice(&message[copied..start]);
+        out.extend_from_slice(&opened.message);
+        copied = start + part.len();
+        notes.push(format!(
+            "part {} of {total} of the multipart/mixed was encrypted and is opened in place (the other parts, added beside it by the sender or a relay, are not protected)",
+            i + 1
+        ));
+        notes.extend(opened.notes);
+        layers.extend(opened.layers);
+        if stopped.is_none() {
+            stopped = opened.stopped;
+        }
+    }
+    if layers.is_empty() {
+        return match first_error {
+            Some(e) => Err(e),
+            None => Ok(None),
+        };
+    }
+    out.extend_from_slice(&message[copied..]);
+    Ok(Some(Opened {
+        message: out,
+        layers,
+        stopped,
+        notes: std::mem::take(notes),
+    }))
+}
+
 /// A first line that belongs to the envelope, not to the message: the
 /// `From ` line of an mbox (Postfix `pipe(8)` flag `F`, procmail, mbox
 /// exports) or an HTTP request or status line (AS2 files). How many bytes
 /// to skip, and what it was.
-fn envelope_line(message: &[u8]) -> (usize, Option<&'static str>) {
+pub(crate) fn envelope_line(message: &[u8]) -> (usize, Option<&'static str>) {
     let end = message
         .iter()
         .position(|&b| b == b'\n')

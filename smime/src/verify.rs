@@ -506,16 +506,12 @@ pub(crate) fn verify_signed(
         let (chain_error, info) = match (&cert, trust) {
             (Some(_), Some(_)) if key_too_small.is_some() => (key_too_small.clone(), None),
             (None, _) => (Some(format!("signer certificate not found ({rid})")), None),
-            (Some(c), Some(t)) => match chain_check(
-                t,
-                c,
-                &untrusted,
-                msg_crls.as_ref(),
-                signing_time_unix,
-            ) {
-                Ok(i) => (None, Some(i)),
-                Err(e) => (Some(e), None),
-            },
+            (Some(c), Some(t)) => {
+                match chain_check(t, c, &untrusted, msg_crls.as_ref(), signing_time_unix) {
+                    Ok(i) => (None, Some(i)),
+                    Err(e) => (Some(e), None),
+                }
+            }
             (Some(_), None) => (None, None),
         };
         let (policies, anchor_sha256, chain) = info.map_or((Vec::new(), None, Vec::new()), |i| {
@@ -883,7 +879,17 @@ impl Drop for CrlStack {
 
 /// Turns OpenSSL's CMS error reasons into a sentence a person can act on.
 fn explain_cms_error(raw: &str) -> String {
-    if raw.contains("unsupported algorithm") || raw.contains("decode error") {
+    if raw.contains("unknown digest algorithm") {
+        let alg = raw
+            .split("Algorithm (")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .filter(|a| !a.is_empty())
+            .map_or_else(String::new, |a| format!(" ({})", a.to_uppercase()));
+        format!(
+            "the message's digest algorithm{alg} is not supported (obsolete or unknown): its signature cannot be checked: {raw}"
+        )
+    } else if raw.contains("unsupported algorithm") || raw.contains("decode error") {
         format!("the signer's key or algorithm cannot be used here: {raw}")
     } else if raw.contains("digest failure") || raw.contains("content verify error") {
         format!("the content does not match its signature (altered in transit?): {raw}")

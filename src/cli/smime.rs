@@ -619,6 +619,18 @@ fn verify(a: VerifyArgs) -> Result<ExitCode, Fail> {
         errln!("{l}");
     }
     errln!("{}", a.trust.revocation_note());
+    match a.trust.at {
+        smime::CheckTime::Now => {}
+        smime::CheckTime::SigningTime => {
+            errln!("certificates checked at each signer's signing time (the sender's claim)")
+        }
+        smime::CheckTime::At(t) => {
+            let secs = t
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            errln!("certificates checked at {secs} (seconds since 1970)")
+        }
+    }
     if let Some(r) = &rule {
         errln!("trust rules for {:?}:", r.sender);
         errout!("{r}");

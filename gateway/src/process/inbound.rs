@@ -73,7 +73,17 @@ pub fn process(
                 match layer {
                     LayerReport::Decrypted(d) if !decrypted => {
                         decrypted = true;
-                        info.push(("X-Sikkermail-Decrypted", decrypted_value(d, keys)));
+                        let mut v = decrypted_value(d, keys);
+                        // Encrypted parts inside a multipart/mixed: say the
+                        // rest of the message was not encrypted.
+                        if let Some(n) = opened.notes.iter().find(|n| n.contains("opened in place"))
+                        {
+                            v.push_str(&format!(
+                                "; only {}",
+                                n.split(" was encrypted").next().unwrap_or("a part")
+                            ));
+                        }
+                        info.push(("X-Sikkermail-Decrypted", v));
                     }
                     LayerReport::Decrypted(_) => {}
                     LayerReport::Signed(s) => reports.push(s.clone()),
