@@ -40,5 +40,13 @@ tv=../../shared/testvectors
 if [ -d "$tv" ]; then
   cp "$tv"/rfc4134/*.bin "$tv"/rfc4134/*.eml "$tv"/gnupg/*.der "$D"/ 2>/dev/null || true
   cp "$tv"/thunderbird/*.eml "$V"/ 2>/dev/null || true
+  # Real clients' mail (issue 12 §3): other keys, so mostly the parsers and
+  # the recipient matching on the decrypt side; everything on verify.
+  cp "$tv"/bouncycastle-smime/{test*.message,outlook_2010_beta_sime_msg.eml,brokenEnv.message} \
+     "$tv"/kde-mimetreeparser/*.mbox "$tv"/dotnet-pkcs/*.der "$tv"/mimekit/content-length.mbox.txt.msg11.eml \
+     "$tv"/simple-java-mail/S_MIME*encrypted.eml "$D"/ 2>/dev/null || true
+  cp "$tv"/bouncycastle-smime/*.eml "$tv"/bouncycastle-smime/*.message "$tv"/kde-mimetreeparser/*.mbox \
+     "$tv"/mimekit/*.eml "$tv"/mimekit/thunderbird-signed.txt "$tv"/mimekit/*.dat \
+     "$tv"/simple-java-mail/*.eml "$tv"/header-protection/*.eml "$V"/ 2>/dev/null || true
 fi
 echo "seeds: $(ls "$D" | wc -l) for diff_decrypt, $(ls "$V" | wc -l) for diff_verify"

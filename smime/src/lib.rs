@@ -42,6 +42,19 @@
 //! | no RecipientInfo names the key's certificate (an altered identifier) | tries the key on the recipients anyway and may open | no matching key | never trial-decrypt: with implicit rejection a wrong key "succeeds" |
 //! | a leading mbox `From ` or HTTP request line | read as a (bad) header line | skipped, with a note | same result, said aloud |
 //!
+//! Real clients' mail (`tests/engine/clients.rs` checks every known answer
+//! of `testvectors/README.md` for Bouncy Castle's, MimeKit's, Simple Java
+//! Mail's, KDE's and .NET's sets). Where the verdicts differ:
+//!
+//! | mail | OpenSSL / the other stack | engine | why |
+//! |---|---|---|---|
+//! | Eudora Pro 3.0 (MimeKit msg12): a folded boundary with spaces | OpenSSL's reader cannot split it; verifies once split by hand | verifies | the boundary is legal (RFC 2046 §5.1.1) |
+//! | an encrypted part beside others in a multipart/mixed (KDE's "ambiguous" mails; a relay's disclaimer) | `cms -decrypt` refuses (not S/MIME at the top) | the part opened in place, the other parts byte for byte, with a note (the gateway's `X-Sikkermail-Decrypted` says "only part N of M") | a court letter with a disclaimer added on the way must still open |
+//! | Bouncy Castle `test128`/`test256`: the OID says AES-128/-256, the key is 24 bytes | OpenSSL: bad decrypt; BC decrypts | refused, saying the cipher may be labelled wrongly | a mislabelled cipher is not what the sender asked for; guessing another key size is trial decryption |
+//! | Mac Outlook 14.4 (`3nnn`): the signed part's trailing CRLF is hashed | OpenSSL verifies; BC's test calls it invalid | verifies | the bytes signed are the bytes between the delimiters |
+//! | validator `noEmail`: a signer certificate with no e-mail address | OpenSSL accepts; BC rejects | valid, no address reported | the gateway then refuses it as "not the sender" (RFC 8550 §3), which is where the address matters |
+//! | signers' certificates long expired (every real-client set) | `-attime` to check at signing time | checked now by default (expired); `Validation::time` (`smime verify --at`) checks at a moment or at each signer's signing time | a gateway receiving mail checks now; archives choose |
+//!
 //! Also found: the `openssl` crate's `ErrorStack::get` panics when OpenSSL's
 //! error data is not UTF-8, which `SMIME_read_CMS` produces by echoing a
 //! Content-Type from the input. The engine never calls `SMIME_read_CMS`

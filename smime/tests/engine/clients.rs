@@ -235,6 +235,7 @@ fn bouncycastle_circular_chain_fails_without_looping() {
     let o = verify("circular", &msg, &no_anchor());
     let s = only_sig("circular", &o);
     assert!(!s.valid);
+    assert!(s.intact, "circular: signature value: {:?}", s.reason);
     let why = s.reason.clone().unwrap();
     assert!(
         why.contains("unable to get") || why.contains("self-signed") || why.contains("issuer"),
