@@ -5,8 +5,9 @@
 //! included. Where our verdict differs from the README's (OpenSSL's), the
 //! difference is asserted here and explained beside it.
 
+use super::fixtures::{cert, vectors};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
 use openssl::x509::{X509, X509Crl};
@@ -14,25 +15,6 @@ use smime::{
     CheckTime, Error, KeyPair, Layer, LayerReport, MemoryKeyring, Opened, SignatureReport,
     TrustStore, Validation,
 };
-
-fn vectors() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testvectors");
-    if p.is_dir() {
-        return Some(p);
-    }
-    assert!(
-        std::env::var("SIKKERMAIL_REQUIRE_PEERS").as_deref() != Ok("1"),
-        "test vectors missing at {} and SIKKERMAIL_REQUIRE_PEERS=1",
-        p.display()
-    );
-    eprintln!("!!! SKIPPING real-client test: {} not found", p.display());
-    None
-}
-
-fn cert(p: &Path) -> X509 {
-    let b = fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    X509::from_pem(&b).or_else(|_| X509::from_der(&b)).unwrap()
-}
 
 fn crl(p: &Path) -> X509Crl {
     let b = fs::read(p).unwrap();

@@ -3,32 +3,12 @@
 //! Skips loudly when the folder is absent; fails in CI
 //! (`SIKKERMAIL_REQUIRE_PEERS=1`), where it is always present.
 
+use super::fixtures::{cert, vectors};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use openssl::pkey::PKey;
-use openssl::x509::X509;
 use smime::{Error, KeyPair, MemoryKeyring, TrustStore};
-
-fn vectors() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testvectors");
-    if p.is_dir() {
-        return Some(p);
-    }
-    if std::env::var("SIKKERMAIL_REQUIRE_PEERS").as_deref() == Ok("1") {
-        panic!(
-            "test vectors missing at {} and SIKKERMAIL_REQUIRE_PEERS=1",
-            p.display()
-        );
-    }
-    eprintln!("!!! SKIPPING corpus test: {} not found", p.display());
-    None
-}
-
-fn cert(p: &Path) -> X509 {
-    let b = fs::read(p).unwrap();
-    X509::from_pem(&b).or_else(|_| X509::from_der(&b)).unwrap()
-}
 
 fn thunderbird_keyring(tv: &Path) -> MemoryKeyring {
     let mut kr = MemoryKeyring::new();

@@ -1,4 +1,5 @@
-//! Keys and certificates made once per test run.
+//! Keys and certificates made once per test run, and the way to the shared
+//! test vectors.
 
 use std::sync::OnceLock;
 
@@ -111,4 +112,30 @@ pub fn keyring(pairs: &[(&(PKey<Private>, X509), &str)]) -> MemoryKeyring {
 
 pub fn trust() -> TrustStore {
     TrustStore::new(vec![fx().ca.clone()], vec![], vec![]).unwrap()
+}
+
+/// `../shared/testvectors`, or `None` with a loud message when it is absent
+/// (a failure under `SIKKERMAIL_REQUIRE_PEERS=1`, as in CI, where it is
+/// always present).
+pub fn vectors() -> Option<std::path::PathBuf> {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testvectors");
+    if p.is_dir() {
+        return Some(p);
+    }
+    assert!(
+        std::env::var("SIKKERMAIL_REQUIRE_PEERS").as_deref() != Ok("1"),
+        "test vectors missing at {} and SIKKERMAIL_REQUIRE_PEERS=1",
+        p.display()
+    );
+    eprintln!(
+        "!!! SKIPPING test: test vectors not found at {}",
+        p.display()
+    );
+    None
+}
+
+/// A certificate file, PEM or DER.
+pub fn cert(p: &std::path::Path) -> X509 {
+    let b = std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    X509::from_pem(&b).or_else(|_| X509::from_der(&b)).unwrap()
 }

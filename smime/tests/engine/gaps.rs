@@ -2,31 +2,13 @@
 //! test that failed before its fix (real vectors from `../shared/testvectors`
 //! where there is one, otherwise made here with the linked OpenSSL).
 
+use super::fixtures::{cert, vectors};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use openssl::pkey::PKey;
 use openssl::x509::X509;
 use smime::{KeyPair, MemoryKeyring};
-
-fn vectors() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testvectors");
-    if p.is_dir() {
-        return Some(p);
-    }
-    assert!(
-        std::env::var("SIKKERMAIL_REQUIRE_PEERS").as_deref() != Ok("1"),
-        "test vectors missing at {} and SIKKERMAIL_REQUIRE_PEERS=1",
-        p.display()
-    );
-    eprintln!("!!! SKIPPING gap test: {} not found", p.display());
-    None
-}
-
-fn cert(p: &Path) -> X509 {
-    let b = fs::read(p).unwrap();
-    X509::from_pem(&b).or_else(|_| X509::from_der(&b)).unwrap()
-}
 
 fn gnupg_keyring(tv: &Path) -> MemoryKeyring {
     let g = tv.join("gnupg");
@@ -706,4 +688,66 @@ fn stream_mode_content_encryption_is_refused() {
     let kr = super::fixtures::keyring(&[(&f.bob, "bob")]);
     let e = smime::decrypt(&der, &kr, None).unwrap_err().to_string();
     assert!(e.contains("stream mode"), "{e}");
+}
+
+/// Encrypted parts of a multipart/mixed (issue 12 §3, KDE's "ambiguous"
+/// mails): each opens in place when a key matches; one whose key is not
+/// here stays as it was, with a note; the text parts are not touched.
+#[test]
+fn encrypted_parts_of_a_multipart_mixed_open_where_keys_match() {
+    let f = super::fixtures::fx();
+    let opts = smime::EncryptOptions::default();
+    let part = |to: &X509, text: &str| {
+        let inner = format!("Content-Type: text/plain\r\n\r\n{text}\r\n");
+        let enc = smime::encrypt(inner.as_bytes(), std::slice::from_ref(to), &opts).unwrap();
+        String::from_utf8(enc).unwrap()
+    };
+    let to_bob = part(&f.bob.1, "for bob");
+    let to_alice = part(&f.alice.1, "for alice");
+    let msg = format!(
+        "From: a@b.test\r\nSubject: two\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"xx\"\r\n\r\n--xx\r\nContent-Type: text/plain\r\n\r\nfooter\r\n--xx\r\n{}\r\n--xx\r\n{}\r\n--xx--\r\n",
+        to_bob.trim_end(),
+        to_alice.trim_end()
+    );
+    let bob = super::fixtures::keyring(&[(&f.bob, "bob")]);
+    let o = smime::decrypt(msg.as_bytes(), &bob, None).unwrap();
+    let text = String::from_utf8(o.message.clone()).unwrap();
+    assert!(
+        text.contains("for bob") && !text.contains("for alice"),
+        "{text}"
+    );
+    assert!(text.starts_with("From: a@b.test\r\nSubject: two\r\n"));
+    assert!(text.contains("--xx\r\nContent-Type: text/plain\r\n\r\nfooter\r\n--xx\r\n"));
+    assert!(text.contains(to_alice.trim_end()), "alice's part changed");
+    assert!(
+        o.notes
+            .iter()
+            .any(|n| n.contains("part 2 of 3") && n.contains("opened in place"))
+    );
+    assert!(
+        o.notes
+            .iter()
+            .any(|n| n.contains("part 3 of 3") && n.contains("left as it is"))
+    );
+    assert_eq!(o.layers.len(), 1);
+    // Both keys: both open, in order.
+    let both = super::fixtures::keyring(&[(&f.bob, "bob"), (&f.alice, "alice")]);
+    let o = smime::decrypt(msg.as_bytes(), &both, None).unwrap();
+    let text = String::from_utf8(o.message).unwrap();
+    assert!(text.contains("for bob") && text.contains("for alice"));
+    assert_eq!(o.layers.len(), 2);
+    // Neither key: the error names the recipient, as for a whole message.
+    let carol = super::fixtures::keyring(&[(&f.carol_ec, "carol")]);
+    let e = smime::decrypt(msg.as_bytes(), &carol, None).unwrap_err();
+    assert!(matches!(e, smime::Error::NoMatchingKey { .. }), "{e}");
+    // inspect lists both parts' layers.
+    let layers = smime::inspect(msg.as_bytes()).unwrap();
+    let parts: Vec<_> = layers
+        .iter()
+        .filter_map(|l| match l {
+            smime::Layer::Part { index, total } => Some((*index, *total)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(parts, vec![(2, 3), (3, 3)]);
 }
