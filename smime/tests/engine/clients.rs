@@ -802,15 +802,7 @@ fn dotnet_enveloped_data_decrypts() {
     let Some(tv) = vectors() else { return };
     smime::init();
     let d = tv.join("dotnet-pkcs");
-    let mut kr = MemoryKeyring::new();
-    kr.add(
-        KeyPair::from_file_bytes(
-            &fs::read(d.join("RSAKeyTransfer1.pfx")).unwrap(),
-            Some("1111"),
-            "pfx",
-        )
-        .unwrap(),
-    );
+    let kr = super::fixtures::dotnet_keyring(&tv);
     let cer = cert(&d.join("RSAKeyTransfer1.cer"));
     assert!(cer.subject_key_id().is_none());
     // (file, content cipher, key transport, recipient named by)

@@ -139,3 +139,11 @@ pub fn cert(p: &std::path::Path) -> X509 {
     let b = std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
     X509::from_pem(&b).or_else(|_| X509::from_der(&b)).unwrap()
 }
+
+/// .NET's `RSAKeyTransfer1.pfx` (password `1111`) from `dotnet-pkcs/`.
+pub fn dotnet_keyring(tv: &std::path::Path) -> MemoryKeyring {
+    let pfx = std::fs::read(tv.join("dotnet-pkcs/RSAKeyTransfer1.pfx")).unwrap();
+    let mut kr = MemoryKeyring::new();
+    kr.add(KeyPair::from_file_bytes(&pfx, Some("1111"), "pfx").unwrap());
+    kr
+}

@@ -384,15 +384,7 @@ fn altered_gcm_message_says_it_was_altered() {
 fn windows_key_identifier_is_matched() {
     let Some(tv) = vectors() else { return };
     let d = tv.join("dotnet-pkcs");
-    let mut kr = MemoryKeyring::new();
-    kr.add(
-        KeyPair::from_file_bytes(
-            &fs::read(d.join("RSAKeyTransfer1.pfx")).unwrap(),
-            Some("1111"),
-            "pfx",
-        )
-        .unwrap(),
-    );
+    let kr = super::fixtures::dotnet_keyring(&tv);
     for f in [
         "TestDecryptSimpleAes256_Ski.der",
         "TestDecryptSimpleAes128_IssuerAndSerial.der",
