@@ -414,6 +414,74 @@ fn a_thousand_messages_decrypted_in_place_and_a_second_run_changes_nothing() {
     );
 }
 
+/// Shapes of encrypted mail beside the plain `application/pkcs7-mime`: an
+/// encrypted part in a multipart/mixed (a relay added a disclaimer; KDE's
+/// "ambiguous" mail) and `application/octet-stream; name=smime.p7m`
+/// (KMail). Both are found by their BODYSTRUCTURE and decrypted; a
+/// multipart/mixed with no encrypted part is left alone.
+#[test]
+fn encrypted_parts_in_multipart_mixed_and_octet_stream_p7m_are_decrypted() {
+    if !dovecot::available() {
+        return;
+    }
+    let site = Site::new(false).unwrap();
+    let org = set_up_org(&site);
+    let dc = Dovecot::start(None);
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_614_950_116);
+    // The encrypted entity of a whole message: from its Content-Type on.
+    let entity_of = |m: &[u8]| {
+        let s = String::from_utf8(m.to_vec()).unwrap();
+        s[s.find("Content-Type:").unwrap()..].to_string()
+    };
+    let mixed = {
+        let enc = encrypted(&org.oces3, Cipher::aes_256_cbc(), "mixed");
+        let mut m = headers("mixed", "multipart/mixed; boundary=\"relay\"");
+        m.push_str(&format!(
+            "\r\n--relay\r\n{}\r\n--relay\r\nContent-Type: text/plain\r\n\r\nAnsvarsfraskrivelse fra relæet.\r\n--relay--\r\n",
+            entity_of(&enc).trim_end()
+        ));
+        m.into_bytes()
+    };
+    let octet = String::from_utf8(encrypted(&org.oces3, Cipher::aes_256_cbc(), "octet"))
+        .unwrap()
+        .replace(
+            "application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m",
+            "application/octet-stream; name=\"smime.p7m\"",
+        )
+        .into_bytes();
+    let attachment = {
+        let mut m = headers("attachment", "multipart/mixed; boundary=\"b\"");
+        m.push_str("\r\n--b\r\nContent-Type: text/plain\r\n\r\nSe bilag.\r\n--b\r\nContent-Type: application/pdf; name=bilag.pdf\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--b--\r\n");
+        m.into_bytes()
+    };
+    for (i, m) in [&mixed, &octet, &attachment].into_iter().enumerate() {
+        dc.deliver(&format!("{}.M{i}P1.test", 1_614_950_116 + i), m, "", t0);
+    }
+    let cfg = config(&site, dc.port, "tls = \"none\"");
+    let o = decrypt(&site, &cfg, &[]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("mailbox post: decrypted 2, skipped 1 (not encrypted 1), failed 0"),
+        "{out}"
+    );
+    let inbox = dc.messages("INBOX");
+    let find = |token: &str| {
+        inbox
+            .iter()
+            .map(|(_, b)| String::from_utf8_lossy(b).replace("\r\n", "\n"))
+            .find(|m| m.contains(&format!("Subject: Sag {token}\n")))
+            .unwrap_or_else(|| panic!("{token} not in INBOX"))
+    };
+    let m = find("mixed");
+    assert!(m.contains(&secret("mixed")), "{m}");
+    assert!(m.contains("Ansvarsfraskrivelse fra relæet."), "{m}");
+    assert!(m.contains("only part 1 of 2 of the multipart/mixed"), "{m}");
+    assert!(find("octet").contains(&secret("octet")));
+    assert!(find("attachment").contains("JVBERi0xLjQK"));
+    assert_eq!(dc.count(ARCHIVE), 2);
+}
+
 /// Runs `mailbox decrypt` and kills it with SIGKILL once `when` holds.
 fn kill_when(site: &Site, cfg: &Path, dc: &Dovecot, when: impl Fn(usize, usize) -> bool) -> bool {
     let mut child: Child = decrypt_cmd(site, cfg, &[])

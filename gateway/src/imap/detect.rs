@@ -11,7 +11,9 @@ use async_imap::types::Flag;
 pub enum Kind {
     /// `application/(x-)pkcs7-mime` with `smime-type` enveloped-data or
     /// authEnveloped-data, or with no `smime-type` (old clients leave it
-    /// out; decryption decides).
+    /// out; decryption decides); `application/octet-stream` named `*.p7m`
+    /// (KMail, RFC 8551 §3.2.1); a multipart/mixed with such a part (an MTA
+    /// added a part, or an encrypted attachment: the part opens in place).
     Encrypted,
     /// Signed only: `multipart/signed`, or pkcs7-mime signed-data.
     Signed,
@@ -22,6 +24,14 @@ pub enum Kind {
 /// Classifies a message by its top-level BODYSTRUCTURE (RFC 8551 §3.2,
 /// §3.5; RFC 3501 §7.4.2).
 pub fn kind(bs: &BodyStructure<'_>) -> Kind {
+    if let BodyStructure::Multipart { common, bodies, .. } = bs
+        && common.ty.subtype.eq_ignore_ascii_case("mixed")
+        && bodies
+            .iter()
+            .any(|b| !matches!(b, BodyStructure::Multipart { .. }) && kind(b) == Kind::Encrypted)
+    {
+        return Kind::Encrypted;
+    }
     let common = match bs {
         BodyStructure::Basic { common, .. }
         | BodyStructure::Text { common, .. }
@@ -46,6 +56,19 @@ pub fn kind(bs: &BodyStructure<'_>) -> Kind {
             Some(_) => Kind::Plain,
         },
         ("multipart", "signed") => Kind::Signed,
+        ("application", "octet-stream")
+            if param("name").is_some_and(|n| n.ends_with(".p7m"))
+                || common.disposition.as_ref().is_some_and(|d| {
+                    d.params.as_ref().is_some_and(|ps| {
+                        ps.iter().any(|(k, v)| {
+                            k.eq_ignore_ascii_case("filename")
+                                && v.to_ascii_lowercase().ends_with(".p7m")
+                        })
+                    })
+                }) =>
+        {
+            Kind::Encrypted
+        }
         _ => Kind::Plain,
     }
 }
@@ -343,6 +366,18 @@ mod tests {
             ),
             ("application", "pdf", vec![], Kind::Plain),
             ("text", "plain", vec![], Kind::Plain),
+            (
+                "application",
+                "octet-stream",
+                vec![("name", "smime.p7m")],
+                Kind::Encrypted,
+            ),
+            (
+                "application",
+                "octet-stream",
+                vec![("name", "report.pdf")],
+                Kind::Plain,
+            ),
         ];
         for (ty, sub, params, want) in cases {
             assert_eq!(
@@ -351,6 +386,36 @@ mod tests {
                 "{ty}/{sub} {params:?}"
             );
         }
+    }
+
+    fn mixed(bodies: Vec<BodyStructure<'static>>) -> BodyStructure<'static> {
+        BodyStructure::Multipart {
+            common: BodyContentCommon {
+                ty: ContentType {
+                    ty: Cow::Borrowed("MULTIPART"),
+                    subtype: Cow::Borrowed("MIXED"),
+                    params: None,
+                },
+                disposition: None,
+                language: None,
+                location: None,
+            },
+            bodies,
+            extension: None,
+        }
+    }
+
+    /// KDE's "ambiguous" mails: a text part and an encrypted part (an MTA
+    /// added a part); the engine opens the part in place.
+    #[test]
+    fn a_multipart_mixed_with_an_encrypted_part_is_encrypted() {
+        let enc = || basic("application", "pkcs7-mime", &[("name", "smime.p7m")]);
+        let text = || basic("text", "plain", &[]);
+        assert_eq!(kind(&mixed(vec![text(), enc()])), Kind::Encrypted);
+        assert_eq!(kind(&mixed(vec![text(), enc(), text()])), Kind::Encrypted);
+        assert_eq!(kind(&mixed(vec![text(), text()])), Kind::Plain);
+        // Only direct parts: one nested deeper is an attachment's business.
+        assert_eq!(kind(&mixed(vec![text(), mixed(vec![enc()])])), Kind::Plain);
     }
 
     #[test]
