@@ -1090,6 +1090,37 @@ fn inbound_signatures_are_checked_for_revocation_by_ocsp() {
             && r.ends_with("; signer=fratraadt@advokat.test"),
         "{r}"
     );
+    // `smime verify --fetch-revocation` asks the same responder (the
+    // store's internal CA is the anchor). Without fetching, the revoked
+    // signer is valid: nothing says otherwise.
+    let verify = |who: &str, extra: &[&str]| {
+        let eml = d.join(format!("{who}.eml")).display().to_string();
+        let mut args = vec!["smime", "verify", "--in", &eml];
+        args.extend_from_slice(extra);
+        let o = site.run(&args);
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    // The issuing CA made at `init` names no responder: the employee's
+    // certificate is answered for, the CA's is not checked.
+    let (code, err) = verify("kollega", &["--fetch-revocation"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("revocation not checked: no revocation data for C=DK, O=Advokatfirma Jørgensen, CN=Advokatfirma Jørgensen udstedende-CA 1")
+            && err.contains(&format!("CN=kollega, serialNumber=")) && err.contains(&format!("not revoked (OCSP {base}/ocsp/1)")),
+        "{err}"
+    );
+    assert_eq!(verify("fratraadt", &[]).0, Some(0));
+    let (code, err) = verify("fratraadt", &["--fetch-revocation"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("revoked"), "{err}");
+    // Requiring an answer for every certificate below the anchor cannot be
+    // met for it.
+    let (code, err) = verify("kollega", &["--fetch-revocation", "--require-revocation"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("revocation unavailable"), "{err}");
     serve.stop();
 }
 

@@ -92,7 +92,10 @@ impl Fetcher {
             Ok(c) => c,
             Err(_) => return Verdict::Unavailable("the chain cannot be read".into()),
         };
+        // Every level is asked even when one has no answer: a revoked CA
+        // above a certificate nobody answers for is still revoked.
         let mut notes = Vec::new();
+        let mut unavailable = None;
         for pair in certs.windows(2) {
             let (cert, issuer) = (&pair[0], &pair[1]);
             let who = smime::keyring::name_to_string(cert.subject_name());
@@ -104,11 +107,15 @@ impl Fetcher {
                 }
                 Ok((_, source)) => notes.push(format!("{who}: not revoked ({source})")),
                 Err(why) => {
-                    return Verdict::Unavailable(format!("no revocation data for {who}: {why}"));
+                    unavailable.get_or_insert(format!("no revocation data for {who}: {why}"));
                 }
             }
         }
-        Verdict::Good(notes)
+        match unavailable {
+            None => Verdict::Good(notes),
+            Some(why) if notes.is_empty() => Verdict::Unavailable(why),
+            Some(why) => Verdict::Unavailable(format!("{why} ({})", notes.join("; "))),
+        }
     }
 
     /// One certificate: OCSP first, then CRLs. `Err` says why neither gave

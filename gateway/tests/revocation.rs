@@ -543,3 +543,77 @@ fn the_revocation_rule_decides_in_the_inbound_path() {
     );
     assert_eq!(verdict("bare", "prefer").0, "valid");
 }
+
+/// Every level of the chain is asked, even after one with no answer: a
+/// certificate that names no responder, under an intermediate CA that its
+/// root revoked, is revoked; the answers that were had are reported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_level_is_asked_after_one_without_an_answer() {
+    if !have("openssl") || !have("python3") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path();
+    let pki = Pki::new(d);
+    fs::write(
+        d.join("inter.ext"),
+        format!(
+            "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n{}",
+            pki.cdp(pki.http, "ca.crl")
+        ),
+    )
+    .unwrap();
+    fs::write(
+        d.join("under.ext"),
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n",
+    )
+    .unwrap();
+    sh(
+        d,
+        "openssl req -newkey rsa:2048 -nodes -subj '/CN=inter' -keyout inter.key -out inter.csr 2>/dev/null && \
+         openssl ca -batch -config ca.cnf -extfile inter.ext -in inter.csr -out inter.crt 2>/dev/null && \
+         openssl req -newkey rsa:2048 -nodes -subj '/CN=under' -keyout under.key -out under.csr 2>/dev/null && \
+         openssl x509 -req -in under.csr -CA inter.crt -CAkey inter.key -set_serial 5 -days 30 -extfile under.ext -out under.crt 2>/dev/null && \
+         openssl ca -batch -config ca.cnf -gencrl -out good.crl.pem 2>/dev/null && \
+         openssl crl -in good.crl.pem -outform DER -out www/ca.crl",
+    );
+    let _http = spawn(
+        d,
+        &format!(
+            "python3 -m http.server {} --bind 127.0.0.1 --directory www",
+            pki.http
+        ),
+        pki.http,
+    );
+    let f = Fetcher::new(None, Limits::default());
+    let trust = pki.trust();
+    let chain = {
+        let mut c = pki.chain("under");
+        c.insert(1, pki.chain("inter").remove(0));
+        c
+    };
+    // Not revoked yet: unavailable for `under`, with the CA's answer said.
+    match f.check_chain(&chain, &trust).await {
+        Verdict::Unavailable(why) => assert!(
+            why.starts_with("no revocation data for CN=under")
+                && why.contains("CN=inter: not revoked (CRL http://127.0.0.1:"),
+            "{why}"
+        ),
+        v => panic!("{v:?}"),
+    }
+    // The root revokes the intermediate CA: the chain is revoked.
+    sh(
+        d,
+        "openssl ca -batch -config ca.cnf -revoke inter.crt -crl_reason keyCompromise 2>/dev/null && \
+         openssl ca -batch -config ca.cnf -gencrl -out bad.crl.pem 2>/dev/null && \
+         openssl crl -in bad.crl.pem -outform DER -out www/ca.crl",
+    );
+    let f = Fetcher::new(None, Limits::default());
+    match f.check_chain(&chain, &trust).await {
+        Verdict::Revoked(why) => assert!(
+            why.starts_with("certificate of CN=inter revoked ("),
+            "{why}"
+        ),
+        v => panic!("{v:?}"),
+    }
+}
