@@ -15,6 +15,9 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::Sink;
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpStream};
@@ -48,14 +51,6 @@ fn peer(tool: &str) -> bool {
         .status()
         .is_ok_and(|s| s.success());
     present(found, &format!("peer `{tool}`"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The binary, without the SIKKERMAIL_* variables of the caller.
@@ -169,90 +164,6 @@ impl Serve {
 }
 
 impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Postfix's smtp-sink, dumping every message it accepts into `dir`.
-struct Sink {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl Sink {
-    fn start(dir: &Path) -> Sink {
-        fs::create_dir_all(dir).unwrap();
-        let port = free_port();
-        let mut c = Command::new("smtp-sink");
-        // As root smtp-sink demands -u (see ../shared/peers/mta-recipes.sh).
-        // SAFETY: getuid has no preconditions.
-        if unsafe { libc::getuid() } == 0 {
-            c.args(["-u", "root"]);
-        }
-        let child = c
-            .arg("-d")
-            .arg(format!("{}/%Y%m%d%H%M%S.", dir.display()))
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("64")
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        for _ in 0..200 {
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        Sink {
-            child,
-            port,
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    /// Every complete dump: (envelope recipients, message with LF ends).
-    fn messages(&self) -> Vec<(Vec<String>, String)> {
-        let mut files: Vec<PathBuf> = fs::read_dir(&self.dir)
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .collect();
-        files.sort();
-        let mut out = Vec::new();
-        for f in files {
-            let text = String::from_utf8_lossy(&fs::read(&f).unwrap()).into_owned();
-            if !text.ends_with("\n\n") {
-                continue;
-            }
-            let rcpts = text
-                .lines()
-                .filter_map(|l| l.strip_prefix("X-Rcpt-Args: <"))
-                .map(|l| l.split('>').next().unwrap().to_string())
-                .collect();
-            let mut body = String::new();
-            let (mut in_received, mut in_message) = (false, false);
-            for l in text.lines() {
-                if in_message {
-                    body.push_str(l);
-                    body.push('\n');
-                } else if l.starts_with("Received: ") {
-                    in_received = true;
-                } else if in_received && !l.starts_with('\t') && !l.starts_with(' ') {
-                    in_message = true;
-                    body.push_str(l);
-                    body.push('\n');
-                }
-            }
-            out.push((rcpts, body));
-        }
-        out
-    }
-}
-
-impl Drop for Sink {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

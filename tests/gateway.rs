@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{peer, sh, sh_status};
+use common::{Sink, free_port, peer, sh, sh_status};
 use site::{Site, first_field, make_oces2_p12, sites};
 
 /// A running `sikkermail serve`.
@@ -28,14 +28,6 @@ struct Serve {
     http: SocketAddr,
     log: PathBuf,
     stdout: std::sync::mpsc::Receiver<String>,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn bin() -> Command {
@@ -213,111 +205,6 @@ impl Serve {
 }
 
 impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Postfix's smtp-sink, dumping every message it accepts into `dir`.
-struct Sink {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl Sink {
-    fn start(dir: &Path) -> Sink {
-        Self::start_on(dir, free_port())
-    }
-
-    fn start_on(dir: &Path, port: u16) -> Sink {
-        fs::create_dir_all(dir).unwrap();
-        let mut c = Command::new("smtp-sink");
-        // As root smtp-sink demands -u (see ../shared/peers/mta-recipes.sh).
-        // SAFETY: getuid has no preconditions.
-        if unsafe { libc::getuid() } == 0 {
-            c.args(["-u", "root"]);
-        }
-        let child = c
-            .arg("-d")
-            .arg(format!("{}/%Y%m%d%H%M%S.", dir.display()))
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("64")
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        for _ in 0..200 {
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        Sink {
-            child,
-            port,
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    /// Every dumped message: (envelope recipients, message).
-    fn messages(&self) -> Vec<(Vec<String>, String)> {
-        let mut out = Vec::new();
-        let Ok(rd) = fs::read_dir(&self.dir) else {
-            return out;
-        };
-        let mut files: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
-        files.sort();
-        for f in files {
-            let text = String::from_utf8_lossy(&fs::read(&f).unwrap()).to_string();
-            // A file in progress has no blank line after the message yet.
-            if !text.ends_with("\n\n") {
-                continue;
-            }
-            let rcpts = text
-                .lines()
-                .filter_map(|l| l.strip_prefix("X-Rcpt-Args: <"))
-                .map(|l| l.split('>').next().unwrap().to_string())
-                .collect();
-            // The message follows smtp-sink's own Received: field.
-            let mut body = String::new();
-            let (mut in_received, mut in_message) = (false, false);
-            for l in text.lines() {
-                if in_message {
-                    body.push_str(l);
-                    body.push('\n');
-                } else if l.starts_with("Received: ") {
-                    in_received = true;
-                } else if in_received && !l.starts_with('\t') && !l.starts_with(' ') {
-                    in_message = true;
-                    body.push_str(l);
-                    body.push('\n');
-                }
-            }
-            out.push((rcpts, body));
-        }
-        out
-    }
-
-    fn wait_for(&self, n: usize, secs: u64, serve: Option<&Serve>) -> Vec<(Vec<String>, String)> {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            let m = self.messages();
-            if m.len() >= n {
-                return m;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} of {n} messages arrived at the sink in {secs} s\n{}",
-                m.len(),
-                serve.map(|s| s.logs()).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Sink {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -623,7 +510,7 @@ fn inbound_decrypts_oces3_and_legacy_oces2_verifies_and_harvests() {
         let out = String::from_utf8_lossy(&o.stdout);
         assert!(out.contains("550 5.7.1"), "{out}");
 
-        let got = sink.wait_for(6, 60, Some(&serve));
+        let got = sink.wait_for(6, 60, || serve.logs());
         let by_subject: BTreeMap<String, String> = got
             .iter()
             .map(|(r, m)| {
@@ -701,7 +588,7 @@ fn inbound_decrypts_oces3_and_legacy_oces2_verifies_and_harvests() {
 /// The `X-Sikkermail-Signature` of each of `n` delivered messages, by
 /// Subject.
 fn signatures_by_subject(sink: &Sink, n: usize, serve: &Serve) -> BTreeMap<String, String> {
-    sink.wait_for(n, 60, Some(serve))
+    sink.wait_for(n, 60, || serve.logs())
         .iter()
         .map(|(_, m)| {
             (
@@ -1183,7 +1070,7 @@ fn outbound_signs_and_encrypts_and_required_encryption_never_leaks() {
             &d.join("out3.eml"),
         );
         // out1 (encrypted), out3 (signed only) and the DSN for out2.
-        let got = sink.wait_for(3, 60, Some(&serve));
+        let got = sink.wait_for(3, 60, || serve.logs());
         for (_, m) in &got {
             assert!(!m.contains(secret), "plaintext left the gateway: {m}");
         }
@@ -1412,7 +1299,7 @@ fn mail_waits_while_the_next_hop_is_down_and_goes_when_it_returns() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let sink = Sink::start_on(&d.join("sink"), port);
-    let got = sink.wait_for(3, 90, Some(&serve));
+    let got = sink.wait_for(3, 90, || serve.logs());
     assert_eq!(got.len(), 3);
     assert!(got.iter().all(|(_, m)| m.contains("Hej.")));
     serve.stop();
@@ -1577,7 +1464,7 @@ fn two_nodes_on_one_postgresql_share_the_queue_and_deliver_each_message_once() {
         );
         assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 200);
     }
-    let got = sink.wait_for(400, 120, Some(&serve_a));
+    let got = sink.wait_for(400, 120, || serve_a.logs());
     let mut ids: BTreeMap<u32, usize> = BTreeMap::new();
     for (_, m) in &got {
         *ids.entry(header(m, "X-Test-Id").unwrap().parse().unwrap())

@@ -40,7 +40,10 @@
 //! | a recipient named by a Windows-derived key identifier | no matching recipient | opened | .NET and Windows write them |
 //! | content encrypted in a stream mode (AES-CFB/OFB, DES-CFB/OFB) | "opens" with any key, a wrong one giving garbage | refused as unsupported | S/MIME uses CBC and GCM (RFC 8551 §2.7); nothing tells a right key from a wrong one |
 //! | no RecipientInfo names the key's certificate (an altered identifier) | tries the key on the recipients anyway and may open | no matching key | never trial-decrypt: with implicit rejection a wrong key "succeeds" |
-//! | a leading mbox `From ` or HTTP request line | read as a (bad) header line | skipped, with a note | same result, said aloud |
+//! | a leading mbox `From ` or HTTP request line | read as a (bad) header line: opens, or refuses when the lines after it are damaged too | skipped, with a note | said aloud, and the header after it read as any other |
+//! | binary bytes (NUL, 8-bit junk) inside header field values, fields whose names are intact | its reader stops and refuses | reads the fields by name and opens | RFC 5322 values are unstructured to a reader that only needs Content-Type; nothing from the body is taken as header |
+//! | base64 cut off mid-quantum (length 1 more than a multiple of 4) | decodes what it can | refuses (transfer encoding) | as any bad base64: a guessed decoding is another message |
+//! | a first line that is only whitespace (a continuation with no field) | skips it | "line 1 is not a header field" | as a malformed header line |
 //!
 //! Real clients' mail (`tests/engine/clients.rs` checks every known answer
 //! of `testvectors/README.md` for Bouncy Castle's, MimeKit's, Simple Java

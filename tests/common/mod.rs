@@ -430,3 +430,124 @@ pub fn gpg_agent_up(home: &Path) {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
+
+/// Postfix's smtp-sink, dumping every message it accepts into `dir`.
+pub struct Sink {
+    child: std::process::Child,
+    pub port: u16,
+    pub dir: PathBuf,
+}
+
+impl Sink {
+    pub fn start(dir: &Path) -> Sink {
+        Self::start_on(dir, free_port())
+    }
+
+    pub fn start_on(dir: &Path, port: u16) -> Sink {
+        fs::create_dir_all(dir).unwrap();
+        let mut c = Command::new("smtp-sink");
+        // As root smtp-sink demands -u (see ../shared/peers/mta-recipes.sh).
+        // SAFETY: getuid has no preconditions.
+        if unsafe { libc::getuid() } == 0 {
+            c.args(["-u", "root"]);
+        }
+        let child = c
+            .arg("-d")
+            .arg(format!("{}/%Y%m%d%H%M%S.", dir.display()))
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("64")
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        Sink {
+            child,
+            port,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Every dumped message: (envelope recipients, message).
+    pub fn messages(&self) -> Vec<(Vec<String>, String)> {
+        let mut out = Vec::new();
+        let Ok(rd) = fs::read_dir(&self.dir) else {
+            return out;
+        };
+        let mut files: Vec<PathBuf> = rd.flatten().map(|e| e.path()).collect();
+        files.sort();
+        for f in files {
+            let text = String::from_utf8_lossy(&fs::read(&f).unwrap()).to_string();
+            // A file in progress has no blank line after the message yet.
+            if !text.ends_with("\n\n") {
+                continue;
+            }
+            let rcpts = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("X-Rcpt-Args: <"))
+                .map(|l| l.split('>').next().unwrap().to_string())
+                .collect();
+            // The message follows smtp-sink's own Received: field.
+            let mut body = String::new();
+            let (mut in_received, mut in_message) = (false, false);
+            for l in text.lines() {
+                if in_message {
+                    body.push_str(l);
+                    body.push('\n');
+                } else if l.starts_with("Received: ") {
+                    in_received = true;
+                } else if in_received && !l.starts_with('\t') && !l.starts_with(' ') {
+                    in_message = true;
+                    body.push_str(l);
+                    body.push('\n');
+                }
+            }
+            out.push((rcpts, body));
+        }
+        out
+    }
+
+    /// Waits up to `secs` for `n` messages; on time-out fails showing
+    /// `logs()` (the sender's log).
+    pub fn wait_for(
+        &self,
+        n: usize,
+        secs: u64,
+        logs: impl Fn() -> String,
+    ) -> Vec<(Vec<String>, String)> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            let m = self.messages();
+            if m.len() >= n {
+                return m;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} of {n} messages arrived at the sink in {secs} s\n{}",
+                m.len(),
+                logs()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port the kernel had free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
