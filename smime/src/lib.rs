@@ -42,6 +42,7 @@
 //! | no RecipientInfo names the key's certificate (an altered identifier) | tries the key on the recipients anyway and may open | no matching key | never trial-decrypt: with implicit rejection a wrong key "succeeds" |
 //! | a leading mbox `From ` or HTTP request line | read as a (bad) header line: opens, or refuses when the lines after it are damaged too | skipped, with a note | said aloud, and the header after it read as any other |
 //! | binary bytes (NUL, 8-bit junk) inside header field values, fields whose names are intact | its reader stops and refuses | reads the fields by name and opens | RFC 5322 values are unstructured to a reader that only needs Content-Type; nothing from the body is taken as header |
+//! | a form feed inside base64 lines | its BIO stops ("not enough data") | ignored, opens | RFC 2045 §6.8: characters outside the alphabet are ignored by decoders; whitespace is the safe part of that |
 //! | base64 cut off mid-quantum (length 1 more than a multiple of 4) | decodes what it can | refuses (transfer encoding) | as any bad base64: a guessed decoding is another message |
 //! | a first line that is only whitespace (a continuation with no field) | skips it | "line 1 is not a header field" | as a malformed header line |
 //!
