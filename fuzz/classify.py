@@ -15,8 +15,10 @@ def classify(name, data):
     head = data[:m.start()] if m else data
     body = data[m.end():] if m else b''
     bad = False
-    for line in re.split(rb'\r?\n', head):
+    for n, line in enumerate(re.split(rb'\r?\n', head)):
         if not line: continue
+        if line[:1] in (b' ', b'\t') and n == 0:
+            bad = True
         if line[:1] in (b' ', b'\t'): 
             if any(c > 126 or (c < 32 and c not in (9,13)) for c in line): bad = True
             continue
@@ -25,7 +27,8 @@ def classify(name, data):
             bad = True
     if bad or not m:
         return 'malformed-header-line'
-    if any(c not in B64 for c in body.strip()) or re.search(rb'=[^=\s]', body.strip()):
+    b64 = re.sub(rb'\s', b'', body)
+    if any(c not in B64 for c in body.strip()) or re.search(rb'=[^=]', b64) or len(b64) % 4:
         return 'bad-base64'
     if data[:1] == b'\x30':
         return 'der'
