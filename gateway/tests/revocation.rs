@@ -279,7 +279,7 @@ async fn ocsp_and_crls_fetched_checked_and_cached() {
     );
     sh(
         d,
-        "openssl ca -batch -config ca.cnf -revoke crl-revoked.crt 2>/dev/null",
+        "openssl ca -batch -config ca.cnf -revoke crl-revoked.crt -crl_reason superseded 2>/dev/null",
     );
     sh(
         d,
@@ -357,7 +357,10 @@ async fn ocsp_and_crls_fetched_checked_and_cached() {
     unavailable(check("ocsp-wrongkey").await, "signature does not verify");
     unavailable(check("expired").await, "expired");
     good(check("crl-good").await, "CRL http://127.0.0.1");
-    revoked(check("crl-revoked").await, "listed in the CRL");
+    revoked(
+        check("crl-revoked").await,
+        "revoked (superseded; CRL http://",
+    );
     unavailable(check("crl-dead").await, "cannot connect");
     unavailable(check("crl-big").await, "larger than");
     unavailable(check("nothing").await, "names no OCSP responder or CRL");
@@ -372,7 +375,10 @@ async fn ocsp_and_crls_fetched_checked_and_cached() {
     good(check("ocsp-good").await, "OCSP");
     revoked(check("ocsp-revoked").await, "keyCompromise");
     good(check("crl-good").await, "CRL");
-    revoked(check("crl-revoked").await, "listed in the CRL");
+    revoked(
+        check("crl-revoked").await,
+        "revoked (superseded; CRL http://",
+    );
     // What was never cached is unavailable now.
     pki.issue("late", &pki.aia(pki.ocsp));
     unavailable(check("late").await, "cannot connect");
@@ -611,7 +617,7 @@ async fn every_level_is_asked_after_one_without_an_answer() {
     let f = Fetcher::new(None, Limits::default());
     match f.check_chain(&chain, &trust).await {
         Verdict::Revoked(why) => assert!(
-            why.starts_with("certificate of CN=inter revoked ("),
+            why.starts_with("certificate of CN=inter revoked (keyCompromise; CRL http://"),
             "{why}"
         ),
         v => panic!("{v:?}"),

@@ -299,9 +299,17 @@ pub fn check_crl(
     }
     let status = match crl.get_by_cert(&cert.to_owned()) {
         CrlStatus::NotRevoked => Status::Good,
-        CrlStatus::Revoked(r) | CrlStatus::RemoveFromCrl(r) => {
-            let _ = r;
-            Status::Revoked("listed in the CRL".into())
+        // removeFromCRL (RFC 5280 §5.3.1): a hold was released.
+        CrlStatus::RemoveFromCrl(_) => Status::Good,
+        CrlStatus::Revoked(r) => {
+            let code = r
+                .extension::<openssl::x509::ReasonCode>()
+                .ok()
+                .flatten()
+                .and_then(|(_, e)| e.get_i64().ok())
+                .and_then(|c| c_int::try_from(c).ok())
+                .unwrap_or(0);
+            Status::Revoked(revocation_reason(code).to_string())
         }
     };
     Ok(Checked {
