@@ -10,7 +10,7 @@ mod site;
 
 use std::fs;
 
-use common::{gpg_agent_up, peer, sh, sh_status};
+use common::{gpg_agent_up, gpgsm_import_p12, peer, sh, sh_status};
 use site::{Site, first_field, make_oces2_p12, sites};
 
 #[test]
@@ -141,11 +141,22 @@ fn issue_verify_export_revoke_renew_on_every_backend() {
             fs::create_dir_all(d.join("gnupg")).unwrap();
             fs::write(d.join("gnupg/gpg-agent.conf"), "allow-loopback-pinentry\n").unwrap();
             gpg_agent_up(&d.join("gnupg"));
-            let out = sh(
-                &d,
-                "export GNUPGHOME=$PWD/gnupg; echo Hemmelig-42 | gpgsm --batch --pinentry-mode loopback --passphrase-fd 0 --import user.p12 2>&1; gpgconf --kill gpg-agent",
-            );
-            let text = String::from_utf8_lossy(&out.stdout);
+            let text =
+                gpgsm_import_p12(&d.join("gnupg"), &d.join("user.p12"), "Hemmelig-42", &|n| {
+                    let again = d.join(format!("user-{n}.p12"));
+                    site.ok(&[
+                        "cert",
+                        "export",
+                        &user,
+                        "--out-p12",
+                        &again.display().to_string(),
+                        "--password-env",
+                        "P12_PW",
+                        "--compatible",
+                    ]);
+                    again
+                });
+            let _ = sh_status(&d, "GNUPGHOME=$PWD/gnupg gpgconf --kill gpg-agent");
             assert!(text.contains("secret keys imported: 1"), "gpgsm: {text}");
         }
         // Export again, both flavours.

@@ -895,11 +895,11 @@ fn our_ocsp_responder_answers_openssl() {
 }
 
 /// Issue 9 §3 end to end: inbound signatures are checked for revocation
-/// by the OCSP responder the signer's certificate names (here the
-/// gateway's own, as for a colleague's brugercertifikat), with the built-in
-/// `revocation = "prefer"`: not revoked is valid, revoked is invalid.
+/// (here colleagues' certificates of the gateway's own CA, answered from its
+/// records), with the built-in `revocation = "prefer"`: not revoked is
+/// valid, revoked is invalid; and `smime verify --fetch-revocation`.
 #[test]
-fn inbound_signatures_are_checked_for_revocation_by_ocsp() {
+fn inbound_signatures_are_checked_for_revocation() {
     if !peers(&["swaks", "smtp-sink", "openssl"]) {
         return;
     }
@@ -968,18 +968,28 @@ fn inbound_signatures_are_checked_for_revocation_by_ocsp() {
             &d.join(format!("{who}.eml")),
         );
     }
+    // The certificates name the gateway's responder (for outside parties).
+    let text = sh(&d, "openssl x509 -in kollega.pem -noout -text").stdout;
+    assert!(
+        String::from_utf8_lossy(&text).contains(&format!("OCSP - URI:{base}/ocsp/1")),
+        "{}",
+        String::from_utf8_lossy(&text)
+    );
     let sig = signatures_by_subject(&sink, 2, &serve);
     assert_eq!(sig["kollega"], "valid; signer=kollega@advokat.test");
+    // The gateway's own certificates are answered from its records (the
+    // certificates also name its OCSP responder, which
+    // `our_ocsp_responder_answers_openssl` checks).
     let r = &sig["fratraadt"];
     assert!(
         r.starts_with("invalid (certificate of CN=fratraadt")
-            && r.contains(&format!("revoked (unspecified; OCSP {base}/ocsp/1)"))
+            && r.contains("revoked (affiliationChanged; the internal CA's own records)")
             && r.ends_with("; signer=fratraadt@advokat.test"),
         "{r}"
     );
-    // `smime verify --fetch-revocation` asks the same responder (the
-    // store's internal CA is the anchor). Without fetching, the revoked
-    // signer is valid: nothing says otherwise.
+    // `smime verify --fetch-revocation` with the data directory answers
+    // the same way (the store's internal CA is the anchor). Without
+    // fetching, the revoked signer is valid: nothing says otherwise.
     let verify = |who: &str, extra: &[&str]| {
         let eml = d.join(format!("{who}.eml")).display().to_string();
         let mut args = vec!["smime", "verify", "--in", &eml];
@@ -990,24 +1000,61 @@ fn inbound_signatures_are_checked_for_revocation_by_ocsp() {
             String::from_utf8_lossy(&o.stderr).into_owned(),
         )
     };
-    // The issuing CA made at `init` names no responder: the employee's
-    // certificate is answered for, the CA's is not checked.
-    let (code, err) = verify("kollega", &["--fetch-revocation"]);
+    // Both levels below the root, the employee's certificate and the
+    // issuing CA (which names no responder), are answered from the records,
+    // so revocation can be required.
+    let (code, err) = verify("kollega", &["--fetch-revocation", "--require-revocation"]);
     assert_eq!(code, Some(0), "{err}");
     assert!(
-        err.contains("revocation not checked: no revocation data for C=DK, O=Advokatfirma Jørgensen, CN=Advokatfirma Jørgensen udstedende-CA 1")
-            && err.contains("CN=kollega, serialNumber=") && err.contains(&format!("not revoked (OCSP {base}/ocsp/1)")),
+        err.contains(
+            "CN=Advokatfirma Jørgensen udstedende-CA 1: not revoked (the internal CA's own records)"
+        ) && err.contains("CN=kollega, serialNumber=")
+            && err
+                .matches("not revoked (the internal CA's own records)")
+                .count()
+                == 2,
         "{err}"
     );
     assert_eq!(verify("fratraadt", &[]).0, Some(0));
     let (code, err) = verify("fratraadt", &["--fetch-revocation"]);
     assert_eq!(code, Some(1), "{err}");
-    assert!(err.contains("revoked"), "{err}");
-    // Requiring an answer for every certificate below the anchor cannot be
-    // met for it.
-    let (code, err) = verify("kollega", &["--fetch-revocation", "--require-revocation"]);
+    assert!(
+        err.contains("revoked (affiliationChanged; the internal CA's own records)"),
+        "{err}"
+    );
+    // An outside CA with the issuing CA's very name, and a certificate with
+    // kollega's serial: the records answer only for the CA's own
+    // certificate, byte for byte, so nothing answers for this one.
+    let out = sh(
+        &d,
+        "openssl pkcs12 -in kollega.p12 -passin pass:x -clcerts -nokeys | openssl x509 -noout -serial",
+    );
+    let serial = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .trim_start_matches("serial=")
+        .to_string();
+    sh(
+        &d,
+        &format!(
+            "openssl req -x509 -utf8 -newkey rsa:2048 -nodes -days 30              -subj '/C=DK/O=Advokatfirma Jørgensen/CN=Advokatfirma Jørgensen udstedende-CA 1'              -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign              -keyout fake-ca.key -out fake-ca.crt 2>/dev/null &&              printf 'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=emailProtection\nsubjectAltName=email:kollega@advokat.test\n' > fake.ext &&              openssl req -newkey rsa:2048 -nodes -subj '/CN=kollega' -keyout fake.key -out fake.csr 2>/dev/null &&              openssl x509 -req -in fake.csr -CA fake-ca.crt -CAkey fake-ca.key -set_serial 0x{serial} -days 30 -extfile fake.ext -out fake.crt 2>/dev/null &&              openssl cms -sign -in inner.txt -signer fake.crt -inkey fake.key -from kollega@advokat.test -out fake.eml"
+        ),
+    );
+    let fake_ca = d.join("fake-ca.crt").display().to_string();
+    let (code, err) = verify(
+        "fake",
+        &[
+            "--ca",
+            &fake_ca,
+            "--fetch-revocation",
+            "--require-revocation",
+        ],
+    );
     assert_eq!(code, Some(1), "{err}");
-    assert!(err.contains("revocation unavailable"), "{err}");
+    assert!(
+        err.contains("revocation unavailable: no revocation data for CN=kollega")
+            && !err.contains("own records"),
+        "{err}"
+    );
     serve.stop();
 }
 

@@ -361,10 +361,29 @@ impl Gpg {
         let g = Gpg { home };
         gpg_agent_up(&h);
         for u in ["alice", "bob"] {
-            g.run(&format!(
-                "echo test | gpgsm --batch --pinentry-mode loopback --passphrase-fd 0 --import {}",
-                pki.file(&format!("{u}-gpgsm.p12"))
-            ));
+            let text = gpgsm_import_p12(
+                &h,
+                Path::new(&pki.file(&format!("{u}-gpgsm.p12"))),
+                "test",
+                &|n| {
+                    // A copy of its own: the shared PKI is read by other tests.
+                    let again = h.join(format!("{u}-{n}.p12"));
+                    sh(
+                        &h,
+                        &format!(
+                            "openssl pkcs12 -export -in {} -name {u} -passout pass:test \
+                             -keypbe PBE-SHA1-3DES -certpbe PBE-SHA1-3DES -macalg sha1 -out {}",
+                            pki.file(&format!("{u}.pem")),
+                            again.display()
+                        ),
+                    );
+                    again
+                },
+            );
+            assert!(
+                text.contains("secret keys imported: 1"),
+                "gpgsm import of {u}: {text}"
+            );
         }
         g.run(&format!("gpgsm --batch --import {}", pki.file("ca.crt")));
         let fp = sh(

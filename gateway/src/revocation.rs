@@ -126,6 +126,12 @@ impl Fetcher {
         issuer: &X509,
         trust: &TrustStore,
     ) -> Result<(Status, String), String> {
+        // Certificates of this installation's own CAs: its records are the
+        // answer (no round trip to itself; the issuing CA made at `init`
+        // names no responder).
+        if let Some(own) = self.own_records(cert, issuer).await {
+            return Ok(own);
+        }
         let (ocsp, crls) = revocation::urls(cert);
         if ocsp.is_empty() && crls.is_empty() {
             return Err("the certificate names no OCSP responder or CRL (http)".into());
@@ -147,6 +153,34 @@ impl Fetcher {
             }
         }
         Err(why.join("; "))
+    }
+
+    /// When `issuer` is one of the internal CAs' certificates (byte for
+    /// byte, not only by name), the status of `cert` in the store.
+    async fn own_records(&self, cert: &X509, issuer: &X509) -> Option<(Status, String)> {
+        let store = self.store.as_ref()?;
+        let name = smime::keyring::name_to_string(issuer.subject_name());
+        let der = issuer.to_der().ok()?;
+        let cas = store.ca_certificates_named(&name).await.ok()?;
+        let (org, _) = cas.into_iter().find(|(_, c)| {
+            X509::from_pem(c.pem.as_bytes())
+                .and_then(|x| x.to_der())
+                .is_ok_and(|d| d == der)
+        })?;
+        let serial = service::certs::serial_hex(cert);
+        let row = store
+            .certificate_by_serial(org, &name, &serial)
+            .await
+            .ok()??;
+        let status = if row.status == "revoked" {
+            Status::Revoked(
+                row.revocation_reason
+                    .unwrap_or_else(|| "unspecified".into()),
+            )
+        } else {
+            Status::Good
+        };
+        Some((status, "the internal CA's own records".into()))
     }
 
     async fn ocsp(

@@ -656,7 +656,7 @@ fn verify(a: VerifyArgs) -> Result<ExitCode, Fail> {
             || rule
                 .as_ref()
                 .is_some_and(|r| r.revocation == policies::Revocation::Require);
-        fetched_revocation(&reports, trust, require)?;
+        fetched_revocation(&reports, trust, require, &a.store)?;
     }
     if opened.all_signatures_valid()
         && let Some(why) = rule
@@ -687,10 +687,14 @@ fn verify(a: VerifyArgs) -> Result<ExitCode, Fail> {
 
 /// `verify --fetch-revocation`: each valid signer's chain checked as the
 /// gateway checks it (OCSP, else CRL, fetched over http).
+/// With a data directory, the internal CA's own certificates are answered
+/// from its records (and answers are cached in the store, shared with the
+/// gateway).
 fn fetched_revocation(
     reports: &[smime::SignatureReport],
     trust: &smime::TrustStore,
     require: bool,
+    store: &super::context::StoreArgs,
 ) -> Result<(), Fail> {
     use gateway::revocation::{Fetcher, Limits, Verdict};
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -701,9 +705,18 @@ fn fetched_revocation(
             code: 2,
             msg: format!("cannot start the runtime: {e}"),
         })?;
+    // Opened on this runtime: its connections belong to it.
+    let svc = if store.given() {
+        Some(rt.block_on(service::Service::open(
+            &store.location(),
+            service::Actor::from_process(),
+        ))?)
+    } else {
+        None
+    };
     let fetcher = {
         let _g = rt.enter();
-        Fetcher::new(None, Limits::default())
+        Fetcher::new(svc.as_ref().map(|s| s.store().clone()), Limits::default())
     };
     for s in reports.iter().flat_map(|r| r.signers.iter()) {
         match fetcher.check_chain_blocking(&s.chain, trust) {

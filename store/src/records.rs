@@ -472,6 +472,27 @@ impl Tx<'_> {
         row.as_ref().map(cert_row).transpose()
     }
 
+    /// The internal CA certificates (root and issuing, of every
+    /// organisation) whose subject is `subject`, with their organisation:
+    /// for answering revocation of the installation's own certificates
+    /// from its records. The caller compares the certificate itself.
+    pub async fn ca_certificates_named(
+        &mut self,
+        subject: &str,
+    ) -> Result<Vec<(OrgId, CertRow)>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT org_id, ",
+            cert_columns!(),
+            " FROM certificates WHERE kind IN ('root-ca', 'issuing-ca') AND subject = $1 ORDER BY id"
+        ))
+        .bind(subject)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((OrgId(r.try_get("org_id")?), cert_row(r)?)))
+            .collect()
+    }
+
     /// Revoked certificates of `org` issued by `issuer` (for the CRL).
     pub async fn revoked_by_issuer(
         &mut self,
@@ -722,6 +743,8 @@ in_tx! { begin_read:
     fn list_certificates(&self, org: OrgId) -> Vec<CertRow>;
     /// Revoked certificates of `org` issued by `issuer`.
     fn revoked_by_issuer(&self, org: OrgId, issuer: &str) -> Vec<CertRow>;
+    /// Internal CA certificates of any organisation with this subject.
+    fn ca_certificates_named(&self, subject: &str) -> Vec<(OrgId, CertRow)>;
     /// `org`'s CA, if it has one.
     fn ca_state(&self, org: OrgId) -> Option<CaState>;
     /// Every outside certificate of `org`.

@@ -431,6 +431,44 @@ pub fn gpg_agent_up(home: &Path) {
     }
 }
 
+/// Imports a PKCS#12 file into gpgsm (GNUPGHOME `home`, agent running
+/// with loopback pinentry) and returns what gpgsm said. GnuPG 2.2's
+/// PKCS#12 parser refuses about one valid file in a hundred, depending on
+/// its random salt ("error parsing or decrypting the PKCS#12 file";
+/// measured 2026-12-07: 1 of 100 made by `openssl pkcs12 -export -keypbe
+/// PBE-SHA1-3DES`, 1 of 60 made by `cert export --compatible`; OpenSSL
+/// opens them all). When it does, `remake(n)` writes the same content anew
+/// (another salt) and returns its path, and the import is tried again, at
+/// most 5 times.
+pub fn gpgsm_import_p12(
+    home: &Path,
+    p12: &Path,
+    password: &str,
+    remake: &dyn Fn(u32) -> PathBuf,
+) -> String {
+    let mut file = p12.to_path_buf();
+    for attempt in 1..=5 {
+        let out = sh_status(
+            home,
+            &format!(
+                "export GNUPGHOME={}; echo {password} | gpgsm --batch --pinentry-mode loopback --passphrase-fd 0 --import {} 2>&1",
+                home.display(),
+                file.display()
+            ),
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !text.contains("error parsing or decrypting the PKCS#12 file") {
+            return text;
+        }
+        eprintln!(
+            "gpgsm refused {} (attempt {attempt}): remade",
+            file.display()
+        );
+        file = remake(attempt);
+    }
+    panic!("gpgsm refused 5 PKCS#12 files in a row: not its salt bug");
+}
+
 /// Postfix's smtp-sink, dumping every message it accepts into `dir`.
 pub struct Sink {
     child: std::process::Child,
