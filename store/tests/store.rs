@@ -482,3 +482,47 @@ async fn sealed_keys_cannot_be_moved_between_organisations_or_unretired() {
         drop_db(&db).await;
     }
 }
+
+/// The internal CA certificates of every organisation are found by subject
+/// (for answering revocation from the records); other kinds are not.
+#[tokio::test(flavor = "current_thread")]
+async fn ca_certificates_are_found_by_subject_across_organisations() {
+    for db in databases().await {
+        let s = Store::open(&db.url, master(&Kek::generate().unwrap()))
+            .await
+            .unwrap();
+        let a = s.create_organisation("A", "11111111").await.unwrap();
+        let b = s.create_organisation("B", "22222222").await.unwrap();
+        let key = rsa();
+        let named = |kind: &str, subject: &str, serial: u32| {
+            let mut c = new_cert(&self_signed(&key, subject, serial), kind, None);
+            c.subject = format!("CN={subject}");
+            c
+        };
+        let ra = s
+            .insert_certificate(a, &named("issuing-ca", "Same Name", 1))
+            .await
+            .unwrap();
+        let rb = s
+            .insert_certificate(b, &named("root-ca", "Same Name", 2))
+            .await
+            .unwrap();
+        s.insert_certificate(a, &named("organisation", "Same Name", 3))
+            .await
+            .unwrap();
+        s.insert_certificate(b, &named("issuing-ca", "Other", 4))
+            .await
+            .unwrap();
+        let found = s.ca_certificates_named("CN=Same Name").await.unwrap();
+        let ids: Vec<(i64, i64)> = found.iter().map(|(o, c)| (o.0, c.id)).collect();
+        assert_eq!(ids, vec![(a.0, ra), (b.0, rb)], "{}", db.url);
+        assert!(
+            s.ca_certificates_named("CN=Nobody")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        s.close().await;
+        drop_db(&db).await;
+    }
+}
