@@ -591,9 +591,12 @@ impl Service {
                 .find(|c| c.issuer == names[ca] && norm(&c.serial) == serial)
             {
                 None => smime::revocation::Known::Unknown,
-                Some(c) if c.status == "revoked" => {
-                    smime::revocation::Known::Revoked(c.revoked_at.unwrap_or(now))
-                }
+                Some(c) if c.status == "revoked" => smime::revocation::Known::Revoked(
+                    c.revoked_at.unwrap_or(now),
+                    smime::revocation::reason_code(
+                        c.revocation_reason.as_deref().unwrap_or("unspecified"),
+                    ),
+                ),
                 Some(_) => smime::revocation::Known::Good,
             }
         };

@@ -244,6 +244,14 @@ fn check_ocsp(
     })
 }
 
+/// The RFC 5280 CRLReason code of a reason name (`keyCompromise`, ...);
+/// 0 (unspecified) for a name it does not know.
+pub fn reason_code(name: &str) -> c_int {
+    (1..=10)
+        .find(|&c| c != 7 && revocation_reason(c).eq_ignore_ascii_case(name))
+        .unwrap_or(0)
+}
+
 fn revocation_reason(code: c_int) -> &'static str {
     match code {
         1 => "keyCompromise",
@@ -323,8 +331,9 @@ pub fn check_crl(
 pub enum Known {
     /// Issued and not revoked.
     Good,
-    /// Revoked at this time (seconds since the epoch).
-    Revoked(i64),
+    /// Revoked at this time (seconds since the epoch), for this RFC 5280
+    /// CRLReason code (see [`reason_code`]).
+    Revoked(i64, c_int),
     /// Not issued by this CA.
     Unknown,
 }
@@ -433,9 +442,9 @@ pub fn ocsp_respond(
             };
             let (status, reason, revtime) = match known {
                 Known::Good => (openssl_sys::V_OCSP_CERTSTATUS_GOOD, 0, None),
-                Known::Revoked(t) => (
+                Known::Revoked(t, why) => (
                     openssl_sys::V_OCSP_CERTSTATUS_REVOKED,
-                    openssl_sys::OCSP_REVOKED_STATUS_UNSPECIFIED,
+                    why,
                     Some(Asn1Time::from_unix(t).map_err(e)?),
                 ),
                 Known::Unknown => (openssl_sys::V_OCSP_CERTSTATUS_UNKNOWN, 0, None),
@@ -575,12 +584,12 @@ mod tests {
             .as_secs() as i64;
         let lookup = |_: usize, serial: &str| match serial {
             "10" => Known::Good,
-            "11" => Known::Revoked(now - 60),
+            "11" => Known::Revoked(now - 60, 1),
             _ => Known::Unknown,
         };
         for (c, want) in [
             (&good, Status::Good),
-            (&revoked, Status::Revoked("unspecified".into())),
+            (&revoked, Status::Revoked("keyCompromise".into())),
             (&other, Status::Unknown),
         ] {
             let q = OcspQuery::new(c, &ca).unwrap();
