@@ -486,7 +486,29 @@ fn inbound_decrypts_oces3_and_legacy_oces2_verifies_and_harvests() {
             ),
         )
         .unwrap();
-        for m in ["m1.eml", "m2.eml", "m3.eml", "m4.eml", "m5.eml", "m6.eml"] {
+        // 7. The same shape with the part encrypted to a key nobody here
+        // holds (a forwarded encrypted message): delivered as received,
+        // not counted as undecryptable.
+        sh(
+            &d,
+            &format!("openssl cms -encrypt -aes-256-cbc -in inner.txt -out part7.txt {court_crt}"),
+        );
+        let part7 = fs::read_to_string(d.join("part7.txt")).unwrap();
+        let part7 = part7
+            .split_once("\n")
+            .filter(|(first, _)| first.starts_with("MIME-Version"))
+            .map_or(part7.as_str(), |(_, rest)| rest);
+        fs::write(
+            d.join("m7.eml"),
+            format!(
+                "From: post@retten.test\r\nTo: post@advokat.test\r\nSubject: Dom 7\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"fwd\"\r\n\r\n--fwd\r\nContent-Type: text/plain\r\n\r\nVideresendt.\r\n--fwd\r\n{}\r\n--fwd--\r\n",
+                part7.trim_end()
+            ),
+        )
+        .unwrap();
+        for m in [
+            "m1.eml", "m2.eml", "m3.eml", "m4.eml", "m5.eml", "m6.eml", "m7.eml",
+        ] {
             swaks(
                 serve.inbound,
                 "post@retten.test",
@@ -510,7 +532,7 @@ fn inbound_decrypts_oces3_and_legacy_oces2_verifies_and_harvests() {
         let out = String::from_utf8_lossy(&o.stdout);
         assert!(out.contains("550 5.7.1"), "{out}");
 
-        let got = sink.wait_for(6, 60, || serve.logs());
+        let got = sink.wait_for(7, 60, || serve.logs());
         let by_subject: BTreeMap<String, String> = got
             .iter()
             .map(|(r, m)| {
@@ -570,6 +592,17 @@ fn inbound_decrypts_oces3_and_legacy_oces2_verifies_and_harvests() {
             "{dec6}"
         );
         assert_eq!(header(m6, "X-Sikkermail-Signature"), Some("none"), "{m6}");
+        let m7 = &by_subject["Dom 7"];
+        assert!(
+            m7.contains("Videresendt.") && m7.contains("pkcs7-mime"),
+            "{m7}"
+        );
+        assert!(
+            header(m7, "X-Sikkermail-Error")
+                .is_some_and(|e| e.starts_with("an encrypted part was left as it is: no key")),
+            "{m7}"
+        );
+        assert!(header(m7, "X-Sikkermail-Decrypted").is_none(), "{m7}");
         // The court's certificate was harvested under its address.
         let list = site.ok(&["recipient", "list"]);
         assert!(

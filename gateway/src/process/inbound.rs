@@ -101,6 +101,19 @@ pub fn process(
             strip_fields(&opened.message, is_sikkermail_field)
         }
         Err(SmimeError::NotSmime { .. }) => clean.clone(),
+        // A multipart/mixed whose encrypted parts are for keys we do not
+        // hold (an encrypted message forwarded as an attachment): the
+        // message itself is not encrypted to us; delivered as received,
+        // never quarantined.
+        Err(e @ SmimeError::NoMatchingKey { .. })
+            if smime::mime::Entity::parse(&clean).content_type().mime_type == "multipart/mixed" =>
+        {
+            info.push((
+                "X-Sikkermail-Error",
+                format!("an encrypted part was left as it is: {e}"),
+            ));
+            clean.clone()
+        }
         Err(e) => {
             let why = e.to_string();
             info.push(("X-Sikkermail-Error", format!("not decrypted: {why}")));
