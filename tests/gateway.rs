@@ -464,45 +464,38 @@ fn inbound_decrypts_oces3_and_legacy_oces2_verifies_and_harvests() {
                 "openssl cms -sign -in inner.txt -signer {court_crt} -inkey {court_key} -from dommer@falsk.test -subject 'Dom 5' -out m5.eml"
             ),
         );
+        // An encrypted entity made by OpenSSL (its MIME-Version line left
+        // out), to put in a multipart/mixed.
+        let encrypted_entity = |to: &str, name: &str| -> String {
+            sh(
+                &d,
+                &format!("openssl cms -encrypt -aes-256-cbc -in inner.txt -out {name} {to}"),
+            );
+            let text = fs::read_to_string(d.join(name)).unwrap();
+            let entity = text
+                .split_once('\n')
+                .filter(|(first, _)| first.starts_with("MIME-Version"))
+                .map_or(text.as_str(), |(_, rest)| rest);
+            entity.trim_end().to_string()
+        };
         // 6. Encrypted to the organisation, then a relay added a disclaimer
         // part beside it (multipart/mixed): the part opens in place.
-        sh(
-            &d,
-            &format!(
-                "openssl cms -encrypt -aes-256-cbc -in inner.txt -out part6.txt {}",
-                org.org_cert
-            ),
-        );
-        let part6 = fs::read_to_string(d.join("part6.txt")).unwrap();
-        let part6 = part6
-            .split_once("\n")
-            .filter(|(first, _)| first.starts_with("MIME-Version"))
-            .map_or(part6.as_str(), |(_, rest)| rest);
         fs::write(
             d.join("m6.eml"),
             format!(
                 "From: post@retten.test\r\nTo: post@advokat.test\r\nSubject: Dom 6\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"relay\"\r\n\r\n--relay\r\n{}\r\n--relay\r\nContent-Type: text/plain\r\n\r\nAnsvarsfraskrivelse fra relæet.\r\n--relay--\r\n",
-                part6.trim_end()
+                encrypted_entity(&org.org_cert, "part6.txt")
             ),
         )
         .unwrap();
         // 7. The same shape with the part encrypted to a key nobody here
         // holds (a forwarded encrypted message): delivered as received,
         // not counted as undecryptable.
-        sh(
-            &d,
-            &format!("openssl cms -encrypt -aes-256-cbc -in inner.txt -out part7.txt {court_crt}"),
-        );
-        let part7 = fs::read_to_string(d.join("part7.txt")).unwrap();
-        let part7 = part7
-            .split_once("\n")
-            .filter(|(first, _)| first.starts_with("MIME-Version"))
-            .map_or(part7.as_str(), |(_, rest)| rest);
         fs::write(
             d.join("m7.eml"),
             format!(
                 "From: post@retten.test\r\nTo: post@advokat.test\r\nSubject: Dom 7\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"fwd\"\r\n\r\n--fwd\r\nContent-Type: text/plain\r\n\r\nVideresendt.\r\n--fwd\r\n{}\r\n--fwd--\r\n",
-                part7.trim_end()
+                encrypted_entity(&court_crt, "part7.txt")
             ),
         )
         .unwrap();
