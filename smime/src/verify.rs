@@ -52,6 +52,16 @@ pub struct TrustStore {
     /// OpenSSL's OCSP-helper purpose).
     smime: bool,
     validation: Validation,
+    /// What the store was built from, for a store of its own per check
+    /// where OpenSSL verifies a whole SignedData itself (the fallback).
+    inputs: std::sync::Arc<StoreInputs>,
+}
+
+/// The anchors and CRLs a [`TrustStore`] was built from.
+struct StoreInputs {
+    anchors: Vec<X509>,
+    crls: Vec<X509Crl>,
+    crl_flags: X509VerifyFlags,
 }
 
 /// How chains are validated beyond building them to an anchor (RFC 5280
@@ -140,6 +150,38 @@ pub enum CrlCheck {
     Leaf,
 }
 
+impl StoreInputs {
+    /// An OpenSSL store of the anchors and CRLs; with `validation`, its
+    /// parameters carry it (for OpenSSL's own CMS verification).
+    fn build(&self, validation: Option<(&Validation, Option<i64>)>) -> Result<X509Store> {
+        let e = |e: openssl::error::ErrorStack| Error::BadKey(ossl_reason(&e));
+        let mut b = X509StoreBuilder::new().map_err(e)?;
+        for a in &self.anchors {
+            b.add_cert(a.clone()).map_err(e)?;
+        }
+        for crl in &self.crls {
+            // SAFETY: the store takes its own reference to the CRL.
+            let ok = unsafe {
+                crate::ffi::X509_STORE_add_crl(ForeignType::as_ptr(&b), ForeignType::as_ptr(crl))
+            };
+            if ok != 1 {
+                return Err(Error::BadKey("cannot add CRL to the trust store".into()));
+            }
+        }
+        if !self.crl_flags.is_empty() {
+            b.set_flags(self.crl_flags).map_err(e)?;
+        }
+        if let Some((v, at)) = validation {
+            let mut param = openssl::x509::verify::X509VerifyParam::new().map_err(e)?;
+            param.set_flags(self.crl_flags).map_err(e)?;
+            // SAFETY: our own parameters, alive across the call.
+            unsafe { apply_validation(ForeignType::as_ptr(&param), v, at) };
+            b.set_param(&param).map_err(e)?;
+        }
+        Ok(b.build())
+    }
+}
+
 impl std::fmt::Debug for TrustStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TrustStore")
@@ -186,34 +228,24 @@ impl TrustStore {
         smime: bool,
         check: CrlCheck,
     ) -> Result<Self> {
-        let e = |e: openssl::error::ErrorStack| Error::BadKey(ossl_reason(&e));
-        let mut b = X509StoreBuilder::new().map_err(e)?;
-        for a in anchors {
-            b.add_cert(a).map_err(e)?;
-        }
         let crl_check = !crls.is_empty();
-        for crl in &crls {
-            // SAFETY: the store takes its own reference to the CRL.
-            let ok = unsafe {
-                crate::ffi::X509_STORE_add_crl(ForeignType::as_ptr(&b), ForeignType::as_ptr(crl))
-            };
-            if ok != 1 {
-                return Err(Error::BadKey("cannot add CRL to the trust store".into()));
-            }
-        }
-        if crl_check {
-            let flags = match check {
-                CrlCheck::All => X509VerifyFlags::CRL_CHECK | X509VerifyFlags::CRL_CHECK_ALL,
-                CrlCheck::Leaf => X509VerifyFlags::CRL_CHECK,
-            };
-            b.set_flags(flags).map_err(e)?;
-        }
+        let crl_flags = match (crl_check, check) {
+            (false, _) => X509VerifyFlags::empty(),
+            (true, CrlCheck::All) => X509VerifyFlags::CRL_CHECK | X509VerifyFlags::CRL_CHECK_ALL,
+            (true, CrlCheck::Leaf) => X509VerifyFlags::CRL_CHECK,
+        };
+        let inputs = StoreInputs {
+            anchors,
+            crls,
+            crl_flags,
+        };
         Ok(TrustStore {
-            store: std::sync::Arc::new(b.build()),
+            store: std::sync::Arc::new(inputs.build(None)?),
             pool,
             crl_check,
             smime,
             validation: Validation::default(),
+            inputs: std::sync::Arc::new(inputs),
         })
     }
 
@@ -243,6 +275,7 @@ impl TrustStore {
             crl_check: self.crl_check,
             smime: self.smime,
             validation: Validation::default(),
+            inputs: std::sync::Arc::clone(&self.inputs),
         }
         .with_validation(v)
     }
@@ -576,9 +609,19 @@ fn verify_opaque_to_us(
         Some(_) => CMSOptions::BINARY,
         None => CMSOptions::BINARY | CMSOptions::NO_SIGNER_CERT_VERIFY,
     };
+    // OpenSSL checks the chain itself here: a store of its own carrying the
+    // validation settings and moment (a signing time cannot be read here,
+    // so `SigningTime` checks now).
+    let own_store = match trust {
+        Some(t) => Some(
+            t.inputs
+                .build(Some((&t.validation, check_moment(&t.validation, None))))?,
+        ),
+        None => None,
+    };
     let res = cms.verify(
         Some(&pool),
-        trust.map(|t| &**t.store),
+        own_store.as_deref(),
         detached,
         Some(&mut content),
         flags,
@@ -600,7 +643,12 @@ fn verify_opaque_to_us(
         canonicalised: false,
         signers: vec![SignerReport {
             certificate: None,
-            subject: format!("(signer details unavailable: {why})"),
+            subject: match trust.map(|t| t.validation.time) {
+                Some(CheckTime::SigningTime) => format!(
+                    "(signer details unavailable: {why}; certificates checked now, the signing time unread)"
+                ),
+                _ => format!("(signer details unavailable: {why})"),
+            },
             emails: Vec::new(),
             signing_time: None,
             signing_time_unix: None,
@@ -637,6 +685,72 @@ pub fn verify_cms(
 }
 
 /// Builds and checks `cert`'s chain; the policies it asserts, or why not.
+/// RFC 5280 §6.1.1 inputs onto OpenSSL verification parameters: policy
+/// processing always, CRL extensions, `v`'s policy settings, required
+/// revocation, and the moment `at` (seconds since 1970; none: now).
+///
+/// # Safety
+/// `param` must be a valid `X509_VERIFY_PARAM` owned by the caller.
+unsafe fn apply_validation(
+    param: *mut openssl_sys::X509_VERIFY_PARAM,
+    v: &Validation,
+    at: Option<i64>,
+) {
+    let mut flags = openssl_sys::X509_V_FLAG_POLICY_CHECK
+        | openssl_sys::X509_V_FLAG_EXTENDED_CRL_SUPPORT
+        | openssl_sys::X509_V_FLAG_USE_DELTAS;
+    if v.explicit_policy {
+        flags |= openssl_sys::X509_V_FLAG_EXPLICIT_POLICY;
+    }
+    if v.inhibit_policy_mapping {
+        flags |= openssl_sys::X509_V_FLAG_INHIBIT_MAP;
+    }
+    if v.inhibit_any_policy {
+        flags |= openssl_sys::X509_V_FLAG_INHIBIT_ANY;
+    }
+    if v.require_revocation {
+        flags |= openssl_sys::X509_V_FLAG_CRL_CHECK | openssl_sys::X509_V_FLAG_CRL_CHECK_ALL;
+    }
+    // SAFETY: the caller's parameters; add0_policy takes the object it is
+    // given (freed here when it does not).
+    unsafe {
+        openssl_sys::X509_VERIFY_PARAM_set_flags(param, flags);
+        if let Some(t) = at {
+            openssl_sys::X509_VERIFY_PARAM_set_time(param, t as _);
+        }
+        // OpenSSL takes "no initial policies" as an empty set, not as
+        // anyPolicy: say anyPolicy (RFC 5280's default) explicitly.
+        let any = [ANY_POLICY.to_string()];
+        let initial = if v.policies.is_empty() {
+            &any[..]
+        } else {
+            &v.policies[..]
+        };
+        for p in initial {
+            let Ok(txt) = std::ffi::CString::new(p.as_str()) else {
+                continue;
+            };
+            let obj = openssl_sys::OBJ_txt2obj(txt.as_ptr(), 1);
+            if !obj.is_null() && crate::ffi::X509_VERIFY_PARAM_add0_policy(param, obj) != 1 {
+                openssl_sys::ASN1_OBJECT_free(obj);
+            }
+        }
+    }
+}
+
+/// The moment `v` checks at, given a signer's signing time.
+fn check_moment(v: &Validation, signing_time: Option<SystemTime>) -> Option<i64> {
+    match v.time {
+        CheckTime::Now => None,
+        CheckTime::At(t) => Some(t),
+        CheckTime::SigningTime => signing_time,
+    }
+    .map(|t| match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_secs() as i64,
+        Err(e) => -(e.duration().as_secs() as i64),
+    })
+}
+
 fn chain_check(
     trust: &TrustStore,
     cert: &X509,
@@ -646,15 +760,7 @@ fn chain_check(
 ) -> std::result::Result<ChainInfo, String> {
     let mut ctx = X509StoreContext::new().map_err(|e| ossl_reason(&e))?;
     let v = &trust.validation;
-    let at = match v.time {
-        CheckTime::Now => None,
-        CheckTime::At(t) => Some(t),
-        CheckTime::SigningTime => signing_time,
-    }
-    .map(|t| match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => d.as_secs() as i64,
-        Err(e) => -(e.duration().as_secs() as i64),
-    });
+    let at = check_moment(v, signing_time);
     let res = ctx.init(&trust.store, cert, untrusted, |c| {
         let raw = ForeignTypeRef::as_ptr(c);
         // SAFETY: `raw` is the initialised context, alive for this closure;
@@ -665,43 +771,7 @@ fn chain_check(
                 crate::ffi::X509_STORE_CTX_set_purpose(raw, openssl_sys::X509_PURPOSE_SMIME_SIGN);
                 crate::ffi::X509_STORE_CTX_set_verify_cb(raw, Some(any_eku_is_smime));
             }
-            let param = crate::ffi::X509_STORE_CTX_get0_param(raw);
-            let mut flags = openssl_sys::X509_V_FLAG_POLICY_CHECK
-                | openssl_sys::X509_V_FLAG_EXTENDED_CRL_SUPPORT
-                | openssl_sys::X509_V_FLAG_USE_DELTAS;
-            if v.explicit_policy {
-                flags |= openssl_sys::X509_V_FLAG_EXPLICIT_POLICY;
-            }
-            if v.inhibit_policy_mapping {
-                flags |= openssl_sys::X509_V_FLAG_INHIBIT_MAP;
-            }
-            if v.inhibit_any_policy {
-                flags |= openssl_sys::X509_V_FLAG_INHIBIT_ANY;
-            }
-            if v.require_revocation {
-                flags |= openssl_sys::X509_V_FLAG_CRL_CHECK | openssl_sys::X509_V_FLAG_CRL_CHECK_ALL;
-            }
-            openssl_sys::X509_VERIFY_PARAM_set_flags(param, flags);
-            if let Some(t) = at {
-                openssl_sys::X509_VERIFY_PARAM_set_time(param, t as _);
-            }
-            // OpenSSL takes "no initial policies" as an empty set, not as
-            // anyPolicy: say anyPolicy (RFC 5280's default) explicitly.
-            let any = [ANY_POLICY.to_string()];
-            let initial = if v.policies.is_empty() {
-                &any[..]
-            } else {
-                &v.policies[..]
-            };
-            for p in initial {
-                let Ok(txt) = std::ffi::CString::new(p.as_str()) else {
-                    continue;
-                };
-                let obj = openssl_sys::OBJ_txt2obj(txt.as_ptr(), 1);
-                if !obj.is_null() && crate::ffi::X509_VERIFY_PARAM_add0_policy(param, obj) != 1 {
-                    openssl_sys::ASN1_OBJECT_free(obj);
-                }
-            }
+            apply_validation(crate::ffi::X509_STORE_CTX_get0_param(raw), v, at);
             if let Some(crls) = msg_crls {
                 crate::ffi::X509_STORE_CTX_set0_crls(raw, crls.0);
             }

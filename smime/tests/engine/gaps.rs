@@ -743,3 +743,111 @@ fn encrypted_parts_of_a_multipart_mixed_open_where_keys_match() {
         .collect();
     assert_eq!(parts, vec![(2, 3), (3, 3)]);
 }
+
+/// A SignedData our parser refuses (a UUID OID in an unsigned attribute)
+/// is verified by OpenSSL itself, with the same validation settings: the
+/// moment checked at and the certificate policies (before, OpenSSL's
+/// store was used as it was, checking now and ignoring the policies).
+#[test]
+fn signed_data_our_parser_refuses_is_checked_with_the_same_settings() {
+    use openssl::cms::{CMSOptions, CmsContentInfo};
+    use std::time::{Duration, SystemTime};
+    let f = super::fixtures::fx();
+    let content = b"Content-Type: text/plain\r\n\r\nunderskrevet\r\n";
+    let der0 = CmsContentInfo::sign(
+        Some(&f.alice.1),
+        Some(&f.alice.0),
+        None,
+        Some(content),
+        CMSOptions::BINARY,
+    )
+    .unwrap()
+    .to_der()
+    .unwrap();
+    // ContentInfo { oid, [0] { SignedData { ..., signerInfos SET { SignerInfo } } } }
+    let (_, ci_s, _) = der::read(&der0, 0);
+    let (_, _, oid_e) = der::read(&der0, ci_s);
+    let (_, a0_s, _) = der::read(&der0, oid_e);
+    let (_, sd_s, sd_e) = der::read(&der0, a0_s);
+    let (mut pos, mut set_at) = (sd_s, sd_s);
+    while pos < sd_e {
+        set_at = pos;
+        pos = der::read(&der0, pos).2;
+    }
+    let (_, set_s, _) = der::read(&der0, set_at);
+    let (_, si_s, si_e) = der::read(&der0, set_s);
+    let attr = der::tlv(
+        0x30,
+        &[
+            der::uuid_oid(0xF81D_4FAE_7DEC_11D0_A765_00A0_C91E_6BF6),
+            der::tlv(0x31, &[0x05, 0x00]),
+        ]
+        .concat(),
+    );
+    let mut si = der0[si_s..si_e].to_vec();
+    si.extend(der::tlv(0xA1, &attr));
+    let mut sd = der0[sd_s..set_at].to_vec();
+    sd.extend(der::tlv(0x31, &der::tlv(0x30, &si)));
+    let ci = der::tlv(
+        0x30,
+        &[
+            der0[ci_s..oid_e].to_vec(),
+            der::tlv(0xA0, &der::tlv(0x30, &sd)),
+        ]
+        .concat(),
+    );
+    let trust = smime::TrustStore::new(vec![f.ca.clone()], vec![], vec![]).unwrap();
+    let check = |v: smime::Validation| {
+        let t = trust.validating(v).unwrap();
+        let o = smime::verify(&ci, &t, None).unwrap();
+        let s = o.signatures().next().unwrap().clone();
+        assert!(
+            s.signers[0]
+                .subject
+                .starts_with("(signer details unavailable"),
+            "not the fallback: {}",
+            s.signers[0].subject
+        );
+        s
+    };
+    let s = check(smime::Validation::default());
+    assert!(s.valid, "{:?}", s.reason);
+    let at = |days: i64| {
+        let now = SystemTime::now();
+        let d = Duration::from_secs(days.unsigned_abs() * 86_400);
+        smime::CheckTime::At(if days < 0 { now - d } else { now + d })
+    };
+    let s = check(smime::Validation {
+        time: at(60),
+        ..Default::default()
+    });
+    assert!(
+        !s.valid && s.reason.as_deref().unwrap().contains("expired"),
+        "{:?}",
+        s.reason
+    );
+    let s = check(smime::Validation {
+        time: at(-2),
+        ..Default::default()
+    });
+    assert!(
+        !s.valid && s.reason.as_deref().unwrap().contains("not yet valid"),
+        "{:?}",
+        s.reason
+    );
+    let s = check(smime::Validation {
+        policies: vec!["1.2.208.169.1.1.1.3.7".into()],
+        explicit_policy: true,
+        ..Default::default()
+    });
+    assert!(!s.valid, "a policy the chain lacks was not required");
+    let s = check(smime::Validation {
+        time: smime::CheckTime::SigningTime,
+        ..Default::default()
+    });
+    assert!(
+        s.valid && s.signers[0].subject.contains("checked now"),
+        "{:?}",
+        s.signers[0].subject
+    );
+}
