@@ -500,6 +500,19 @@ mod der {
         out
     }
 
+    /// An Attribute typed by a UUID OID with one NULL value: what our
+    /// parsing layer refuses and OpenSSL reads.
+    pub fn uuid_attribute() -> Vec<u8> {
+        tlv(
+            0x30,
+            &[
+                uuid_oid(0xF81D_4FAE_7DEC_11D0_A765_00A0_C91E_6BF6),
+                tlv(0x31, &[0x05, 0x00]),
+            ]
+            .concat(),
+        )
+    }
+
     /// OID 2.25.<n> (a UUID OID, X.667): one arc of up to 128 bits.
     pub fn uuid_oid(n: u128) -> Vec<u8> {
         let mut arc = Vec::new();
@@ -539,14 +552,7 @@ fn large_oid_arcs_fall_back_to_openssl() {
     let (_, _, oid_e) = der::read(&der0, ci_s);
     let (_, a0_s, _) = der::read(&der0, oid_e);
     let (_, ed_s, ed_e) = der::read(&der0, a0_s);
-    let attr = der::tlv(
-        0x30,
-        &[
-            der::uuid_oid(0xF81D_4FAE_7DEC_11D0_A765_00A0_C91E_6BF6),
-            der::tlv(0x31, &[0x05, 0x00]),
-        ]
-        .concat(),
-    );
+    let attr = der::uuid_attribute();
     let mut ed = der0[ed_s..ed_e].to_vec();
     ed.extend(der::tlv(0xA1, &attr));
     let ci = der::tlv(
@@ -776,14 +782,7 @@ fn signed_data_our_parser_refuses_is_checked_with_the_same_settings() {
     }
     let (_, set_s, _) = der::read(&der0, set_at);
     let (_, si_s, si_e) = der::read(&der0, set_s);
-    let attr = der::tlv(
-        0x30,
-        &[
-            der::uuid_oid(0xF81D_4FAE_7DEC_11D0_A765_00A0_C91E_6BF6),
-            der::tlv(0x31, &[0x05, 0x00]),
-        ]
-        .concat(),
-    );
+    let attr = der::uuid_attribute();
     let mut si = der0[si_s..si_e].to_vec();
     si.extend(der::tlv(0xA1, &attr));
     let mut sd = der0[sd_s..set_at].to_vec();
