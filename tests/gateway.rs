@@ -342,8 +342,8 @@ struct Org {
     oces2_cert: String,
 }
 
-fn set_up_org(site: &Site) -> Org {
-    let d = site.dir.parent().unwrap().to_path_buf();
+/// `init` of the test firm (CVR 12345678).
+fn init_org(site: &Site) {
     site.ok(&[
         "init",
         "--org-name",
@@ -351,6 +351,11 @@ fn set_up_org(site: &Site) -> Org {
         "--cvr",
         "12345678",
     ]);
+}
+
+fn set_up_org(site: &Site) -> Org {
+    let d = site.dir.parent().unwrap().to_path_buf();
+    init_org(site);
     let id = first_field(&site.ok(&[
         "cert",
         "issue",
@@ -800,13 +805,7 @@ fn our_ocsp_responder_answers_openssl() {
     }
     let site = sites().remove(0);
     let d = site.dir.parent().unwrap().to_path_buf();
-    site.ok(&[
-        "init",
-        "--org-name",
-        "Advokatfirma Jørgensen",
-        "--cvr",
-        "12345678",
-    ]);
+    init_org(&site);
     let (serve, base) = serve_public(&site, "", "serve-ocsp");
     let issue = |name: &str, email: &str| {
         first_field(&site.ok(&[
@@ -932,13 +931,7 @@ fn inbound_signatures_are_checked_for_revocation() {
     }
     let site = sites().remove(0);
     let d = site.dir.parent().unwrap().to_path_buf();
-    site.ok(&[
-        "init",
-        "--org-name",
-        "Advokatfirma Jørgensen",
-        "--cvr",
-        "12345678",
-    ]);
+    init_org(&site);
     let sink = Sink::start(&d.join("sink"));
     let (serve, base) = serve_public(
         &site,

@@ -49,6 +49,9 @@ pub struct Opened {
     /// What was done to the input besides opening layers (a leading mbox
     /// `From ` line or HTTP request line skipped, ...).
     pub notes: Vec<String>,
+    /// When the message is a multipart/mixed whose encrypted parts were
+    /// opened in place: those parts (1-based) and how many parts it has.
+    pub parts_opened: Option<(Vec<usize>, usize)>,
 }
 
 impl Opened {
@@ -621,6 +624,7 @@ fn open(
         layers,
         stopped,
         notes,
+        parts_opened: None,
     })
 }
 
@@ -664,6 +668,7 @@ fn open_mixed(
     let mut layers = Vec::new();
     let mut stopped = None;
     let mut first_error = None;
+    let mut opened_parts = Vec::new();
     for (i, part) in encrypted {
         let opened = match open(part, Some(keyring), trust, Mode::Decrypt) {
             Ok(o) => o,
@@ -685,6 +690,7 @@ fn open_mixed(
             "part {} of {total} of the multipart/mixed was encrypted and is opened in place (the other parts, added beside it by the sender or a relay, are not protected)",
             i + 1
         ));
+        opened_parts.push(i + 1);
         notes.extend(opened.notes);
         layers.extend(opened.layers);
         if stopped.is_none() {
@@ -703,6 +709,7 @@ fn open_mixed(
         layers,
         stopped,
         notes: std::mem::take(notes),
+        parts_opened: Some((opened_parts, total)),
     }))
 }
 

@@ -76,11 +76,11 @@ pub fn process(
                         let mut v = decrypted_value(d, keys);
                         // Encrypted parts inside a multipart/mixed: say the
                         // rest of the message was not encrypted.
-                        if let Some(n) = opened.notes.iter().find(|n| n.contains("opened in place"))
-                        {
+                        if let Some((parts, total)) = &opened.parts_opened {
+                            let list: Vec<String> = parts.iter().map(|p| p.to_string()).collect();
                             v.push_str(&format!(
-                                "; only {}",
-                                n.split(" was encrypted").next().unwrap_or("a part")
+                                "; only part {} of {total} of the multipart/mixed",
+                                list.join(", ")
                             ));
                         }
                         info.push(("X-Sikkermail-Decrypted", v));

@@ -29,12 +29,28 @@ fn build(
     cn: &str,
     serial: u32,
 ) -> X509 {
+    issue(issuer, key, cn, &format!("{serial:X}"), None, true)
+}
+
+/// A certificate valid for 30 days from now: a CA when there is no
+/// issuer, else a leaf for signing and encryption with an address
+/// `<cn>@example.test`; `serial_hex` may be negative (`-0123`), `eku` is
+/// one extendedKeyUsage (OpenSSL's name or an OID), `ski` adds a
+/// subjectKeyIdentifier.
+pub fn issue(
+    issuer: Option<(&X509, &PKey<Private>)>,
+    key: &PKey<Private>,
+    cn: &str,
+    serial_hex: &str,
+    eku: Option<&str>,
+    ski: bool,
+) -> X509 {
     let mut n = X509NameBuilder::new().unwrap();
     n.append_entry_by_nid(Nid::COMMONNAME, cn).unwrap();
     let n = n.build();
     let mut b = X509Builder::new().unwrap();
     b.set_version(2).unwrap();
-    b.set_serial_number(&Asn1Integer::from_bn(&BigNum::from_u32(serial).unwrap()).unwrap())
+    b.set_serial_number(&Asn1Integer::from_bn(&BigNum::from_hex_str(serial_hex).unwrap()).unwrap())
         .unwrap();
     b.set_subject_name(&n).unwrap();
     b.set_issuer_name(issuer.map_or(&n, |(c, _)| c.subject_name()))
@@ -58,6 +74,11 @@ fn build(
                 .unwrap(),
         )
         .unwrap();
+        if let Some(e) = eku {
+            let mut x = openssl::x509::extension::ExtendedKeyUsage::new();
+            x.other(e);
+            b.append_extension(x.build().unwrap()).unwrap();
+        }
         let ctx = b.x509v3_context(issuer.map(|(c, _)| &**c), None);
         let san = SubjectAlternativeName::new()
             .email(&format!("{cn}@example.test"))
@@ -65,10 +86,12 @@ fn build(
             .unwrap();
         b.append_extension(san).unwrap();
     }
-    let ski = SubjectKeyIdentifier::new()
-        .build(&b.x509v3_context(None, None))
-        .unwrap();
-    b.append_extension(ski).unwrap();
+    if ski {
+        let ski = SubjectKeyIdentifier::new()
+            .build(&b.x509v3_context(None, None))
+            .unwrap();
+        b.append_extension(ski).unwrap();
+    }
     b.sign(issuer.map_or(key, |(_, k)| k), MessageDigest::sha256())
         .unwrap();
     b.build()

@@ -141,17 +141,13 @@ fn bare_binary_content_becomes_base64() {
 }
 
 mod made {
-    //! A CA and leaves with whatever this file needs (made with OpenSSL).
-    use openssl::asn1::{Asn1Integer, Asn1Time};
-    use openssl::bn::BigNum;
-    use openssl::hash::MessageDigest;
-    use openssl::nid::Nid;
+    //! A CA and leaves with whatever this file needs (see
+    //! [`super::super::fixtures::issue`]).
     use openssl::pkey::{PKey, Private};
     use openssl::rsa::Rsa;
-    use openssl::x509::extension::{
-        BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAlternativeName,
-    };
-    use openssl::x509::{X509, X509Builder, X509NameBuilder};
+    use openssl::x509::X509;
+
+    use super::super::fixtures::issue;
 
     pub struct Leaf<'a> {
         pub cn: &'a str,
@@ -163,73 +159,14 @@ mod made {
 
     pub fn ca() -> (PKey<Private>, X509) {
         let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
-        let mut n = X509NameBuilder::new().unwrap();
-        n.append_entry_by_nid(Nid::COMMONNAME, "Gaps CA").unwrap();
-        let n = n.build();
-        let mut b = X509Builder::new().unwrap();
-        b.set_version(2).unwrap();
-        b.set_serial_number(&Asn1Integer::from_bn(&BigNum::from_u32(1).unwrap()).unwrap())
-            .unwrap();
-        b.set_subject_name(&n).unwrap();
-        b.set_issuer_name(&n).unwrap();
-        b.set_pubkey(&key).unwrap();
-        b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
-            .unwrap();
-        b.set_not_after(&Asn1Time::days_from_now(30).unwrap())
-            .unwrap();
-        b.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
-            .unwrap();
-        b.append_extension(KeyUsage::new().key_cert_sign().crl_sign().build().unwrap())
-            .unwrap();
-        b.sign(&key, MessageDigest::sha256()).unwrap();
-        (key, b.build())
+        let cert = issue(None, &key, "Gaps CA", "1", None, true);
+        (key, cert)
     }
 
     pub fn leaf(ca: &(PKey<Private>, X509), l: Leaf<'_>) -> (PKey<Private>, X509) {
         let key = PKey::from_rsa(Rsa::generate(l.bits).unwrap()).unwrap();
-        let mut n = X509NameBuilder::new().unwrap();
-        n.append_entry_by_nid(Nid::COMMONNAME, l.cn).unwrap();
-        let n = n.build();
-        let mut b = X509Builder::new().unwrap();
-        b.set_version(2).unwrap();
-        b.set_serial_number(
-            &Asn1Integer::from_bn(&BigNum::from_hex_str(l.serial_hex).unwrap()).unwrap(),
-        )
-        .unwrap();
-        b.set_subject_name(&n).unwrap();
-        b.set_issuer_name(ca.1.subject_name()).unwrap();
-        b.set_pubkey(&key).unwrap();
-        b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
-            .unwrap();
-        b.set_not_after(&Asn1Time::days_from_now(30).unwrap())
-            .unwrap();
-        b.append_extension(
-            KeyUsage::new()
-                .digital_signature()
-                .key_encipherment()
-                .build()
-                .unwrap(),
-        )
-        .unwrap();
-        if let Some(e) = l.eku {
-            let mut x = ExtendedKeyUsage::new();
-            x.other(e);
-            b.append_extension(x.build().unwrap()).unwrap();
-        }
-        let ctx = b.x509v3_context(Some(&ca.1), None);
-        let san = SubjectAlternativeName::new()
-            .email(&format!("{}@example.test", l.cn))
-            .build(&ctx)
-            .unwrap();
-        b.append_extension(san).unwrap();
-        if l.ski {
-            let ski = openssl::x509::extension::SubjectKeyIdentifier::new()
-                .build(&b.x509v3_context(None, None))
-                .unwrap();
-            b.append_extension(ski).unwrap();
-        }
-        b.sign(&ca.0, MessageDigest::sha256()).unwrap();
-        (key, b.build())
+        let cert = issue(Some((&ca.1, &ca.0)), &key, l.cn, l.serial_hex, l.eku, l.ski);
+        (key, cert)
     }
 }
 
@@ -500,6 +437,20 @@ mod der {
         out
     }
 
+    /// A ContentInfo (DER) with its content SEQUENCE's contents changed by
+    /// `f`.
+    pub fn rewrap(ci: &[u8], f: impl FnOnce(&[u8]) -> Vec<u8>) -> Vec<u8> {
+        let (_, ci_s, _) = read(ci, 0);
+        let (_, _, oid_e) = read(ci, ci_s);
+        let (_, a0_s, _) = read(ci, oid_e);
+        let (_, in_s, in_e) = read(ci, a0_s);
+        let inner = f(&ci[in_s..in_e]);
+        tlv(
+            0x30,
+            &[ci[ci_s..oid_e].to_vec(), tlv(0xA0, &tlv(0x30, &inner))].concat(),
+        )
+    }
+
     /// An Attribute typed by a UUID OID with one NULL value: what our
     /// parsing layer refuses and OpenSSL reads.
     pub fn uuid_attribute() -> Vec<u8> {
@@ -547,22 +498,10 @@ fn large_oid_arcs_fall_back_to_openssl() {
         .unwrap()
         .to_der()
         .unwrap();
-    // ContentInfo { oid, [0] { EnvelopedData { ... } } } + unprotectedAttrs.
-    let (_, ci_s, _) = der::read(&der0, 0);
-    let (_, _, oid_e) = der::read(&der0, ci_s);
-    let (_, a0_s, _) = der::read(&der0, oid_e);
-    let (_, ed_s, ed_e) = der::read(&der0, a0_s);
-    let attr = der::uuid_attribute();
-    let mut ed = der0[ed_s..ed_e].to_vec();
-    ed.extend(der::tlv(0xA1, &attr));
-    let ci = der::tlv(
-        0x30,
-        &[
-            der0[ci_s..oid_e].to_vec(),
-            der::tlv(0xA0, &der::tlv(0x30, &ed)),
-        ]
-        .concat(),
-    );
+    // EnvelopedData { ... } + unprotectedAttrs [1].
+    let ci = der::rewrap(&der0, |ed| {
+        [ed.to_vec(), der::tlv(0xA1, &der::uuid_attribute())].concat()
+    });
     // OpenSSL reads it.
     let ossl = CmsContentInfo::from_der(&ci).unwrap();
     assert_eq!(ossl.decrypt(&f.bob.0, &f.bob.1).unwrap(), plain);
@@ -770,31 +709,22 @@ fn signed_data_our_parser_refuses_is_checked_with_the_same_settings() {
     .unwrap()
     .to_der()
     .unwrap();
-    // ContentInfo { oid, [0] { SignedData { ..., signerInfos SET { SignerInfo } } } }
-    let (_, ci_s, _) = der::read(&der0, 0);
-    let (_, _, oid_e) = der::read(&der0, ci_s);
-    let (_, a0_s, _) = der::read(&der0, oid_e);
-    let (_, sd_s, sd_e) = der::read(&der0, a0_s);
-    let (mut pos, mut set_at) = (sd_s, sd_s);
-    while pos < sd_e {
-        set_at = pos;
-        pos = der::read(&der0, pos).2;
-    }
-    let (_, set_s, _) = der::read(&der0, set_at);
-    let (_, si_s, si_e) = der::read(&der0, set_s);
-    let attr = der::uuid_attribute();
-    let mut si = der0[si_s..si_e].to_vec();
-    si.extend(der::tlv(0xA1, &attr));
-    let mut sd = der0[sd_s..set_at].to_vec();
-    sd.extend(der::tlv(0x31, &der::tlv(0x30, &si)));
-    let ci = der::tlv(
-        0x30,
-        &[
-            der0[ci_s..oid_e].to_vec(),
-            der::tlv(0xA0, &der::tlv(0x30, &sd)),
+    // SignedData { ..., signerInfos SET { SignerInfo + unsignedAttrs [1] } }.
+    let ci = der::rewrap(&der0, |sd| {
+        let (mut pos, mut set_at) = (0, 0);
+        while pos < sd.len() {
+            set_at = pos;
+            pos = der::read(sd, pos).2;
+        }
+        let (_, set_s, _) = der::read(sd, set_at);
+        let (_, si_s, si_e) = der::read(sd, set_s);
+        let si = [
+            sd[si_s..si_e].to_vec(),
+            der::tlv(0xA1, &der::uuid_attribute()),
         ]
-        .concat(),
-    );
+        .concat();
+        [sd[..set_at].to_vec(), der::tlv(0x31, &der::tlv(0x30, &si))].concat()
+    });
     let trust = smime::TrustStore::new(vec![f.ca.clone()], vec![], vec![]).unwrap();
     let check = |v: smime::Validation| {
         let t = trust.validating(v).unwrap();
