@@ -40,6 +40,26 @@ fn bin() -> Command {
     c
 }
 
+/// `<name>.toml` beside the site's data directory: its data directory and
+/// database, hostname gw.test, and `extra`.
+fn config_file(site: &Site, name: &str, extra: &str) -> PathBuf {
+    let cfg = site.dir.parent().unwrap().join(format!("{name}.toml"));
+    let db = site
+        .db_url
+        .as_ref()
+        .map(|u| format!("database_url = \"{u}\"\n"))
+        .unwrap_or_default();
+    fs::write(
+        &cfg,
+        format!(
+            "data_dir = \"{}\"\n{db}hostname = \"gw.test\"\n{extra}\n",
+            site.dir.display()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
 impl Serve {
     /// Starts `serve` with the site's data directory and `extra` TOML
     /// appended to a configuration on ports the kernel picks.
@@ -49,20 +69,7 @@ impl Serve {
 
     fn start_at(site: &Site, extra: &str, inbound: &str) -> Serve {
         let parent = site.dir.parent().unwrap();
-        let cfg = parent.join("sikkermail.toml");
-        let db = site
-            .db_url
-            .as_ref()
-            .map(|u| format!("database_url = \"{u}\"\n"))
-            .unwrap_or_default();
-        fs::write(
-            &cfg,
-            format!(
-                "data_dir = \"{}\"\n{db}hostname = \"gw.test\"\n{extra}\n",
-                site.dir.display()
-            ),
-        )
-        .unwrap();
+        let cfg = config_file(site, "sikkermail", extra);
         let mut c = bin();
         c.arg("serve")
             .arg("--config")
@@ -639,20 +646,11 @@ fn serve_public(site: &Site, extra: &str, log: &str) -> (Serve, String) {
     let d = site.dir.parent().unwrap();
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let cfg = d.join(format!("{log}.toml"));
-    let db = site
-        .db_url
-        .as_ref()
-        .map(|u| format!("database_url = \"{u}\"\n"))
-        .unwrap_or_default();
-    fs::write(
-        &cfg,
-        format!(
-            "data_dir = \"{}\"\n{db}hostname = \"gw.test\"\n{extra}\n[http]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"{base}\"\n",
-            site.dir.display()
-        ),
-    )
-    .unwrap();
+    let cfg = config_file(
+        site,
+        log,
+        &format!("{extra}\n[http]\nlisten = \"127.0.0.1:{port}\"\npublic_url = \"{base}\""),
+    );
     let mut c = bin();
     c.arg("serve")
         .arg("--config")
