@@ -150,7 +150,7 @@ pub fn login_failures() -> u64 {
 
 /// A hash to verify against when the administrator does not exist, so
 /// that an unknown name costs what a wrong password costs.
-fn dummy_hash() -> &'static str {
+pub(crate) fn dummy_hash() -> &'static str {
     static DUMMY: OnceLock<String> = OnceLock::new();
     DUMMY.get_or_init(|| {
         hash_password("sikkermail dummy password, never matches").unwrap_or_default()
@@ -254,11 +254,11 @@ impl Service {
         let found = self.store.admin_credentials(self.org.id, name).await?;
         let (row, ok) = match found {
             Some((row, hash)) => {
-                let ok = verify_password_blocking(&hash, password).await;
+                let ok = verify_password_blocking(&hash, password).await?;
                 (Some(row), ok)
             }
             None => {
-                verify_password_blocking(dummy_hash(), password).await;
+                verify_password_blocking(dummy_hash(), password).await?;
                 (None, false)
             }
         };

@@ -20,6 +20,17 @@ pub enum Error {
     /// operation was rolled back.
     #[error("{0}")]
     Output(String),
+    /// Too many attempts for a key of a limit (a login name, an address,
+    /// a link): try again after `retry_after` seconds. Nothing was checked.
+    #[error("too many attempts: try again in {retry_after} seconds")]
+    TooMany {
+        /// Seconds until the limit's window ends.
+        retry_after: u64,
+    },
+    /// No capacity to check a password now (every password-hashing slot
+    /// is busy): try again in a moment. Nothing was checked.
+    #[error("too busy to check the password now: try again in a moment")]
+    Busy,
     /// The store (database, sealing, lock).
     #[error(transparent)]
     Store(store::StoreError),

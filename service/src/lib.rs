@@ -27,6 +27,7 @@ pub mod certs;
 pub mod error;
 pub mod init;
 pub mod keys;
+pub mod limits;
 pub mod mail;
 pub mod mailboxes;
 pub mod orgs;

@@ -32,21 +32,52 @@ pub fn verify_password(hash: &str, password: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// [`hash_password`] on a blocking thread, off the async runtime's workers
-/// (argon2id takes tens of milliseconds on purpose).
-pub async fn hash_password_blocking(password: &str) -> Result<String> {
-    let p = password.to_string();
-    tokio::task::spawn_blocking(move || hash_password(&p))
-        .await
-        .map_err(|e| Error::Invalid(format!("hashing the password: {e}")))?
+/// How long a password check waits for a hashing slot before it gives up
+/// with [`Error::Busy`] (the client is told to try again).
+pub const HASH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The hashing slots: one per core. Each argon2id check holds ~19 MiB
+/// while it runs; without a bound, 200 parallel logins held 200 of them
+/// (4.6 GB) on up to 512 blocking threads.
+fn hash_slots() -> &'static tokio::sync::Semaphore {
+    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    SLOTS.get_or_init(|| {
+        let n = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        tokio::sync::Semaphore::new(n)
+    })
 }
 
-/// [`verify_password`] on a blocking thread (false if that thread fails).
-pub async fn verify_password_blocking(hash: &str, password: &str) -> bool {
-    let (h, p) = (hash.to_string(), password.to_string());
-    tokio::task::spawn_blocking(move || verify_password(&h, &p))
+/// Runs `f` (an argon2id hash or check) on a blocking thread once a
+/// hashing slot is free; [`Error::Busy`] when none frees within
+/// [`HASH_WAIT`].
+async fn with_hash_slot<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    let permit = match tokio::time::timeout(HASH_WAIT, hash_slots().acquire()).await {
+        Ok(Ok(p)) => p,
+        _ => return Err(Error::Busy),
+    };
+    let r = tokio::task::spawn_blocking(f)
         .await
-        .unwrap_or(false)
+        .map_err(|e| Error::Invalid(format!("hashing the password: {e}")));
+    drop(permit);
+    r
+}
+
+/// [`hash_password`] on a blocking thread, off the async runtime's workers
+/// (argon2id takes tens of milliseconds on purpose), within the bound on
+/// concurrent hashing ([`Error::Busy`] when there is no slot).
+pub async fn hash_password_blocking(password: &str) -> Result<String> {
+    let p = password.to_string();
+    with_hash_slot(move || hash_password(&p)).await?
+}
+
+/// [`verify_password`] on a blocking thread, within the bound on
+/// concurrent hashing: Ok(false) when wrong, [`Error::Busy`] when there is
+/// no slot now (nothing was checked).
+pub async fn verify_password_blocking(hash: &str, password: &str) -> Result<bool> {
+    let (h, p) = (hash.to_string(), password.to_string());
+    with_hash_slot(move || verify_password(&h, &p)).await
 }
 
 /// Account names (SMTP users, administrators): 1-128 letters, digits and

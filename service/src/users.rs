@@ -4,15 +4,18 @@
 //!
 //! Statuses ([`Status`]) follow MitID Erhverv: imported users are
 //! *Klar til aktivering* or *Mangler fødselsdato*; activation sends a
-//! single-use link (and, for users known only by birth date, an 8-digit
-//! activation code that an administrator reveals); the employee opens the
-//! link, gives the code, sets a password and is *Aktiv*.
+//! single-use link and an 8-digit activation code that an administrator
+//! reveals (users known by CPR too, until an identity provider proves the
+//! CPR number); the employee opens the link, gives the code, sets a
+//! password and is *Aktiv*.
 //!
 //! Secrets: the CPR number only as a keyed hash (HMAC-SHA256 under a key
 //! derived from the organisation's root CA key, so it survives master-key
 //! rotation and never leaves the server); the password and the activation
 //! code as argon2id hashes; links by the SHA-256 of their token. Five wrong
-//! codes or passwords lock the link until an administrator makes a new code.
+//! codes or passwords lock the link until an administrator makes a new code;
+//! each attempt is taken atomically before the secret is checked
+//! ([`crate::limits`]), so parallel guesses get no more than five.
 //! The functions that return a token return it once, for the e-mail.
 
 use ca::pkcs12::Flavour;
@@ -835,17 +838,16 @@ impl Service {
                         .unwrap_or("unknown")
                 )));
             }
-            let needs_code = u.cpr_hash.is_none();
+            // Every activation needs the activation code, users known by
+            // CPR too: nothing proves the CPR number until an identity
+            // provider does.
+            let needs_code = true;
             u.status = Status::ActivationSent.as_str().to_string();
             u.ident_means = Some(means.to_string());
             u.code_failures = 0;
-            if needs_code {
-                // The code itself is made (and shown) when an administrator
-                // reveals it; until then none matches.
-                u.code_hash = Some(String::new());
-            } else {
-                u.code_hash = None;
-            }
+            // The code itself is made (and shown) when an administrator
+            // reveals it; until then none matches.
+            u.code_hash = Some(String::new());
             if !tx.user_update(&u, &before, now).await? {
                 return Err(Error::Conflict(format!(
                     "user {id} changed meanwhile; try again"
@@ -912,7 +914,7 @@ impl Service {
         .await?;
         tx.commit().await?;
         Ok(Activation {
-            needs_code: !u.has_cpr,
+            needs_code: true,
             user: u,
             token,
         })
@@ -1157,7 +1159,49 @@ fn employee_actor(user: i64, from: Option<&str>) -> String {
     }
 }
 
-/// Counts a wrong code or password on `user`; Invalid with how it went.
+/// Takes one attempt on a link (its user's count of wrong secrets, at most
+/// [`MAX_FAILURES`]) and one on the client's address, before the code or
+/// password is checked: parallel requests can never check more than the
+/// limit. Invalid (`locked`) when the link is used up, TooMany when the
+/// address is.
+async fn take_link_attempt(
+    root: &Service,
+    org: OrgId,
+    user: i64,
+    from: Option<&str>,
+    locked: &str,
+) -> Result<crate::limits::Taken> {
+    let addr: Vec<(crate::limits::Rule, &str)> = from
+        .iter()
+        .map(|a| (crate::limits::LINK_ADDRESS, *a))
+        .collect();
+    let taken = root.attempt(&addr).await?;
+    if !root
+        .store
+        .link_attempt_take(org, user, MAX_FAILURES)
+        .await?
+    {
+        // Not a check: the address keeps nothing for it.
+        root.attempt_succeeded(taken).await?;
+        return Err(Error::Invalid(locked.into()));
+    }
+    Ok(taken)
+}
+
+/// Gives back what [`take_link_attempt`] took (the secret was right, or
+/// was never checked).
+async fn give_back_link_attempt(
+    root: &Service,
+    org: OrgId,
+    user: i64,
+    taken: crate::limits::Taken,
+) -> Result<()> {
+    root.store.link_attempt_release(org, user).await?;
+    root.attempt_succeeded(taken).await
+}
+
+/// A wrong code or password on `user` (already counted when its attempt
+/// was taken): audited; Invalid with how many are left.
 async fn wrong_secret(
     root: &Service,
     org: OrgId,
@@ -1167,7 +1211,7 @@ async fn wrong_secret(
 ) -> Error {
     let r = async {
         let mut tx = root.store.begin().await?;
-        let n = tx.user_code_failed(org, user).await?;
+        let n = tx.user(org, user).await?.code_failures;
         tx.audit(
             Some(org),
             &employee_actor(user, from),
@@ -1212,28 +1256,39 @@ pub async fn complete_activation(
     let mut tx = root.store.begin_read().await?;
     let row = tx.user(org, info.user.id).await?;
     tx.commit().await?;
+    const LOCKED: &str = "too many wrong attempts: the link is locked; ask your administrator \
+                          for a new activation code";
     if row.code_failures >= MAX_FAILURES {
-        return Err(Error::Invalid(
-            "too many wrong attempts: the link is locked; ask your administrator for a new \
-             activation code"
-                .into(),
-        ));
+        return Err(Error::Invalid(LOCKED.into()));
     }
     if !accept_terms {
         return Err(Error::Invalid("accept the terms to go on".into()));
     }
-    if let Some(h) = row.code_hash.as_deref() {
-        let given: String = code
-            .unwrap_or("")
-            .chars()
-            .filter(|c| !c.is_whitespace())
-            .collect();
-        let h = h.to_string();
-        let ok = !h.is_empty() && given.len() == 8 && verify_password_blocking(&h, &given).await;
-        if !ok {
-            return Err(wrong_secret(root, org, row.id, "activation code", from).await);
+    // Every activation needs the code (a CPR number alone proves nothing
+    // until an identity provider checks it); none matches until an
+    // administrator makes one.
+    let h = row.code_hash.clone().unwrap_or_default();
+    let given: String = code
+        .unwrap_or("")
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    let taken = take_link_attempt(root, org, row.id, from, LOCKED).await?;
+    let ok = if !h.is_empty() && given.len() == 8 {
+        match verify_password_blocking(&h, &given).await {
+            Ok(ok) => ok,
+            Err(e) => {
+                give_back_link_attempt(root, org, row.id, taken).await?;
+                return Err(e);
+            }
         }
+    } else {
+        false
+    };
+    if !ok {
+        return Err(wrong_secret(root, org, row.id, "activation code", from).await);
     }
+    give_back_link_attempt(root, org, row.id, taken).await?;
     if password.chars().count() < MIN_USER_PASSWORD {
         return Err(Error::Invalid(format!(
             "choose a password of at least {MIN_USER_PASSWORD} characters"
@@ -1304,18 +1359,25 @@ pub async fn collect_certificate(
     if row.status != Status::Active.as_str() {
         return Err(Error::Invalid("this user is not active".into()));
     }
+    const LOCKED: &str = "too many wrong attempts: the link is locked; ask your administrator";
     if row.code_failures >= MAX_FAILURES {
-        return Err(Error::Invalid(
-            "too many wrong attempts: the link is locked; ask your administrator".into(),
-        ));
+        return Err(Error::Invalid(LOCKED.into()));
     }
+    let taken = take_link_attempt(root, org_id, row.id, from, LOCKED).await?;
     let ok = match row.password_hash.as_deref() {
-        Some(h) => verify_password_blocking(h, password).await,
+        Some(h) => match verify_password_blocking(h, password).await {
+            Ok(ok) => ok,
+            Err(e) => {
+                give_back_link_attempt(root, org_id, row.id, taken).await?;
+                return Err(e);
+            }
+        },
         None => false,
     };
     if !ok {
         return Err(wrong_secret(root, org_id, row.id, "password", from).await);
     }
+    give_back_link_attempt(root, org_id, row.id, taken).await?;
     if !accept_terms {
         return Err(Error::Invalid("accept the terms to go on".into()));
     }

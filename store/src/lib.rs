@@ -20,6 +20,7 @@ pub mod admins;
 pub mod audit_chain;
 pub mod error;
 pub mod keys;
+pub mod limits;
 pub mod lock;
 pub mod mailboxes;
 pub mod queue;
@@ -40,6 +41,7 @@ pub use admins::{AdminRow, AdminSessionRow};
 pub use audit_chain::AuditCheck;
 pub use error::StoreError;
 pub use keys::{KeyInfo, NewKey, ResealReport, StoreKeyring, Unopenable, keyring_label};
+pub use limits::{LimitKey, Take};
 pub use lock::{DirLock, LockMode};
 pub use mailboxes::FolderState;
 pub use queue::{

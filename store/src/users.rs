@@ -194,19 +194,6 @@ impl Tx<'_> {
         Ok(r.rows_affected() == 1)
     }
 
-    /// Counts one wrong activation code; the count after it.
-    pub async fn user_code_failed(&mut self, org: OrgId, id: i64) -> Result<i64, StoreError> {
-        let r = sqlx::query(
-            "UPDATE users SET code_failures = code_failures + 1 WHERE org_id = $1 AND id = $2 \
-             RETURNING code_failures",
-        )
-        .bind(org.0)
-        .bind(id)
-        .fetch_one(&mut *self.tx)
-        .await?;
-        Ok(r.try_get("code_failures")?)
-    }
-
     /// Records a link by the hash of its token.
     pub async fn link_insert(
         &mut self,
