@@ -86,9 +86,16 @@ enum Command {
     /// Shared IMAP mailboxes: decrypt in place, store the IMAP password, status.
     #[command(subcommand)]
     Mailbox(cli::mailbox_cmd::MailboxCommand),
+    /// Applications for new organisations: pending, accept, reject.
+    #[command(subcommand)]
+    Org(cli::org_cmd::OrgCommand),
 }
 
 fn main() -> ExitCode {
+    // Every file and directory this process makes is its owner's alone
+    // (the database and its WAL, Maildir files, TLS keys, outputs).
+    // SAFETY: umask has no preconditions and cannot fail.
+    unsafe { libc::umask(0o077) };
     smime::init();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -116,5 +123,6 @@ fn main() -> ExitCode {
         Command::SmtpUser(c) => cli::smtp_user_cmd::smtp_user(c),
         Command::Admin(c) => cli::admin_cmd::admin(c),
         Command::Mailbox(c) => cli::mailbox_cmd::mailbox(c),
+        Command::Org(c) => cli::org_cmd::org(c),
     })
 }

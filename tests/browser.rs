@@ -132,8 +132,17 @@ impl Serve {
             .trim_end_matches("/metrics")
             .parse()
             .unwrap();
+        // The bootstrap link is a secret: serve names the 0600 file that
+        // holds it, never the link itself (stdout is no terminal here).
+        let note = lines
+            .iter()
+            .find(|l| l.contains("bootstrap link"))
+            .unwrap_or_else(|| panic!("no bootstrap line in {lines:?}"));
+        assert!(!note.contains("/bootstrap/"), "{note}");
+        let file = note.split_whitespace().last().unwrap();
+        let bootstrap = fs::read_to_string(file).unwrap().trim().to_string();
         Serve {
-            bootstrap: word("bootstrap"),
+            bootstrap,
             http,
             child,
             log: log.to_path_buf(),
@@ -276,7 +285,8 @@ fn openssl(args: &[&str]) -> (bool, String) {
 struct Employee {
     name: &'static str,
     email: &'static str,
-    /// Known by birth date only: activation needs the 8-digit code.
+    /// Activation needs the 8-digit code (every user: a CPR number alone
+    /// proves nothing until an identity provider checks it).
     needs_code: bool,
     password: &'static str,
     /// The .p12 flavour to collect.
@@ -287,7 +297,7 @@ const EMPLOYEES: [Employee; 2] = [
     Employee {
         name: "Anne Andersen",
         email: "anne@kanal-advokater.dk",
-        needs_code: false,
+        needs_code: true,
         password: "Annes-kodeord-2024",
         flavour: "modern",
     },
@@ -359,7 +369,7 @@ fn full_flow_in_chromium() {
              [outbound]\nlisten = \"127.0.0.1:0\"\nrelay = \"127.0.0.1:{}\"\n\
              [http]\nlisten = \"127.0.0.1:0\"\n\
              [queue]\nretry_base = \"1s\"\n\
-             [admin]\nmail_from = \"post@firma.dk\"\n",
+             [admin]\nmail_from = \"post@firma.dk\"\napplications = true\n",
             js(&data_s),
             sink.port
         ),
@@ -403,8 +413,12 @@ fn full_flow_in_chromium() {
          \"org\":{{\"name\":\"Kanal Advokater\",\"cvr\":\"87654321\",\
          \"representative_name\":\"Rikke Rasmussen\",\"representative_email\":\"rikke@kanal-advokater.dk\",\
          \"admin_name\":\"kanal-admin\",\"admin_password\":\"Kanal-Admin-Kode-2\"}},\
+         \"operator\":{{\"bin\":{},\"data_dir\":{},\"config\":{}}},\
          \"csv_file\":{},\"means\":\"mitid-app\",\"employees\":[{}]}}",
         js(&serve.bootstrap),
+        js(env!("CARGO_BIN_EXE_sikkermail")),
+        js(&data_s),
+        js(&config.display().to_string()),
         js(&csv.display().to_string()),
         employees.join(",")
     );
@@ -443,8 +457,8 @@ fn full_flow_in_chromium() {
     assert_eq!(r.get("bootstrap.ok"), "driftsadmin");
     assert_eq!(r.get("bootstrap.again_status"), "404");
 
-    // 2. The application, the applicant locked out until the representative
-    // approves from the e-mailed link (once).
+    // 2. The application, the applicant locked out until the operator
+    // accepts and the representative approves from the e-mailed link (once).
     assert_eq!(r.get("apply.status"), "201");
     assert!(
         r.get("apply.ok").contains("e-mail"),
@@ -458,9 +472,10 @@ fn full_flow_in_chromium() {
         "{}",
         r.get("pending.err")
     );
+    assert!(r.get("operator.pending").contains("Kanal Advokater"));
     assert_eq!(
         r.get("mail.approval.subject"),
-        "Godkend Kanal Advokater i sikkermail"
+        "Godkend en ny organisation i sikkermail"
     );
     assert_eq!(r.get("approve.form_status"), "200");
     assert_eq!(r.get("approve.status"), "200");
@@ -512,8 +527,8 @@ fn full_flow_in_chromium() {
         "activation code {code:?}"
     );
 
-    // 5. Each employee activated from the e-mail: Anne (CPR) without a
-    // code, Bent (birth date) with it; both Aktiv.
+    // 5. Each employee activated from the e-mail with the code (Anne,
+    // known by CPR, too); both Aktiv.
     for e in &EMPLOYEES {
         let m = e.email;
         assert_eq!(
@@ -524,7 +539,7 @@ fn full_flow_in_chromium() {
         assert_eq!(
             r.get(&format!("activate.{m}.code_field")),
             e.needs_code.to_string(),
-            "{m}: the code field shows only for users known by birth date"
+            "{m}: every activation asks for the code"
         );
         assert_eq!(r.get(&format!("activate.{m}.status")), "200");
         let ok = r.get(&format!("activate.{m}.ok"));

@@ -7,216 +7,20 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+mod serve;
 mod site;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Sink, free_port, peer, sh, sh_status};
+use serve::{Serve, bin, config_file};
 use site::{Site, first_field, make_oces2_p12, sites};
-
-/// A running `sikkermail serve`.
-struct Serve {
-    child: Child,
-    inbound: SocketAddr,
-    outbound: SocketAddr,
-    http: SocketAddr,
-    log: PathBuf,
-    stdout: std::sync::mpsc::Receiver<String>,
-}
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_sikkermail"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("SIKKERMAIL_") && k != "SIKKERMAIL_REQUIRE_PEERS" {
-            c.env_remove(k);
-        }
-    }
-    c
-}
-
-/// `<name>.toml` beside the site's data directory: its data directory and
-/// database, hostname gw.test, and `extra`.
-fn config_file(site: &Site, name: &str, extra: &str) -> PathBuf {
-    let cfg = site.dir.parent().unwrap().join(format!("{name}.toml"));
-    let db = site
-        .db_url
-        .as_ref()
-        .map(|u| format!("database_url = \"{u}\"\n"))
-        .unwrap_or_default();
-    fs::write(
-        &cfg,
-        format!(
-            "data_dir = \"{}\"\n{db}hostname = \"gw.test\"\n{extra}\n",
-            site.dir.display()
-        ),
-    )
-    .unwrap();
-    cfg
-}
-
-impl Serve {
-    /// Starts `serve` with the site's data directory and `extra` TOML
-    /// appended to a configuration on ports the kernel picks.
-    fn start(site: &Site, extra: &str) -> Serve {
-        Self::start_at(site, extra, "127.0.0.1:0")
-    }
-
-    fn start_at(site: &Site, extra: &str, inbound: &str) -> Serve {
-        let parent = site.dir.parent().unwrap();
-        let cfg = config_file(site, "sikkermail", extra);
-        let mut c = bin();
-        c.arg("serve")
-            .arg("--config")
-            .arg(&cfg)
-            .env("SIKKERMAIL_INBOUND_LISTEN", inbound)
-            .env("SIKKERMAIL_OUTBOUND_LISTEN", "127.0.0.1:0")
-            .env("SIKKERMAIL_HTTP_LISTEN", "127.0.0.1:0")
-            .env("SIKKERMAIL_QUEUE_RETRY_BASE", "1s");
-        Self::spawn(c, &parent.join(format!("serve-{}.log", free_port())))
-    }
-
-    fn spawn(mut c: Command, log: &Path) -> Serve {
-        let err = fs::File::create(log).unwrap();
-        let mut child = c
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(err))
-            .spawn()
-            .unwrap();
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut lines = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(l) if l == "ready" => break,
-                Ok(l) => lines.push(l),
-                Err(_) => panic!(
-                    "serve did not get ready: {lines:?}\n{}",
-                    fs::read_to_string(log).unwrap_or_default()
-                ),
-            }
-        }
-        let addr = |what: &str| -> SocketAddr {
-            let l = lines
-                .iter()
-                .find(|l| l.trim_start().starts_with(what))
-                .unwrap_or_else(|| panic!("no {what} line in {lines:?}"));
-            let a = l
-                .split_whitespace()
-                .find(|w| w.contains(':') && w.contains('.'));
-            a.unwrap()
-                .trim_start_matches("http://")
-                .trim_end_matches("/metrics")
-                .parse()
-                .unwrap()
-        };
-        Serve {
-            inbound: addr("inbound SMTP"),
-            outbound: addr("outbound SMTP"),
-            http: addr("HTTP"),
-            child,
-            log: log.to_path_buf(),
-            stdout: rx,
-        }
-    }
-
-    /// SIGTERM; must exit 0 within 10 seconds.
-    fn stop(mut self) {
-        let pid = self.child.id() as i32;
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let t0 = Instant::now();
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                assert!(st.success(), "serve exited {st}: {}", self.logs());
-                break;
-            }
-            assert!(
-                t0.elapsed() < Duration::from_secs(10),
-                "serve did not stop within 10 s of SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let rest: Vec<String> = self.stdout.try_iter().collect();
-        assert!(
-            rest.iter().any(|l| l.contains("stopped")),
-            "no stop message: {rest:?}"
-        );
-    }
-
-    fn kill9(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    /// The first message delivered into the Maildir folder `new` (waits up
-    /// to 30 s), with LF line ends.
-    fn maildir_message(&self, new: &Path) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let file = loop {
-            if let Some(f) = fs::read_dir(new).ok().and_then(|mut r| r.next()) {
-                break f.unwrap().path();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "nothing delivered in {new:?}\n{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        fs::read_to_string(file).unwrap().replace("\r\n", "\n")
-    }
-
-    fn logs(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn http_get(&self, path: &str) -> (u16, String) {
-        let mut s = TcpStream::connect(self.http).unwrap();
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        let code = out[9..12].parse().unwrap();
-        let body = out.split_once("\r\n\r\n").unwrap().1.to_string();
-        (code, body)
-    }
-
-    /// A counter or gauge value from /metrics.
-    fn metric(&self, line_start: &str) -> f64 {
-        let (_, body) = self.http_get("/metrics");
-        body.lines()
-            .find(|l| l.starts_with(line_start))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {line_start} in {body}"))
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn peers(tools: &[&str]) -> bool {
     tools.iter().all(|t| peer(t))
@@ -1385,16 +1189,26 @@ fn outbound_needs_trust_or_smtp_auth_and_queue_commands_act_and_are_audited() {
     );
     assert_eq!(o.status.code(), Some(2), "a short password is refused");
     let o = site.run_env(
-        &["smtp-user", "add", "mailserver", "--password-env", "PW"],
+        &[
+            "smtp-user",
+            "add",
+            "mailserver",
+            "--password-env",
+            "PW",
+            "--may-send-as",
+            "@advokat.test",
+        ],
         &[("PW", pw)],
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(site.ok(&["smtp-user", "list"]).starts_with("mailserver\t"));
+    let list = site.ok(&["smtp-user", "list"]);
+    assert!(list.starts_with("mailserver\t"), "{list}");
+    assert!(list.contains("may send as @advokat.test"), "{list}");
     // Nobody listens on the relay port: mail stays in the queue.
     let serve = Serve::start(
         &site,
         &format!(
-            "[outbound]\ntrusted_networks = []\nrelay = \"127.0.0.1:{}\"\nrelay_tls = \"none\"\n",
+            "[organisation]\ndomains = [\"advokat.test\"]\n[outbound]\ntrusted_networks = []\nrelay = \"127.0.0.1:{}\"\nrelay_tls = \"none\"\n",
             free_port()
         ),
     );

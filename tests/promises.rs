@@ -207,10 +207,29 @@ fn init_needs_a_name_and_leaves_an_existing_directory_alone() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("--org-name"));
     assert!(!site.dir.exists());
     fs::create_dir(&site.dir).unwrap();
+    // A directory group or others may enter is refused, and nothing is
+    // made in it.
     fs::set_permissions(&site.dir, fs::Permissions::from_mode(0o750)).unwrap();
+    site.fails(
+        &["init", "--org-name", "Firma", "--cvr", "12345678"],
+        2,
+        "chmod 700",
+    );
+    assert_eq!(fs::read_dir(&site.dir).unwrap().count(), 0);
+    fs::set_permissions(&site.dir, fs::Permissions::from_mode(0o700)).unwrap();
     init(&site);
     let mode = fs::metadata(&site.dir).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o750, "an existing directory keeps its mode");
+    assert_eq!(mode, 0o700, "an existing directory keeps its mode");
+    // Every file made in it is the owner's alone.
+    for e in fs::read_dir(&site.dir).unwrap() {
+        let e = e.unwrap();
+        let m = e.metadata().unwrap().permissions().mode() & 0o777;
+        assert_eq!(m & 0o077, 0, "{:?} has mode {m:03o}", e.path());
+    }
+    // Loosened later: every command refuses it.
+    fs::set_permissions(&site.dir, fs::Permissions::from_mode(0o755)).unwrap();
+    site.fails(&["cert", "list"], 2, "chmod 700");
+    fs::set_permissions(&site.dir, fs::Permissions::from_mode(0o700)).unwrap();
     site.fails(
         &["init", "--org-name", "Andet", "--cvr", "87654321"],
         2,

@@ -48,10 +48,17 @@ const KEYS: &[(&str, &str, &str)] = &[
     ("inbound", "max_message_size", "bytes"),
     ("inbound", "max_recipients", "count"),
     ("inbound", "trust_anchors", "list of PEM files"),
+    ("inbound", "recipients", "list of addresses and @domains"),
+    ("inbound", "max_connections", "count"),
+    ("inbound", "max_connections_per_address", "count"),
+    ("inbound", "min_data_rate", "bytes per second (0: none)"),
+    ("inbound", "data_grace", "duration"),
     ("outbound", "listen", "address:port"),
     ("outbound", "trusted_networks", "list of CIDR networks"),
     ("outbound", "relay", "host:port"),
     ("outbound", "relay_tls", "none|opportunistic|required"),
+    ("outbound", "max_connections", "count"),
+    ("outbound", "max_connections_per_address", "count"),
     ("queue", "max_age", "duration (s, m, h, d)"),
     ("queue", "retry_base", "duration"),
     ("queue", "workers", "count"),
@@ -59,8 +66,12 @@ const KEYS: &[(&str, &str, &str)] = &[
     ("http", "listen", "address:port"),
     ("http", "public_url", "URL"),
     ("http", "secure_cookie", "true|false"),
+    ("http", "max_connections", "count"),
+    ("http", "max_connections_per_address", "count"),
+    ("http", "header_timeout", "duration"),
     ("admin", "mail_relay", "host:port"),
     ("admin", "mail_from", "e-mail address"),
+    ("admin", "applications", "true|false"),
     ("tls", "cert", "PEM file"),
     ("tls", "key", "PEM file"),
     ("log", "format", "text|json"),
@@ -205,6 +216,23 @@ pub struct Inbound {
     /// Further trust anchors for verifying signatures (PEM files: the OCES3
     /// roots); the internal CA's root is always one.
     pub trust_anchors: Vec<PathBuf>,
+    /// The mailboxes that exist (addresses, lowercase, and `@domain` for
+    /// every address of a domain): others are refused at RCPT with `550
+    /// 5.1.1`, so no bounce is ever sent for them. Empty (the default):
+    /// every address of the organisation's domains.
+    pub recipients: Vec<String>,
+    /// Open sessions on this listener at most (default 256); more get
+    /// `421` and are closed. The outbound listener has its own budget, so
+    /// load here never takes its slots.
+    pub max_connections: usize,
+    /// Open sessions from one client address at most (an IPv6 client: its
+    /// /64) (default 20).
+    pub max_connections_per_address: usize,
+    /// Slowest average rate a message may arrive at, in bytes per second,
+    /// after `data_grace`, on both SMTP listeners (default 500; 0: none).
+    pub min_data_rate: u64,
+    /// What every message gets before `min_data_rate` counts (default 30 s).
+    pub data_grace: Duration,
 }
 
 /// `[outbound]`.
@@ -218,6 +246,10 @@ pub struct Outbound {
     pub relay: Option<(String, u16)>,
     /// TLS towards the relay (default opportunistic).
     pub relay_tls: TlsMode,
+    /// Open sessions on this listener at most (default 64).
+    pub max_connections: usize,
+    /// Open sessions from one client address at most (default 32).
+    pub max_connections_per_address: usize,
 }
 
 /// The whole configuration.
@@ -259,6 +291,14 @@ pub struct Config {
     /// TLS terminates in front of the HTTP listener: session cookies get
     /// `Secure` (default: true when `public_url` is https).
     pub secure_cookie: bool,
+    /// Open HTTP connections at most (default 512; lowered at start so
+    /// that the SMTP budgets always fit in the file-descriptor limit).
+    pub http_max_connections: usize,
+    /// Open HTTP connections from one client address at most (default 64).
+    pub http_max_connections_per_address: usize,
+    /// A request's header must be complete within this, and a kept-alive
+    /// connection is closed when no request starts within it (default 10 s).
+    pub http_header_timeout: Duration,
     /// Where the admin API's e-mails go (None: the outbound listener, as
     /// bound).
     pub admin_mail_relay: Option<(String, u16)>,
@@ -266,6 +306,9 @@ pub struct Config {
     /// `sikkermail@<hostname>`). With the default policy (sign) it needs an
     /// organisation certificate, or the mails wait in the queue.
     pub admin_mail_from: String,
+    /// Anyone may apply for a new organisation at `/apply` (default
+    /// false); each application still waits for `sikkermail org accept`.
+    pub admin_applications: bool,
     /// STARTTLS certificate and key; `None`: a self-signed one made at first start.
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Logs as JSON lines.
@@ -404,6 +447,16 @@ impl Config {
                 .into_iter()
                 .map(PathBuf::from)
                 .collect(),
+            recipients: t
+                .list("inbound", "recipients")
+                .into_iter()
+                .map(|r| r.trim().to_ascii_lowercase())
+                .collect(),
+            max_connections: t.int("inbound", "max_connections", 256, 1) as usize,
+            max_connections_per_address: t.int("inbound", "max_connections_per_address", 20, 1)
+                as usize,
+            min_data_rate: t.int("inbound", "min_data_rate", 500, 0) as u64,
+            data_grace: t.duration("inbound", "data_grace", "30s"),
         };
         let mut trusted = Vec::new();
         let nets = match t.has("outbound", "trusted_networks") {
@@ -421,6 +474,9 @@ impl Config {
             trusted_networks: trusted,
             relay: t.host_port("outbound", "relay"),
             relay_tls: t.tls_mode("outbound", "relay_tls"),
+            max_connections: t.int("outbound", "max_connections", 64, 1) as usize,
+            max_connections_per_address: t.int("outbound", "max_connections_per_address", 32, 1)
+                as usize,
         };
         let max_age = t.duration("queue", "max_age", "5d");
         let retry_base = t.duration("queue", "retry_base", "1m");
@@ -448,6 +504,13 @@ impl Config {
                 false
             }
         };
+        let http_max_connections = t.int("http", "max_connections", 512, 1) as usize;
+        let http_max_connections_per_address =
+            t.int("http", "max_connections_per_address", 64, 1) as usize;
+        let http_header_timeout = t.duration("http", "header_timeout", "10s");
+        if http_header_timeout.is_zero() {
+            t.error("http", "header_timeout", "must be more than 0 s");
+        }
         let admin_mail_relay = t.host_port("admin", "mail_relay");
         let admin_mail_from = t.opt_string("admin", "mail_from").unwrap_or_else(|| {
             format!(
@@ -455,6 +518,16 @@ impl Config {
                 domains.first().map(String::as_str).unwrap_or(&hostname)
             )
         });
+        let admin_applications = match t.get("admin", "applications").map(|(r, _)| r) {
+            None => false,
+            Some(Raw::Bool(b)) => b,
+            Some(Raw::Str(s)) if s.trim() == "true" => true,
+            Some(Raw::Str(s)) if s.trim() == "false" => false,
+            Some(_) => {
+                t.error("admin", "applications", "must be true or false");
+                false
+            }
+        };
         let tls = match (t.opt_string("tls", "cert"), t.opt_string("tls", "key")) {
             (Some(c), Some(k)) => Some((PathBuf::from(c), PathBuf::from(k))),
             (None, None) => None,
@@ -511,13 +584,38 @@ impl Config {
             http_listen,
             public_url,
             secure_cookie,
+            http_max_connections,
+            http_max_connections_per_address,
+            http_header_timeout,
             admin_mail_relay,
             admin_mail_from,
+            admin_applications,
             tls,
             log_json: format == "json",
             log_level,
             mailboxes,
         })
+    }
+
+    /// True when `address` is a mailbox that exists here: in the
+    /// organisation's domains, and in `[inbound] recipients` when that is
+    /// given.
+    pub fn is_mailbox(&self, address: &str) -> bool {
+        if !self.is_local(address) {
+            return false;
+        }
+        if self.inbound.recipients.is_empty() {
+            return true;
+        }
+        let a = address.to_ascii_lowercase();
+        let domain = a.rsplit_once('@').map(|(_, d)| d);
+        self.inbound
+            .recipients
+            .iter()
+            .any(|r| match r.strip_prefix('@') {
+                Some(d) => domain == Some(d),
+                None => *r == a,
+            })
     }
 
     /// True when `address` is in one of the organisation's domains (or no

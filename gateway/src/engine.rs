@@ -155,9 +155,15 @@ impl Gateway {
     }
 
     /// Makes `m` durable (committed and synced) and returns its queue id.
-    /// Messages arriving together share one transaction.
-    pub async fn enqueue(&self, m: Incoming) -> std::result::Result<i64, String> {
+    /// Messages arriving together share one transaction. This is the door:
+    /// the message is put in its canonical form here (every line end CRLF,
+    /// see [`crate::process::headers::canonical`]), so every later stage
+    /// sees the lines the next hop will see.
+    pub async fn enqueue(&self, mut m: Incoming) -> std::result::Result<i64, String> {
         let started = Instant::now();
+        if let std::borrow::Cow::Owned(c) = crate::process::headers::canonical(&m.body) {
+            m.body = c;
+        }
         let (tx, rx) = oneshot::channel();
         self.writer
             .send((m, tx))

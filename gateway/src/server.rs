@@ -1,19 +1,20 @@
 //! `serve`: the listeners (SMTP inbound and outbound, HTTP for metrics and
 //! health), the delivery workers, and a graceful stop.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod};
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 
 use crate::config::Config;
 use crate::engine::{Gateway, Incoming};
+use crate::process::senders;
 use crate::smtp::session::{
     self, AcceptError, Direction as SessionDirection, Envelope, Handler, SessionConfig, SessionInfo,
 };
@@ -44,9 +45,178 @@ pub struct Running {
     workers: Vec<tokio::task::JoinHandle<()>>,
 }
 
-/// Open SMTP sessions at most (both listeners together); each may hold a
-/// message of up to `max_message_size` in memory.
-const MAX_SESSIONS: usize = 256;
+/// File descriptors kept for everything but client connections: the
+/// store's pool, delivery and IMAP connections, spool and log files.
+const FD_RESERVE: u64 = 256;
+
+/// Fewest HTTP connections `serve` starts with (else it refuses to start).
+const HTTP_MIN_CONNECTIONS: u64 = 16;
+
+/// Connections open on one listener, in total and per client address, so
+/// one client cannot take a listener's slots and one listener cannot take
+/// another's (each has a budget of its own).
+#[derive(Debug)]
+struct Budget {
+    max: usize,
+    per_address: usize,
+    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
+
+/// Why [`Budget::take`] refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Full {
+    /// The listener is at its total.
+    Listener,
+    /// This client address is at its own limit.
+    Address,
+}
+
+/// One open connection of a [`Budget`]; given back when dropped.
+#[derive(Debug)]
+struct Slot {
+    budget: Arc<Budget>,
+    key: IpAddr,
+}
+
+impl Budget {
+    fn new(max: usize, per_address: usize) -> Arc<Budget> {
+        Arc::new(Budget {
+            max,
+            per_address,
+            open: Mutex::new((0, HashMap::new())),
+        })
+    }
+
+    /// A slot for a connection from `ip`, if both limits allow it.
+    fn take(self: &Arc<Self>, ip: IpAddr) -> std::result::Result<Slot, Full> {
+        let key = address_key(ip);
+        let mut g = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let (total, by_address) = &mut *g;
+        if *total >= self.max {
+            return Err(Full::Listener);
+        }
+        let n = by_address.entry(key).or_insert(0);
+        if *n >= self.per_address {
+            return Err(Full::Address);
+        }
+        *n += 1;
+        *total += 1;
+        Ok(Slot {
+            budget: self.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut g = self.budget.open.lock().unwrap_or_else(|p| p.into_inner());
+        let (total, by_address) = &mut *g;
+        *total = total.saturating_sub(1);
+        if let Some(n) = by_address.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                by_address.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// What a per-address limit counts: the address (an IPv4-mapped one as
+/// IPv4), an IPv6 client by its /64, which one subscriber usually holds
+/// whole.
+fn address_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(bits.into())
+        }
+        v4 => v4,
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit (at most 2^20)
+/// and returns it; `None` when it cannot be read.
+fn raise_nofile_limit() -> Option<u64> {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct passed, which we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) } != 0 {
+        return None;
+    }
+    let want = l.rlim_max.min(1 << 20);
+    if l.rlim_cur < want {
+        let new = libc::rlimit {
+            rlim_cur: want,
+            rlim_max: l.rlim_max,
+        };
+        // SAFETY: setrlimit only reads the struct passed.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) } == 0 {
+            l.rlim_cur = want;
+        }
+    }
+    Some(l.rlim_cur)
+}
+
+/// The HTTP listener's total: `[http] max_connections`, lowered so that
+/// both SMTP budgets and [`FD_RESERVE`] fit in the file-descriptor limit
+/// whatever HTTP clients do.
+fn http_budget(cfg: &Config, nofile: Option<u64>) -> Result<usize> {
+    let Some(limit) = nofile else {
+        return Ok(cfg.http_max_connections);
+    };
+    let smtp =
+        (cfg.inbound.max_connections as u64).saturating_add(cfg.outbound.max_connections as u64);
+    let room = limit.saturating_sub(FD_RESERVE.saturating_add(smtp));
+    if room < HTTP_MIN_CONNECTIONS {
+        return Err(Error::Start(format!(
+            "the open-files limit ({limit}) is too low for {smtp} SMTP connections, \
+             {HTTP_MIN_CONNECTIONS} HTTP connections and {FD_RESERVE} for the rest: raise it \
+             (ulimit -n, systemd LimitNOFILE=) or lower [inbound]/[outbound] max_connections"
+        )));
+    }
+    let http = usize::try_from(room)
+        .unwrap_or(usize::MAX)
+        .min(cfg.http_max_connections);
+    if http < cfg.http_max_connections {
+        tracing::warn!(
+            limit,
+            http,
+            configured = cfg.http_max_connections,
+            "[http] max_connections lowered to fit the open-files limit"
+        );
+    }
+    Ok(http)
+}
+
+/// After a failed `accept`: out of file descriptors (or memory), wait a
+/// while instead of spinning, so the sessions holding them can end; other
+/// errors (a connection reset before it was accepted) go on at once.
+/// Returns true when a stop was requested meanwhile.
+async fn accept_failed(
+    gw: &Gateway,
+    e: &std::io::Error,
+    what: &'static str,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    let pause = match e.raw_os_error() {
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+            tracing::warn!(error = %e, listener = what, "accept: out of resources, pausing");
+            gw.metrics.fail("accept_out_of_resources");
+            Duration::from_millis(500)
+        }
+        _ => {
+            tracing::debug!(error = %e, listener = what, "accept failed");
+            Duration::from_millis(5)
+        }
+    };
+    tokio::select! {
+        () = tokio::time::sleep(pause) => false,
+        _ = stop.changed() => true,
+    }
+}
 
 /// Counts open sessions so a stop can wait for them.
 #[derive(Debug, Default)]
@@ -71,6 +241,15 @@ impl Running {
         let inbound = bind(cfg.inbound.listen, "inbound SMTP").await?;
         let outbound = bind(cfg.outbound.listen, "outbound SMTP").await?;
         let http = bind(cfg.http_listen, "HTTP").await?;
+        let nofile = raise_nofile_limit();
+        let http_max = http_budget(cfg, nofile)?;
+        tracing::info!(
+            open_files = nofile,
+            inbound = cfg.inbound.max_connections,
+            outbound = cfg.outbound.max_connections,
+            http = http_max,
+            "connection budgets"
+        );
         let bound = Bound {
             inbound: inbound
                 .local_addr()
@@ -90,12 +269,23 @@ impl Running {
             (outbound, SessionDirection::Outbound),
         ] {
             let scfg = session_config(cfg, direction, tls.clone());
+            let budget = match direction {
+                SessionDirection::Inbound => Budget::new(
+                    cfg.inbound.max_connections,
+                    cfg.inbound.max_connections_per_address,
+                ),
+                SessionDirection::Outbound => Budget::new(
+                    cfg.outbound.max_connections,
+                    cfg.outbound.max_connections_per_address,
+                ),
+            };
             tasks.push(tokio::spawn(accept_loop(
                 listener,
                 gw.clone(),
                 scfg,
                 stop_rx.clone(),
                 sessions.clone(),
+                budget,
             )));
         }
         tasks.push(tokio::spawn(http_loop(
@@ -103,6 +293,7 @@ impl Running {
             gw.clone(),
             app,
             stop_rx.clone(),
+            Budget::new(http_max, cfg.http_max_connections_per_address),
         )));
         tasks.push(tokio::spawn(refresh_keys(gw.clone(), stop_rx.clone())));
         tasks.push(tokio::spawn(purge(gw.clone(), stop_rx.clone())));
@@ -171,6 +362,8 @@ fn session_config(
     let mut s = SessionConfig::new(&cfg.hostname, direction);
     s.receiver.max_message_size = cfg.inbound.max_message_size;
     s.max_recipients = cfg.inbound.max_recipients;
+    s.min_data_rate = cfg.inbound.min_data_rate;
+    s.data_grace = cfg.inbound.data_grace;
     s.tls = tls;
     s
 }
@@ -181,33 +374,48 @@ async fn accept_loop(
     scfg: SessionConfig,
     stop: watch::Receiver<bool>,
     sessions: Arc<Sessions>,
+    budget: Arc<Budget>,
 ) {
     let scfg = Arc::new(scfg);
+    let what = match scfg.direction {
+        SessionDirection::Inbound => "inbound SMTP",
+        SessionDirection::Outbound => "outbound SMTP",
+    };
     let mut stop_accept = stop.clone();
     loop {
         let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    if accept_failed(&gw, &e, what, &mut stop_accept).await {
+                        return;
+                    }
                     continue;
                 }
             },
             _ = stop_accept.changed() => return,
         };
-        if sessions.open.load(Ordering::SeqCst) >= MAX_SESSIONS {
-            // Busy: say so and close, rather than hold more messages in
-            // memory than the machine has.
-            let mut stream = stream;
-            let _ = tokio::time::timeout(
-                Duration::from_secs(5),
-                stream.write_all(b"421 4.3.2 too many connections, try again later\r\n"),
-            )
-            .await;
-            gw.metrics.fail("too_many_sessions");
-            continue;
-        }
+        let slot = match budget.take(peer.ip()) {
+            Ok(slot) => slot,
+            Err(full) => {
+                // Say so and close at once: a write that would wait is not
+                // made, so a refused client holds nothing here.
+                let (line, reason): (&[u8], _) = match full {
+                    Full::Listener => (
+                        b"421 4.7.0 too many connections, try again later\r\n",
+                        "too_many_sessions",
+                    ),
+                    Full::Address => (
+                        b"421 4.7.0 too many connections from your address\r\n",
+                        "too_many_sessions_from_address",
+                    ),
+                };
+                let _ = stream.try_write(line);
+                tracing::debug!(%peer, listener = what, ?full, "connection refused");
+                gw.metrics.fail(reason);
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
         let trusted = scfg.direction == SessionDirection::Outbound
             && gw
@@ -228,7 +436,11 @@ async fn accept_loop(
         sessions.open.fetch_add(1, Ordering::SeqCst);
         tokio::spawn(async move {
             let out = session::run_with_shutdown(stream, info, &scfg, &handler, stop).await;
+            drop(slot);
             tracing::debug!(%peer, messages = out.messages, ended = ?out.ended, "session closed");
+            if out.ended == session::EndReason::TooSlow {
+                handler.gw.metrics.fail("smtp_transfer_too_slow");
+            }
             if sessions.open.fetch_sub(1, Ordering::SeqCst) == 1 {
                 sessions.idle.notify_waiters();
             }
@@ -236,18 +448,58 @@ async fn accept_loop(
     }
 }
 
-/// A hash no password matches, checked for unknown user names.
-static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    service::smtp_users::hash_password("no such user: dummy password").unwrap_or_default()
-});
-
 /// The gateway's answers to a session: which recipients, and queueing.
 struct GatewayHandler {
     gw: Arc<Gateway>,
     direction: SessionDirection,
 }
 
+impl GatewayHandler {
+    /// The SMTP AUTH account of the session and what it may send as (an
+    /// account removed since it logged in may send as nothing).
+    async fn account(
+        &self,
+        info: &SessionInfo,
+    ) -> std::result::Result<Option<(String, service::smtp_users::SendAs)>, String> {
+        let Some(name) = &info.authenticated else {
+            return Ok(None);
+        };
+        let send_as = self
+            .gw
+            .svc
+            .smtp_user_send_as(name)
+            .await
+            .map_err(|e| e.to_string())?
+            .unwrap_or_default();
+        Ok(Some((name.clone(), send_as)))
+    }
+
+    fn sender_domains(&self) -> Vec<String> {
+        senders::sender_domains(&self.gw.cfg.domains, &self.gw.crypto().keys)
+    }
+}
+
 impl Handler for GatewayHandler {
+    async fn check_mail(&self, info: &SessionInfo, from: &str) -> std::result::Result<(), Reply> {
+        if self.direction != SessionDirection::Outbound {
+            return Ok(());
+        }
+        let account = self.account(info).await.map_err(|e| {
+            tracing::warn!(error = %e, "SMTP account lookup failed");
+            Reply::new(
+                451,
+                Some(EnhancedCode::new(4, 3, 0)),
+                "temporary failure, try again later",
+            )
+        })?;
+        let account = account.as_ref().map(|(n, s)| (n.as_str(), s));
+        senders::check_envelope(from, &self.sender_domains(), account).map_err(|why| {
+            tracing::info!(peer = %info.peer, from, why, "sender refused");
+            self.gw.metrics.fail("sender_refused");
+            Reply::new(550, Some(EnhancedCode::new(5, 7, 1)), &why)
+        })
+    }
+
     fn check_rcpt(
         &self,
         _info: &SessionInfo,
@@ -264,31 +516,48 @@ impl Handler for GatewayHandler {
                 "relaying denied: not a domain of this organisation",
             ));
         }
+        // Refused now rather than bounced later: a bounce would go to
+        // whatever MAIL FROM claims (backscatter).
+        if self.direction == SessionDirection::Inbound
+            && !postmaster
+            && !self.gw.cfg.is_mailbox(rcpt)
+        {
+            return Err(Reply::new(
+                550,
+                Some(EnhancedCode::new(5, 1, 1)),
+                "no such mailbox here",
+            ));
+        }
         Ok(())
     }
 
-    async fn authenticate(&self, user: &str, password: &str) -> bool {
-        let hash = match self.gw.svc.smtp_user_hash(user).await {
-            Ok(Some(h)) => h,
-            Ok(None) => {
-                // Spend the same time as a wrong password: no oracle for
-                // which names exist.
-                DUMMY_HASH.clone()
+    async fn authenticate(
+        &self,
+        info: &SessionInfo,
+        user: &str,
+        password: &str,
+    ) -> std::result::Result<bool, Reply> {
+        // The store's limiter, per account and per client address, and
+        // the bounded password hashing: both in the service.
+        let from = info.peer.ip().to_string();
+        match self.gw.svc.smtp_authenticate(user, &from, password).await {
+            Ok(true) => Ok(true),
+            Ok(false) => {
+                self.gw.metrics.fail("auth_failed");
+                Ok(false)
             }
             Err(e) => {
-                tracing::warn!(error = %e, "SMTP user lookup failed");
-                return false;
+                if !matches!(e, service::Error::TooMany { .. } | service::Error::Busy) {
+                    tracing::warn!(error = %e, "SMTP AUTH could not be checked");
+                }
+                self.gw.metrics.fail("auth_limited");
+                Err(Reply::new(
+                    454,
+                    Some(EnhancedCode::new(4, 7, 0)),
+                    "Temporary authentication failure, try later",
+                ))
             }
-        };
-        let pw = password.to_string();
-        let ok =
-            tokio::task::spawn_blocking(move || service::smtp_users::verify_password(&hash, &pw))
-                .await
-                .unwrap_or(false);
-        if !ok {
-            self.gw.metrics.fail("auth_failed");
         }
-        ok
     }
 
     async fn accept(
@@ -301,6 +570,22 @@ impl Handler for GatewayHandler {
             SessionDirection::Inbound => store::queue::Direction::Inbound,
             SessionDirection::Outbound => store::queue::Direction::Outbound,
         };
+        if self.direction == SessionDirection::Outbound {
+            let account = self
+                .account(info)
+                .await
+                .map_err(|_| AcceptError::Temporary("temporary failure, try again later".into()))?;
+            let account = account.as_ref().map(|(n, s)| (n.as_str(), s));
+            let keys = &self.gw.crypto().keys;
+            let canonical = crate::process::headers::canonical(&body);
+            if let Err(why) =
+                senders::check_from(&canonical, &envelope.mail_from, keys, account, store::now())
+            {
+                tracing::info!(peer = %info.peer, from = %envelope.mail_from, why, "From: refused");
+                self.gw.metrics.fail("sender_refused");
+                return Err(AcceptError::Permanent(format!("5.7.1 {why}")));
+            }
+        }
         let recipients = envelope
             .recipients
             .iter()
@@ -392,12 +677,21 @@ async fn purge(gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
 }
 
 /// The HTTP listener: `GET /metrics`, `GET /healthz`, and the admin API
-/// and pages when given. Stops accepting at the stop signal.
+/// and pages when given. Stops accepting at the stop signal; open
+/// connections finish the request in hand and close.
+///
+/// Each connection takes a slot of `budget` (total and per address) and
+/// must send a whole request header within `[http] header_timeout`, which
+/// also bounds how long a kept-alive connection may wait for its next
+/// request: half-open connections cannot pile up until the process runs
+/// out of file descriptors (the SMTP listeners' are kept apart by
+/// [`http_budget`]).
 async fn http_loop(
     listener: TcpListener,
     gw: Arc<Gateway>,
     app: Option<axum::Router>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
+    budget: Arc<Budget>,
 ) {
     use axum::routing::get;
     let g1 = gw.clone();
@@ -409,16 +703,94 @@ async fn http_loop(
         Some(app) => app.merge(ours),
         None => ours,
     };
-    let serve = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        let _ = stop.changed().await;
-    });
-    if let Err(e) = serve.await {
-        tracing::error!(error = %e, "HTTP listener stopped");
+    let header_timeout = gw.cfg.http_header_timeout;
+    let mut stop_accept = stop.clone();
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    if accept_failed(&gw, &e, "HTTP", &mut stop_accept).await {
+                        return;
+                    }
+                    continue;
+                }
+            },
+            _ = stop_accept.changed() => return,
+        };
+        let slot = match budget.take(peer.ip()) {
+            Ok(slot) => slot,
+            Err(full) => {
+                let _ = stream.try_write(
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                );
+                tracing::debug!(%peer, ?full, "HTTP connection refused");
+                gw.metrics.fail(match full {
+                    Full::Listener => "http_too_many_connections",
+                    Full::Address => "http_too_many_connections_from_address",
+                });
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(http_connection(
+            stream,
+            peer,
+            router.clone(),
+            header_timeout,
+            stop.clone(),
+            slot,
+        ));
     }
+}
+
+/// Serves one HTTP/1.1 connection. Handlers read the client's address as
+/// `ConnectInfo<SocketAddr>`, as with axum's
+/// `into_make_service_with_connect_info`.
+async fn http_connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    router: axum::Router,
+    header_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+    slot: Slot,
+) {
+    let service =
+        hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            let mut router = router.clone();
+            tower_service::Service::call(&mut router, req)
+        });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .keep_alive(true);
+    let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let stopping = async {
+        loop {
+            if *stop.borrow_and_update() {
+                return;
+            }
+            if stop.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(%peer, error = %e, "HTTP connection ended");
+            }
+        }
+        () = stopping => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(5), conn.as_mut()).await;
+        }
+    }
+    drop(slot);
 }
 
 async fn metrics(gw: Arc<Gateway>) -> axum::response::Response {

@@ -550,10 +550,13 @@ fn make_dsn(
         recipients,
         explanation: &explanation,
         original: &m.body,
-        ret_full: m
-            .ret
-            .as_deref()
-            .is_some_and(|r| r.eq_ignore_ascii_case("FULL")),
+        // Inbound mail came from anyone and its bounce goes to whatever its
+        // MAIL FROM claims: its headers only, whatever RET asked for, so a
+        // bounce never carries an outsider's text to a third party.
+        ret_full: m.direction == Direction::Outbound
+            && m.ret
+                .as_deref()
+                .is_some_and(|r| r.eq_ignore_ascii_case("FULL")),
     })
 }
 

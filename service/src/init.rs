@@ -58,6 +58,8 @@ pub async fn init(
             "{} is not a directory",
             dir.display()
         )));
+    } else {
+        store::seal::check_private_dir(dir).map_err(|e| Error::Invalid(e.to_string()))?;
     }
     let lock = store::DirLock::acquire(dir, LockMode::Exclusive, on_wait)?;
     let result = init_locked(loc, req, actor).await;

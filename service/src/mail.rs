@@ -62,11 +62,15 @@ pub struct KeyLabel {
 impl MailKeys {
     /// The key to sign mail from `sender`: the sender's own certificate
     /// when the store holds its key, else the organisation certificate of
-    /// the sender's domain (one whose address is in that domain), else any
-    /// organisation certificate. The newest valid one wins.
+    /// exactly the sender's domain (one whose address is in that domain).
+    /// The newest valid one wins. Never another domain's: the firm's keys
+    /// sign only for its own addresses, and `<>` (a bounce) for nobody.
     pub fn signer_for(&self, sender: &str, now: i64) -> Option<&SigningKey> {
         let sender = sender.to_ascii_lowercase();
-        let domain = sender.rsplit_once('@').map(|(_, d)| d.to_string());
+        let (_, domain) = sender.rsplit_once('@')?;
+        if domain.is_empty() {
+            return None;
+        }
         let valid = |k: &&SigningKey| k.not_after > now;
         let newest = |a: &&SigningKey, b: &&SigningKey| a.not_after.cmp(&b.not_after);
         let own = self
@@ -78,19 +82,17 @@ impl MailKeys {
         if own.is_some() {
             return own;
         }
-        let orgs = || {
-            self.signers
-                .iter()
-                .filter(valid)
-                .filter(|k| k.kind == "organisation")
-        };
-        let same_domain = orgs()
+        self.signers
+            .iter()
+            .filter(valid)
+            .filter(|k| k.kind == "organisation")
             .filter(|k| {
-                let d = k.email.as_deref().and_then(|e| e.rsplit_once('@'));
-                d.map(|(_, d)| d.to_string()) == domain
+                k.email
+                    .as_deref()
+                    .and_then(|e| e.rsplit_once('@'))
+                    .is_some_and(|(_, d)| d.eq_ignore_ascii_case(domain))
             })
-            .max_by(newest);
-        same_domain.or_else(|| orgs().max_by(newest))
+            .max_by(newest)
     }
 }
 

@@ -1,7 +1,15 @@
 //! Organisations in one installation: applying for one through the admin
-//! API (pending until its ledelsesrepræsentant approves through an e-mailed
-//! link, when its internal CA is made), and the one-time bootstrap link that
+//! API (when the installation allows applications), waiting for the
+//! installation's operator (`sikkermail org pending|accept|reject`), then
+//! pending until its ledelsesrepræsentant approves through an e-mailed link
+//! (when its internal CA is made); and the one-time bootstrap link that
 //! creates the first organisation administrator.
+//!
+//! An organisation's status: `applied` (waits for the operator; nothing is
+//! sent), `pending` (the operator accepted; the approval link is out),
+//! `active`, or `rejected`. One CVR number has at most one organisation
+//! that is not rejected: a second application is refused, at application
+//! and again at acceptance.
 
 use ca::{Cvr, DisplayName, IssuancePolicy};
 use store::{OrgId, Organisation};
@@ -44,13 +52,34 @@ impl std::fmt::Debug for Application {
     }
 }
 
-/// An application recorded.
+/// An application the operator accepted.
 #[derive(Debug, Clone)]
 pub struct Applied {
     /// The pending organisation.
     pub org: Organisation,
     /// The approval link's token, for the representative's e-mail.
     pub token: String,
+}
+
+/// The status of an application waiting for the installation's operator.
+pub const APPLIED: &str = "applied";
+/// The status of an application the operator rejected.
+pub const REJECTED: &str = "rejected";
+
+/// Conflict when another organisation (not rejected, not `except`) has
+/// this CVR number.
+async fn cvr_free(tx: &mut store::Tx<'_>, cvr: &str, except: Option<OrgId>) -> Result<()> {
+    let taken = tx
+        .organisations_with_cvr(cvr)
+        .await?
+        .into_iter()
+        .any(|o| Some(o.id) != except && o.status != REJECTED);
+    if taken {
+        return Err(Error::Conflict(format!(
+            "CVR {cvr} already has an organisation (or an application) in this installation"
+        )));
+    }
+    Ok(())
 }
 
 impl Service {
@@ -68,10 +97,12 @@ impl Service {
         })
     }
 
-    /// Applies for a new organisation: recorded as pending with its first
-    /// organisation administrator, who can log in but do nothing until the
-    /// ledelsesrepræsentant approves. Audited "org.apply".
-    pub async fn apply_organisation(&self, a: &Application) -> Result<Applied> {
+    /// Applies for a new organisation: recorded as `applied` with its first
+    /// organisation administrator, who can log in but do nothing. Nothing
+    /// is sent: the installation's operator accepts or rejects it first
+    /// ([`Service::accept_application`]). Conflict when the CVR number
+    /// already has an organisation or an application. Audited "org.apply".
+    pub async fn apply_organisation(&self, a: &Application) -> Result<Organisation> {
         let name = DisplayName::parse("organisation name", a.name.trim())?;
         let cvr = Cvr::parse(a.cvr.trim())?;
         let rep_name = DisplayName::parse("representative's name", a.representative_name.trim())?;
@@ -79,23 +110,15 @@ impl Service {
         crate::smtp_users::check_account_name("administrator", &a.admin_name)?;
         crate::admins::check_password(&a.admin_password)?;
         let hash = crate::smtp_users::hash_password_blocking(&a.admin_password).await?;
-        let token = new_token()?;
         let now = crate::now();
         let mut tx = self.store.begin().await?;
+        cvr_free(&mut tx, cvr.as_str(), None).await?;
         let org = tx
             .create_pending_organisation(name.as_str(), cvr.as_str(), rep_name.as_str(), &rep_email)
             .await?;
+        tx.set_organisation_status(org, "pending", APPLIED).await?;
         tx.admin_create(org, &a.admin_name, Role::OrgAdmin.as_str(), &hash, now)
             .await?;
-        tx.link_insert(
-            &token_hash(&token),
-            org,
-            None,
-            "approval",
-            now,
-            now + APPROVAL_SECS,
-        )
-        .await?;
         tx.audit(
             Some(org),
             &format!("applicant:{}", a.admin_name),
@@ -106,7 +129,98 @@ impl Service {
         .await?;
         let org = tx.organisation(org).await?;
         tx.commit().await?;
-        Ok(Applied { org, token })
+        Ok(org)
+    }
+
+    /// The applications waiting for the installation's operator, oldest
+    /// first.
+    pub async fn pending_applications(&self) -> Result<Vec<Organisation>> {
+        let mut tx = self.store.begin_read().await?;
+        let list = tx.organisations_with_status(APPLIED).await?;
+        tx.commit().await?;
+        Ok(list)
+    }
+
+    /// The operator accepts application `org`: it becomes `pending`, gets
+    /// a one-time approval link for its ledelsesrepræsentant, and the
+    /// approval e-mail (`mail` makes it from the organisation and the
+    /// link's token) is queued from `from` to the representative, in the
+    /// same transaction: all of it or nothing. The gateway delivers it as
+    /// any outbound mail of this organisation (signed as the policy says).
+    /// NotFound when `org` is not an application waiting; Conflict when its
+    /// CVR number got an organisation meanwhile. Audited "org.accept".
+    pub async fn accept_application(
+        &self,
+        org: OrgId,
+        from: &str,
+        mail: impl FnOnce(&Organisation, &str) -> std::result::Result<Vec<u8>, String>,
+    ) -> Result<Applied> {
+        let token = new_token()?;
+        let now = crate::now();
+        let mut tx = self.store.begin().await?;
+        let o = waiting(&mut tx, org).await?;
+        cvr_free(&mut tx, &o.cvr, Some(o.id)).await?;
+        let to = o
+            .representative_email
+            .clone()
+            .ok_or_else(|| Error::Invalid("the application names no representative".into()))?;
+        let body = mail(&o, &token).map_err(Error::Invalid)?;
+        if !tx.set_organisation_status(o.id, APPLIED, "pending").await? {
+            return Err(not_waiting(org));
+        }
+        tx.enqueue(
+            &store::queue::NewMessage {
+                org: self.org.id,
+                direction: store::queue::Direction::Outbound,
+                mail_from: from,
+                envid: None,
+                ret: None,
+                client: "sikkermail org accept",
+                body: &body,
+                recipients: &[store::queue::NewRecipient {
+                    address: &to,
+                    notify: None,
+                    orcpt: None,
+                }],
+            },
+            now,
+        )
+        .await?;
+        tx.link_insert(
+            &token_hash(&token),
+            o.id,
+            None,
+            "approval",
+            now,
+            now + APPROVAL_SECS,
+        )
+        .await?;
+        let detail = format!(
+            "application={} cvr={} representative={}",
+            o.id.0,
+            o.cvr,
+            o.representative_email.clone().unwrap_or_default()
+        );
+        audit_both(&mut tx, self, o.id, "org.accept", &o.name, &detail).await?;
+        let o = tx.organisation(o.id).await?;
+        tx.commit().await?;
+        Ok(Applied { org: o, token })
+    }
+
+    /// The operator rejects application `org`: it becomes `rejected` and
+    /// nothing is sent. NotFound when `org` is not an application waiting.
+    /// Audited "org.reject".
+    pub async fn reject_application(&self, org: OrgId) -> Result<Organisation> {
+        let mut tx = self.store.begin().await?;
+        let o = waiting(&mut tx, org).await?;
+        if !tx.set_organisation_status(o.id, APPLIED, REJECTED).await? {
+            return Err(not_waiting(org));
+        }
+        let detail = format!("application={} cvr={}", o.id.0, o.cvr);
+        audit_both(&mut tx, self, o.id, "org.reject", &o.name, &detail).await?;
+        let o = tx.organisation(o.id).await?;
+        tx.commit().await?;
+        Ok(o)
     }
 
     /// The pending organisation an approval link names.
@@ -147,6 +261,7 @@ impl Service {
         )?;
         let now = crate::now();
         let mut tx = self.store.begin().await?;
+        cvr_free(&mut tx, &org.cvr, Some(org.id)).await?;
         if tx
             .link_take(&token_hash(token), "approval", now)
             .await?
@@ -219,6 +334,14 @@ impl Service {
             now + BOOTSTRAP_SECS,
         )
         .await?;
+        tx.audit(
+            Some(self.org.id),
+            self.actor.as_str(),
+            "admin.bootstrap_link",
+            "",
+            "a new one-time bootstrap link; earlier ones void",
+        )
+        .await?;
         tx.commit().await?;
         Ok(Some(token))
     }
@@ -267,6 +390,38 @@ impl Service {
             created_at: now,
             disabled: false,
         })
+    }
+}
+
+/// The operator's decision in the installation's audit trail (where the
+/// operator reads it) and in the application's own.
+async fn audit_both(
+    tx: &mut store::Tx<'_>,
+    svc: &Service,
+    app: OrgId,
+    action: &str,
+    subject: &str,
+    detail: &str,
+) -> Result<()> {
+    tx.audit(Some(svc.org.id), svc.actor.as_str(), action, subject, detail)
+        .await?;
+    if app != svc.org.id {
+        tx.audit(Some(app), svc.actor.as_str(), action, subject, detail)
+            .await?;
+    }
+    Ok(())
+}
+
+fn not_waiting(org: OrgId) -> Error {
+    Error::NotFound(format!("application {} (none waits with this id)", org.0))
+}
+
+/// Application `org`, when it waits for the operator.
+async fn waiting(tx: &mut store::Tx<'_>, org: OrgId) -> Result<Organisation> {
+    match tx.organisation(org).await {
+        Ok(o) if o.status == APPLIED => Ok(o),
+        Ok(_) | Err(store::StoreError::NotFound(_)) => Err(not_waiting(org)),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -97,10 +97,88 @@ pub(crate) fn check_account_name(what: &str, name: &str) -> Result<()> {
     }
 }
 
+/// The sender addresses an SMTP account may use in `MAIL FROM` (and
+/// `From:`): exact addresses and whole domains (`@advokat.dk`), lowercase.
+/// Stored comma-separated; nothing stored means the account's own name
+/// when that is an address, else nothing at all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SendAs(Vec<String>);
+
+impl SendAs {
+    /// Parses `ADDR` or `@domain` entries; Invalid names the bad one.
+    pub fn parse(entries: &[String]) -> Result<SendAs> {
+        let mut out = Vec::new();
+        for e in entries {
+            let e = e.trim().to_ascii_lowercase();
+            let ok = match e.rsplit_once('@') {
+                Some((local, domain)) => {
+                    !domain.is_empty()
+                        && domain.contains('.')
+                        && !local.contains('@')
+                        && e.chars().all(|c| c.is_ascii_graphic() && c != ',')
+                }
+                None => false,
+            };
+            if !ok {
+                return Err(Error::Invalid(format!(
+                    "--may-send-as {e:?}: give an address (anna@advokat.dk) or a domain (@advokat.dk)"
+                )));
+            }
+            if !out.contains(&e) {
+                out.push(e);
+            }
+        }
+        Ok(SendAs(out))
+    }
+
+    fn to_stored(&self) -> String {
+        self.0.join(",")
+    }
+
+    /// What an account may send as, from its stored text.
+    pub fn from_stored(name: &str, stored: &str) -> SendAs {
+        let list: Vec<String> = stored
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_ascii_lowercase)
+            .collect();
+        if !list.is_empty() {
+            return SendAs(list);
+        }
+        match name.rsplit_once('@') {
+            Some((l, d)) if !l.is_empty() && d.contains('.') => SendAs(vec![name.to_ascii_lowercase()]),
+            _ => SendAs(Vec::new()),
+        }
+    }
+
+    /// True when `address` is one of the addresses, or in one of the
+    /// domains (exactly that domain, not its subdomains).
+    pub fn allows(&self, address: &str) -> bool {
+        let a = address.to_ascii_lowercase();
+        let domain = a.rsplit_once('@').map(|(_, d)| d);
+        self.0.iter().any(|e| match e.strip_prefix('@') {
+            Some(d) => domain == Some(d),
+            None => *e == a,
+        })
+    }
+
+    /// The entries, for display.
+    pub fn entries(&self) -> &[String] {
+        &self.0
+    }
+}
+
 impl Service {
-    /// Adds an SMTP user, or sets a new password for an existing one.
-    /// Returns true when the user is new.
-    pub async fn smtp_user_set(&self, name: &str, password: &str) -> Result<bool> {
+    /// Adds an SMTP user, or sets a new password for an existing one;
+    /// `may_send_as` (addresses and `@domain`s) replaces what it may send
+    /// as when given (see [`SendAs`]). Returns true when the user is new.
+    pub async fn smtp_user_set(
+        &self,
+        name: &str,
+        password: &str,
+        may_send_as: Option<&SendAs>,
+    ) -> Result<bool> {
         check_account_name("SMTP user", name)?;
         if password.chars().count() < 12 {
             return Err(Error::Invalid(
@@ -109,13 +187,19 @@ impl Service {
         }
         let hash = hash_password_blocking(password).await?;
         let mut tx = self.store.begin().await?;
-        let new = tx.smtp_user_set(self.org.id, name, &hash).await?;
+        let stored = may_send_as.map(SendAs::to_stored);
+        let new = tx
+            .smtp_user_set(self.org.id, name, &hash, stored.as_deref())
+            .await?;
         let action = if new {
             "smtp_user.add"
         } else {
             "smtp_user.password"
         };
-        tx.audit(Some(self.org.id), self.actor.as_str(), action, name, "")
+        let detail = stored
+            .map(|s| format!("may_send_as={s}"))
+            .unwrap_or_default();
+        tx.audit(Some(self.org.id), self.actor.as_str(), action, name, &detail)
             .await?;
         tx.commit().await?;
         Ok(new)
@@ -137,9 +221,28 @@ impl Service {
         Ok(())
     }
 
-    /// Every SMTP user: (name, created at).
-    pub async fn smtp_users(&self) -> Result<Vec<(String, i64)>> {
-        Ok(self.store.smtp_users(self.org.id).await?)
+    /// Every SMTP user: (name, created at, what it may send as).
+    pub async fn smtp_users(&self) -> Result<Vec<(String, i64, SendAs)>> {
+        Ok(self
+            .store
+            .smtp_users(self.org.id)
+            .await?
+            .into_iter()
+            .map(|(n, at, s)| {
+                let send_as = SendAs::from_stored(&n, &s);
+                (n, at, send_as)
+            })
+            .collect())
+    }
+
+    /// What SMTP user `name` may send as; None when there is no such
+    /// account.
+    pub async fn smtp_user_send_as(&self, name: &str) -> Result<Option<SendAs>> {
+        Ok(self
+            .store
+            .smtp_user_may_send_as(self.org.id, name)
+            .await?
+            .map(|s| SendAs::from_stored(name, &s)))
     }
 
     /// The stored hash of `name`, to check with [`verify_password`].

@@ -49,6 +49,20 @@ pub enum AdminCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// A new one-time link (7 days) that creates the first organisation
+    /// administrator in the browser; the link made before stops working.
+    /// Printed here only: keep it secret.
+    Bootstrap {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Where users reach the pages (`[http] public_url`).
+        #[arg(
+            long = "public-url",
+            value_name = "URL",
+            default_value = "http://127.0.0.1:8080"
+        )]
+        public_url: String,
+    },
 }
 
 /// `sikkermail admin ...`.
@@ -67,6 +81,17 @@ pub fn admin(cmd: AdminCommand) -> Result<ExitCode, Fail> {
                 .rt
                 .block_on(ctx.svc.admin_create(&name, role.into(), &pw))?;
             outln!("{}\t{}\tcreated", a.name, a.role);
+        }
+        AdminCommand::Bootstrap { store, public_url } => {
+            let ctx = open(&store)?;
+            match ctx.rt.block_on(ctx.svc.bootstrap_token())? {
+                Some(token) => outln!("{}/bootstrap/{token}", public_url.trim_end_matches('/')),
+                None => {
+                    return Err(usage(
+                        "an administrator exists already: log in, or use `sikkermail admin create`",
+                    ));
+                }
+            }
         }
         AdminCommand::List { store } => {
             let ctx = open(&store)?;

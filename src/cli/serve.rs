@@ -87,6 +87,7 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode, Fail> {
         let data_dir = cfg.data_dir.clone();
         let (secure_cookie, public_url) = (cfg.secure_cookie, cfg.public_url.clone());
         let (relay, from) = (cfg.admin_mail_relay.clone(), cfg.admin_mail_from.clone());
+        let applications = cfg.admin_applications;
         let make_app: gateway::MakeApp = Box::new(move |svc, bound| {
             let (host, port) = relay.unwrap_or_else(|| {
                 let ip = bound.outbound.ip();
@@ -101,13 +102,16 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode, Fail> {
                 secure_cookie,
                 public_url: public_url.unwrap_or_else(|| format!("http://{}", bound.http)),
                 mail: Some(admin_api::MailConfig { host, port, from }),
+                applications,
             };
             admin_api::router_with(svc, api_cfg)
         });
-        let (running, notes) = gateway::start_with(cfg, Some(make_app)).await.map_err(|e| Fail {
-            code: 1,
-            msg: e.to_string(),
-        })?;
+        let (running, notes) = gateway::start_with(cfg, Some(make_app))
+            .await
+            .map_err(|e| Fail {
+                code: 1,
+                msg: e.to_string(),
+            })?;
         let c = &running.gw.cfg;
         if notes.initialised {
             outln!(
@@ -136,13 +140,7 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode, Fail> {
             .clone()
             .unwrap_or_else(|| format!("http://{}", b.http));
         outln!("  admin          {public_url}/admin/  (API {public_url}/api/v1/)");
-        match running.gw.svc.bootstrap_token().await {
-            Ok(Some(token)) => outln!(
-                "  no administrator yet: create the first one (link valid 7 days, once):\n  bootstrap      {public_url}/bootstrap/{token}"
-            ),
-            Ok(None) => {}
-            Err(e) => errln!("sikkermail serve: no bootstrap link: {e}"),
-        }
+        bootstrap_link(&running.gw.svc, &data_dir, &public_url).await;
         match &notes.policy {
             Some(p) => outln!("  policy         {}", p.display()),
             None => outln!("  policy         built-in defaults (no policy.toml)"),
@@ -189,4 +187,50 @@ fn init_logs(cfg: &Config) {
     } else {
         builder.with_ansi(false).try_init()
     };
+}
+
+/// The one-time link that creates the first administrator: a secret, so it
+/// is never printed where logs keep it. It is made once (while no
+/// administrator exists) and kept in `<data_dir>/bootstrap-link` (0600)
+/// until used; on a terminal it is also printed when made. `sikkermail
+/// admin bootstrap` makes a new one on demand.
+async fn bootstrap_link(svc: &service::Service, data_dir: &std::path::Path, public_url: &str) {
+    use std::io::IsTerminal;
+    let file = data_dir.join("bootstrap-link");
+    let kept = std::fs::read_to_string(&file).ok();
+    let kept_token = kept
+        .as_deref()
+        .and_then(|l| l.trim().rsplit('/').next())
+        .filter(|t| !t.is_empty());
+    if let Some(t) = kept_token
+        && svc.bootstrap_valid(t).await.unwrap_or(false)
+    {
+        outln!(
+            "  no administrator yet: the one-time bootstrap link is in {}",
+            file.display()
+        );
+        return;
+    }
+    match svc.bootstrap_token().await {
+        Ok(Some(token)) => {
+            let link = format!("{public_url}/bootstrap/{token}");
+            let written = super::io::create_private(&file).and_then(|mut f| {
+                std::io::Write::write_all(&mut f, format!("{link}\n").as_bytes())
+            });
+            if let Err(e) = written {
+                errln!("sikkermail serve: cannot write {}: {e}", file.display());
+            }
+            outln!(
+                "  no administrator yet: the one-time bootstrap link (7 days) is in {}",
+                file.display()
+            );
+            if std::io::stdout().is_terminal() {
+                outln!("  bootstrap      {link}");
+            }
+        }
+        Ok(None) => {
+            let _ = std::fs::remove_file(&file);
+        }
+        Err(e) => errln!("sikkermail serve: no bootstrap link: {e}"),
+    }
 }

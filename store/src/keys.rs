@@ -329,6 +329,7 @@ impl Tx<'_> {
             report.resealed += 1;
         }
         self.reseal_mailbox_secrets(new, &mut report).await?;
+        self.reseal_queue_bodies(new, &mut report).await?;
         self.set_sealing_kek(new).await?;
         Ok(report)
     }

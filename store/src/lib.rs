@@ -90,6 +90,38 @@ fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
     (!file.is_empty() && file != ":memory:").then(|| std::path::PathBuf::from(file))
 }
 
+/// The SQLite database file is made 0600 before SQLite opens it (SQLite
+/// gives its WAL and shared-memory files the database's mode), and files
+/// of an older installation made with a looser mode are narrowed.
+fn private_db_files(db: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let e = |p: &Path, err: std::io::Error| {
+        StoreError::Conflict(format!("cannot make {} private: {err}", p.display()))
+    };
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(db)
+    {
+        Ok(_) => {}
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {}
+        // A missing directory is reported by SQLite itself.
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(err) => return Err(e(db, err)),
+    }
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let p = std::path::PathBuf::from(format!("{}{suffix}", db.display()));
+        if let Ok(m) = std::fs::metadata(&p)
+            && m.permissions().mode() & 0o077 != 0
+        {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
+                .map_err(|err| e(&p, err))?;
+        }
+    }
+    Ok(())
+}
+
 /// The PostgreSQL advisory lock (a transaction-level one) that orders
 /// sealing against master-key rotation across nodes: shared while a key is
 /// sealed and stored, exclusive while every key is re-sealed.
@@ -183,6 +215,9 @@ impl Store {
                     Ok(())
                 })
             });
+        }
+        if let Some(db) = sqlite_path(url) {
+            private_db_files(&db)?;
         }
         let pool = opts.connect(url).await?;
         match backend {

@@ -36,6 +36,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::records::OrgId;
+use crate::seal::Kek;
 use crate::{Backend, Store, StoreError, Tx, in_tx};
 
 /// A queued message's id (never reused).
@@ -341,7 +342,7 @@ macro_rules! claim_sql {
             "SELECT id FROM queue_messages WHERE state = 'active' AND next_attempt <= $3 ",
             "AND (lease_until IS NULL OR lease_until < $3) ORDER BY next_attempt, id LIMIT $4",
             $lock,
-            ") RETURNING id, org_id, direction, mail_from, envid, ret, client, body, ",
+            ") RETURNING id, org_id, direction, mail_from, envid, ret, client, body, body_kek, ",
             "received_at, attempts, next_attempt, released"
         )
     };
@@ -356,10 +357,14 @@ impl Tx<'_> {
                 "a message to queue needs at least one recipient".into(),
             ));
         }
+        // Sealed under the master key the database names (on PostgreSQL
+        // under the sealing lock, so a rotation re-seals it or is seen).
+        let kek = self.sealing_kek().await?;
+        let sealed = kek.seal(&body_aad(m.org), m.body)?;
         let row = sqlx::query(
             "INSERT INTO queue_messages (org_id, direction, state, mail_from, envid, ret, client, \
-             body, size, received_at, next_attempt, attempts) \
-             VALUES ($1, $2, 'active', $3, $4, $5, $6, $7, $8, $9, $9, 0) RETURNING id",
+             body, body_kek, size, received_at, next_attempt, attempts) \
+             VALUES ($1, $2, 'active', $3, $4, $5, $6, $7, $8, $9, $10, $10, 0) RETURNING id",
         )
         .bind(m.org.0)
         .bind(m.direction.as_str())
@@ -367,7 +372,8 @@ impl Tx<'_> {
         .bind(m.envid)
         .bind(m.ret)
         .bind(m.client)
-        .bind(m.body)
+        .bind(sealed)
+        .bind(kek.id())
         .bind(i64::try_from(m.body.len()).unwrap_or(i64::MAX))
         .bind(now)
         .fetch_one(&mut *self.tx)
@@ -419,15 +425,16 @@ impl Tx<'_> {
             .await?;
         let mut due = Vec::with_capacity(rows.len());
         for r in &rows {
+            let org = OrgId(r.try_get("org_id")?);
             let m = ClaimedMessage {
                 id: r.try_get("id")?,
-                org: OrgId(r.try_get("org_id")?),
+                org,
                 direction: parse(r, "direction")?,
                 mail_from: r.try_get("mail_from")?,
                 envid: r.try_get("envid")?,
                 ret: r.try_get("ret")?,
                 client: r.try_get("client")?,
-                body: r.try_get("body")?,
+                body: self.store.open_body(org, r)?,
                 received_at: r.try_get("received_at")?,
                 attempts: r.try_get("attempts")?,
                 released: r.try_get::<i64, _>("released")? != 0,
@@ -565,7 +572,67 @@ impl Tx<'_> {
         .bind(id)
         .execute(&mut *self.tx)
         .await?;
+        self.drop_done_body(id).await?;
         Ok(true)
+    }
+
+    /// Empties the body of message `id` once it is done and nothing of it
+    /// waits in quarantine (a release needs the body): what was delivered
+    /// is not kept for `keep_done`, only its metadata.
+    async fn drop_done_body(&mut self, id: QueueId) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE queue_messages SET body = $1, body_kek = NULL WHERE id = $2 AND state = 'done' \
+             AND NOT EXISTS (SELECT 1 FROM queue_recipients WHERE message_id = $2 \
+             AND state = 'quarantined')",
+        )
+        .bind(Vec::<u8>::new())
+        .bind(id)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Re-seals every queued body under `new` (master-key rotation), and
+    /// seals the bodies stored in clear before bodies were sealed.
+    pub(crate) async fn reseal_queue_bodies(
+        &mut self,
+        new: &Kek,
+        report: &mut crate::keys::ResealReport,
+    ) -> Result<(), StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, org_id, body, body_kek FROM queue_messages \
+             WHERE body_kek IS NULL OR body_kek <> $1 ORDER BY id",
+        )
+        .bind(new.id())
+        .fetch_all(&mut *self.tx)
+        .await?;
+        for r in &rows {
+            let id: QueueId = r.try_get("id")?;
+            let org = OrgId(r.try_get("org_id")?);
+            let plain = match self.store.open_body(org, r) {
+                Ok(p) => p,
+                Err(e) => {
+                    report.unopenable.push(crate::keys::Unopenable {
+                        key_id: 0,
+                        kek_id: r
+                            .try_get::<Option<String>, _>("body_kek")?
+                            .unwrap_or_default(),
+                        reason: format!("queued message {id}: {e}"),
+                    });
+                    continue;
+                }
+            };
+            if plain.is_empty() {
+                continue;
+            }
+            sqlx::query("UPDATE queue_messages SET body = $1, body_kek = $2 WHERE id = $3")
+                .bind(new.seal(&body_aad(org), &plain)?)
+                .bind(new.id())
+                .bind(id)
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        Ok(())
     }
 
     /// `org`'s queued messages, oldest first, at most `limit`; done ones
@@ -636,7 +703,7 @@ impl Tx<'_> {
     pub async fn queue_show(&mut self, org: OrgId, id: QueueId) -> Result<QueueDetail, StoreError> {
         let r = sqlx::query(
             "SELECT id, direction, state, mail_from, envid, ret, client, received_at, \
-             next_attempt, attempts, size, note, lease_owner, lease_until, done_at, body \
+             next_attempt, attempts, size, note, lease_owner, lease_until, done_at, body, body_kek \
              FROM queue_messages WHERE org_id = $1 AND id = $2",
         )
         .bind(org.0)
@@ -682,7 +749,7 @@ impl Tx<'_> {
                     })
                 })
                 .collect::<Result<_, StoreError>>()?,
-            body: r.try_get("body")?,
+            body: self.store.open_body(org, &r)?,
         })
     }
 
@@ -875,6 +942,32 @@ impl Tx<'_> {
         }
         let done = ids.len();
         Ok(i64::try_from(done).unwrap_or(i64::MAX))
+    }
+}
+
+/// The associated data a queued body is sealed with: it opens only as a
+/// body of the same organisation.
+fn body_aad(org: OrgId) -> String {
+    format!("queue-body:{}", org.0)
+}
+
+impl Store {
+    /// The body of a queue row (columns `body`, `body_kek`): opened when
+    /// sealed, as it is when stored in clear (before bodies were sealed),
+    /// empty once dropped.
+    fn open_body(&self, org: OrgId, r: &AnyRow) -> Result<Vec<u8>, StoreError> {
+        let body: Vec<u8> = r.try_get("body")?;
+        let Some(kek_id) = r.try_get::<Option<String>, _>("body_kek")? else {
+            return Ok(body);
+        };
+        let kek = self.kek(&kek_id).ok_or_else(|| {
+            StoreError::Seal(format!(
+                "a queued body is sealed under master key {kek_id}, which this process does not \
+                 hold: give it in {}",
+                crate::seal::EXTRA_MASTER_KEYS_ENV
+            ))
+        })?;
+        kek.unseal(&body_aad(org), &body)
     }
 }
 

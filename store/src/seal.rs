@@ -109,6 +109,8 @@ pub const NEW_MASTER_KEY_ENV: &str = "SIKKERMAIL_NEW_MASTER_KEY";
 pub const EXTRA_MASTER_KEYS_ENV: &str = "SIKKERMAIL_EXTRA_MASTER_KEYS";
 /// Set to 1 to start although `master.key` is readable by group or others.
 pub const ALLOW_LOOSE_ENV: &str = "SIKKERMAIL_ALLOW_LOOSE_MASTER_KEY";
+/// Set to 1 to use a data directory that group or others may enter.
+pub const ALLOW_LOOSE_DIR_ENV: &str = "SIKKERMAIL_ALLOW_LOOSE_DATA_DIR";
 
 fn extra_from_env() -> Result<Vec<Kek>, StoreError> {
     match std::env::var(EXTRA_MASTER_KEYS_ENV) {
@@ -137,6 +139,7 @@ impl MasterKeys {
     /// that group or others can read is refused, as ssh refuses loose key
     /// files, unless `SIKKERMAIL_ALLOW_LOOSE_MASTER_KEY=1`.
     pub fn load(data_dir: &Path) -> Result<Self, StoreError> {
+        check_private_dir(data_dir)?;
         let extra = extra_from_env()?;
         if let Ok(v) = std::env::var(MASTER_KEY_ENV) {
             // During a rotation of an environment key, nodes that still run
@@ -244,6 +247,29 @@ impl MasterKeys {
             .map(Kek::id)
             .collect()
     }
+}
+
+/// Refuses a data directory that group or others may enter: it holds the
+/// database (sealed keys, the queue), the master key and the Maildirs.
+/// A directory that does not exist yet is for its creator to make 0700.
+pub fn check_private_dir(dir: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = fs::metadata(dir) else {
+        return Ok(());
+    };
+    let mode = meta.permissions().mode() & 0o777;
+    if meta.is_dir()
+        && mode & 0o077 != 0
+        && std::env::var(ALLOW_LOOSE_DIR_ENV).as_deref() != Ok("1")
+    {
+        return Err(StoreError::Seal(format!(
+            "the data directory {} is open to group or others (mode {mode:03o}): run `chmod 700 {}` \
+             (or set {ALLOW_LOOSE_DIR_ENV}=1 to use it anyway)",
+            dir.display(),
+            dir.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Refuses a key file that group or others may read or write.

@@ -17,10 +17,15 @@ use store::{
     RcptState, Store, StoreError,
 };
 
+/// One master key for every store of this file, as every node of an
+/// installation holds the same one (queued bodies are sealed under it),
+/// also in the child process of `killed_after_commit_loses_nothing`.
+fn shared_kek() -> Kek {
+    Kek::from_base64("BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=").unwrap()
+}
+
 async fn open(db: &TestDb) -> Store {
-    Store::open(&db.url, master(&Kek::generate().unwrap()))
-        .await
-        .unwrap()
+    Store::open(&db.url, master(&shared_kek())).await.unwrap()
 }
 
 const ONE: &[NewRecipient<'static>] = &[NewRecipient {
@@ -678,9 +683,7 @@ async fn child_commits_then_aborts() {
     let Ok(url) = std::env::var(CHILD_URL) else {
         return;
     };
-    let s = Store::open(&url, master(&Kek::generate().unwrap()))
-        .await
-        .unwrap();
+    let s = Store::open(&url, master(&shared_kek())).await.unwrap();
     let org = s.first_organisation().await.unwrap().unwrap().id;
     let ids = s
         .enqueue_batch(
@@ -728,6 +731,72 @@ async fn killed_after_commit_loses_nothing() {
             assert_eq!(s.queue_show(org, *id).await.unwrap().body, body);
         }
         s.close().await;
+        drop_db(&db).await;
+    }
+}
+
+/// Bodies are sealed under the master key: nothing of the plaintext is in
+/// the row (nor, on SQLite, in the database file or its WAL); a rotation
+/// re-seals them, so a node holding only the new key claims them; a body is
+/// emptied once every recipient is done.
+#[tokio::test(flavor = "current_thread")]
+async fn bodies_are_sealed_resealed_by_rotation_and_dropped_when_done() {
+    for db in databases().await {
+        let old = Kek::generate().unwrap();
+        let s = Store::open(&db.url, master(&old)).await.unwrap();
+        let org = s.create_organisation("A", "11111111").await.unwrap();
+        let secret = b"Link: https://firma.dk/activate/SECRET-TOKEN-4711";
+        let id = s.enqueue(&msg(org, ONE, secret), 100).await.unwrap();
+        let mut c = sqlx::AnyConnection::connect(&db.url).await.unwrap();
+        let row = sqlx::query("SELECT body, body_kek FROM queue_messages WHERE id = $1")
+            .bind(id)
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+        let raw: Vec<u8> = row.try_get("body").unwrap();
+        assert!(!raw.windows(12).any(|w| w == b"SECRET-TOKEN"));
+        assert_eq!(
+            row.try_get::<Option<String>, _>("body_kek").unwrap(),
+            Some(old.id())
+        );
+        if let Some(file) = db.url.strip_prefix("sqlite://") {
+            let file = file.split('?').next().unwrap().to_string();
+            for f in [file.clone(), format!("{file}-wal")] {
+                let bytes = std::fs::read(&f).unwrap_or_default();
+                assert!(!bytes.windows(12).any(|w| w == b"SECRET-TOKEN"), "{f}");
+            }
+        }
+        assert_eq!(s.queue_show(org, id).await.unwrap().body, secret);
+        // Rotation: re-sealed; a node with only the new key reads it.
+        let new = Kek::generate().unwrap();
+        let mut tx = s.begin().await.unwrap();
+        tx.reseal_all(&new).await.unwrap();
+        tx.commit().await.unwrap();
+        s.close().await;
+        let after = Store::open(&db.url, master(&new)).await.unwrap();
+        let got = after.claim("w", 200, 60, 10).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].body, secret);
+        // Done: the body is dropped, the metadata kept.
+        assert!(
+            after
+                .finish_attempt(id, "w", &[delivered(0)], 300, None, 300)
+                .await
+                .unwrap()
+        );
+        let shown = after.queue_show(org, id).await.unwrap();
+        assert_eq!(shown.state, MessageState::Done);
+        assert!(shown.body.is_empty());
+        let raw: Vec<u8> = sqlx::query("SELECT body FROM queue_messages WHERE id = $1")
+            .bind(id)
+            .fetch_one(&mut c)
+            .await
+            .unwrap()
+            .try_get("body")
+            .unwrap();
+        assert!(raw.is_empty());
+        c.close().await.unwrap();
+        after.close().await;
         drop_db(&db).await;
     }
 }

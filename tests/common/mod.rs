@@ -482,8 +482,15 @@ impl Sink {
     }
 
     pub fn start_on(dir: &Path, port: u16) -> Sink {
+        Self::start_with(dir, port, &[])
+    }
+
+    /// With more smtp-sink options, e.g. `["-f", "RCPT"]`: every RCPT is
+    /// refused with a 5xx.
+    pub fn start_with(dir: &Path, port: u16, options: &[&str]) -> Sink {
         fs::create_dir_all(dir).unwrap();
         let mut c = Command::new("smtp-sink");
+        c.args(options);
         // As root smtp-sink demands -u (see ../shared/peers/mta-recipes.sh).
         // SAFETY: getuid has no preconditions.
         if unsafe { libc::getuid() } == 0 {

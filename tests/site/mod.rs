@@ -58,6 +58,7 @@ impl Site {
             .unwrap();
         let dir = tmp.path().join("data");
         fs::create_dir(&dir).unwrap();
+        fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
         let n = Site {
             _tmp: tmp,
             dir,

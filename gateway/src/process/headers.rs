@@ -1,8 +1,49 @@
 //! Header fields of a raw message, edited in place: the body and every
 //! field not touched stay byte for byte (a signature over them stays
 //! valid).
+//!
+//! Every function here expects the message in its canonical form
+//! ([`canonical`]): lines end in CRLF and no bare CR or LF is left. That
+//! form is made once at the door (the SMTP session, before the message is
+//! queued) and again on whatever the gateway did not receive itself
+//! (decrypted content, a message fetched over IMAP), so the lines the
+//! stripper sees are exactly the lines the next hop, a Maildir reader or an
+//! IMAP server will see: a bare CR inside a field cannot become a line of
+//! its own later (the SMTP client and Maildir readers treat it as a line
+//! end).
+
+use std::borrow::Cow;
 
 use base64::Engine;
+
+/// The canonical form of a message: every bare CR and every bare LF
+/// becomes CRLF (what the SMTP client sends anyway, RFC 5321 §2.3.8); a
+/// message already canonical is returned as it is, without a copy.
+pub fn canonical(raw: &[u8]) -> Cow<'_, [u8]> {
+    let bare = raw.iter().enumerate().any(|(i, &b)| match b {
+        b'\r' => raw.get(i + 1) != Some(&b'\n'),
+        b'\n' => i == 0 || raw[i - 1] != b'\r',
+        _ => false,
+    });
+    if !bare {
+        return Cow::Borrowed(raw);
+    }
+    let mut out = Vec::with_capacity(raw.len() + raw.len() / 32 + 2);
+    let mut i = 0;
+    while i < raw.len() {
+        match raw[i] {
+            b'\r' if raw.get(i + 1) == Some(&b'\n') => {
+                out.extend_from_slice(b"\r\n");
+                i += 2;
+                continue;
+            }
+            b'\r' | b'\n' => out.extend_from_slice(b"\r\n"),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    Cow::Owned(out)
+}
 
 /// Offset where the header ends: the index of the empty line's first byte
 /// (so `raw[..end]` is the fields with their line ends), or the message's
@@ -280,6 +321,37 @@ mod tests {
         );
         assert_eq!(decode_words("=?UTF-8?B?W3Npa2tlcl0?="), "[sikker]");
         assert_eq!(decode_words("=?koi8-r?B?W3Npa2tlcl0=?="), "[sikker]");
+    }
+
+    #[test]
+    fn canonical_makes_every_line_end_crlf() {
+        let cases: &[(&[u8], &[u8])] = &[
+            (b"", b""),
+            (b"a\r\nb\r\n", b"a\r\nb\r\n"),
+            (b"a\nb", b"a\r\nb"),
+            (b"a\rb", b"a\r\nb"),
+            (b"\r", b"\r\n"),
+            (b"\n", b"\r\n"),
+            (b"a\r\r\nb", b"a\r\n\r\nb"),
+            (b"a\n\rb", b"a\r\n\r\nb"),
+            (
+                b"X-Foo: a\rX-Sikkermail-Signature: valid\r\n\r\n",
+                b"X-Foo: a\r\nX-Sikkermail-Signature: valid\r\n\r\n",
+            ),
+        ];
+        for (input, want) in cases {
+            let got = canonical(input);
+            assert_eq!(&*got, *want, "{input:?}");
+            // Idempotent, and borrowed when nothing changes.
+            assert!(matches!(canonical(&got), Cow::Borrowed(_)));
+        }
+    }
+
+    #[test]
+    fn a_bare_cr_in_a_field_is_stripped_as_the_line_it_becomes() {
+        let raw = b"X-Foo: a\rX-Sikkermail-Signature: valid; signer=dommer@domstol.dk\r\nSubject: s\r\n\r\nbody\r\n";
+        let out = strip_fields(&canonical(raw), is_sikkermail_field);
+        assert_eq!(out, b"X-Foo: a\r\nSubject: s\r\n\r\nbody\r\n".to_vec());
     }
 
     #[test]

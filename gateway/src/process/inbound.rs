@@ -13,7 +13,7 @@ use policies::{Policy, Revocation};
 use service::MailKeys;
 use smime::{Error as SmimeError, LayerReport, SignatureReport, TrustStore};
 
-use super::headers::{is_sikkermail_field, prepend_fields, strip_fields};
+use super::headers::{canonical, is_sikkermail_field, prepend_fields, strip_fields};
 use crate::revocation::{Fetcher, Verdict};
 
 /// What inbound processing found.
@@ -46,7 +46,9 @@ pub fn process(
     rules: &Policy,
     fetcher: Option<&Fetcher>,
 ) -> InboundResult {
-    let clean = strip_fields(raw, is_sikkermail_field);
+    // Queued mail is canonical already; a message fetched over IMAP is
+    // made so here.
+    let clean = strip_fields(&canonical(raw), is_sikkermail_field);
     let rule = rules.signer_rule(sender_address(&clean).as_deref().unwrap_or(""));
     let required;
     let trust = match rule.revocation {
@@ -98,7 +100,9 @@ pub fn process(
             // The decrypted entity's own fields come after the outer ones:
             // an X-Sikkermail-* field hidden inside is as forged as one
             // outside.
-            strip_fields(&opened.message, is_sikkermail_field)
+            // Decrypted content is canonicalised first: a bare CR inside
+            // the encryption must not become a line after the stripper.
+            strip_fields(&canonical(&opened.message), is_sikkermail_field)
         }
         Err(SmimeError::NotSmime { .. }) => clean.clone(),
         // A multipart/mixed whose encrypted parts are for keys we do not

@@ -6,3 +6,4 @@
 pub mod headers;
 pub mod inbound;
 pub mod outbound;
+pub mod senders;

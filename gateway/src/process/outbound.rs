@@ -12,7 +12,9 @@ use policies::{Cipher, Decision, EncryptRule, MessageFacts, Policy};
 use service::{MailKeys, RecipientCert};
 use smime::{ContentCipher, EncryptOptions, KeyTransport, SignOptions};
 
-use super::headers::{decode_words, field, is_sikkermail_field, replace_subject, strip_fields};
+use super::headers::{
+    canonical, decode_words, field, is_sikkermail_field, replace_subject, strip_fields,
+};
 
 /// One copy to send, to some of the recipients.
 #[derive(Debug)]
@@ -72,7 +74,7 @@ pub fn plan(
     certs_for: &dyn Fn(&str) -> Vec<RecipientCert>,
     now: i64,
 ) -> Plan {
-    let clean = strip_fields(raw, is_sikkermail_field);
+    let clean = strip_fields(&canonical(raw), is_sikkermail_field);
     let subject = field(&clean, "subject")
         .map(|s| decode_words(&s))
         .unwrap_or_default();
@@ -133,7 +135,9 @@ pub fn plan(
             None => clean.clone(),
         };
         let mut signed_by = None;
-        if t.sign {
+        // A bounce (`<>`) is never signed with a person's or the
+        // organisation's key: its text is largely the bounced message's.
+        if t.sign && !from.is_empty() {
             let Some(k) = keys.signer_for(from, now) else {
                 // The policy says sign: never send unsigned instead. The
                 // message waits (and says why) until a key is there.

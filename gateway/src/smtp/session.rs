@@ -18,6 +18,12 @@
 //!   while waiting for a command, [`SessionConfig::data_timeout`] inside a
 //!   message (`DATA`, or `BDAT` chunks until `LAST`); on expiry
 //!   `421 4.4.2` and close. Writes use the idle timeout too.
+//! - **Minimum transfer rate** (as Postfix's `smtpd_min_data_rate`): a
+//!   message (`DATA`, or `BDAT` chunks until `LAST`) must be complete by
+//!   its start + [`SessionConfig::data_grace`] + octets received so far /
+//!   [`SessionConfig::min_data_rate`]; a client trickling it slower gets
+//!   `421 4.4.2` and is closed, and nothing of it is accepted. The per-read
+//!   data timeout alone let one octet a second hold a session for ever.
 //! - **Graceful shutdown** (see [`run_with_shutdown`]): a session waiting
 //!   for a command gets `421 4.3.2` and closes; one inside a message
 //!   finishes and accepts it first.
@@ -81,6 +87,12 @@ pub struct SessionConfig {
     pub idle_timeout: Duration,
     /// Waiting for more of a message (§4.5.3.2.6). Default 3 minutes.
     pub data_timeout: Duration,
+    /// Slowest average rate a message may arrive at, in octets per second,
+    /// after [`SessionConfig::data_grace`] (see the module's rules). 0: no
+    /// minimum. Default 500 (Postfix's `smtpd_min_data_rate`).
+    pub min_data_rate: u64,
+    /// What every message is allowed before the rate counts. Default 30 s.
+    pub data_grace: Duration,
     /// `None`: `STARTTLS` is not offered.
     pub tls: Option<Arc<SslAcceptor>>,
     /// `AUTH` is offered and accepted only inside TLS. Default `true`.
@@ -99,6 +111,8 @@ impl SessionConfig {
             max_errors: 10,
             idle_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(180),
+            min_data_rate: 500,
+            data_grace: Duration::from_secs(30),
             tls: None,
             require_tls_for_auth: true,
         }
@@ -115,6 +129,8 @@ impl fmt::Debug for SessionConfig {
             .field("max_errors", &self.max_errors)
             .field("idle_timeout", &self.idle_timeout)
             .field("data_timeout", &self.data_timeout)
+            .field("min_data_rate", &self.min_data_rate)
+            .field("data_grace", &self.data_grace)
             .field("tls", &self.tls.is_some())
             .field("require_tls_for_auth", &self.require_tls_for_auth)
             .finish()
@@ -184,15 +200,36 @@ pub enum AcceptError {
 
 /// What the rest of the gateway decides for a session.
 pub trait Handler: Send + Sync {
+    /// Called for MAIL FROM after the session's own checks (`from` is ""
+    /// for `<>`); Err(reply) refuses the sender (e.g. 550 5.7.1: not a
+    /// sender this client may use). Accepts every sender unless
+    /// overridden.
+    fn check_mail(
+        &self,
+        info: &SessionInfo,
+        from: &str,
+    ) -> impl Future<Output = Result<(), Reply>> + Send {
+        let _ = (info, from);
+        async { Ok(()) }
+    }
+
     /// Called for each RCPT; Err(reply) refuses that recipient (e.g. 550
     /// 5.7.1 relaying denied; 550 5.1.1 unknown).
     fn check_rcpt(&self, info: &SessionInfo, from: &str, rcpt: &str) -> Result<(), Reply>;
 
-    /// AUTH PLAIN / LOGIN credentials; true when valid. May be slow
-    /// (password hashing): do the work off the runtime's worker threads
-    /// (e.g. `tokio::task::spawn_blocking`) so other sessions go on; the
-    /// session only awaits the future. The password is never logged.
-    fn authenticate(&self, user: &str, password: &str) -> impl Future<Output = bool> + Send;
+    /// AUTH PLAIN / LOGIN credentials from the client `info`: Ok(true)
+    /// when valid, Ok(false) when not (535), Err(reply) when they could
+    /// not be checked now (e.g. `454 4.7.0` when the attempt limit or the
+    /// password-hashing capacity says "try later"). May be slow (password
+    /// hashing): do the work off the runtime's worker threads (e.g.
+    /// `tokio::task::spawn_blocking`) so other sessions go on; the session
+    /// only awaits the future. The password is never logged.
+    fn authenticate(
+        &self,
+        info: &SessionInfo,
+        user: &str,
+        password: &str,
+    ) -> impl Future<Output = Result<bool, Reply>> + Send;
 
     /// The message was received completely (body has a Received: header
     /// prepended by the session). Returns the queue id, which goes into
@@ -215,6 +252,9 @@ pub enum EndReason {
     ClientClosed,
     /// Idle or data timeout (after `421 4.4.2`).
     Timeout,
+    /// A message arrived slower than [`SessionConfig::min_data_rate`]
+    /// (after `421 4.4.2`); it was not accepted.
+    TooSlow,
     /// [`SessionConfig::max_errors`] reached (after `421 4.7.0`).
     TooManyErrors,
     /// Reading, writing or the TLS handshake failed.

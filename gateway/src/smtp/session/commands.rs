@@ -57,6 +57,22 @@ fn code(class: u8, subject: u16, detail: u16) -> Option<EnhancedCode> {
     Some(EnhancedCode::new(class, subject, detail))
 }
 
+/// When the message being received started, and how much of it has come:
+/// what [`SessionConfig::min_data_rate`] is measured on.
+#[derive(Debug, Clone, Copy)]
+struct Transfer {
+    start: tokio::time::Instant,
+    octets: u64,
+}
+
+impl Transfer {
+    /// By when the message must be complete at the configured rate.
+    fn deadline(&self, config: &SessionConfig) -> tokio::time::Instant {
+        let allowed = self.octets / config.min_data_rate.max(1);
+        self.start + config.data_grace + std::time::Duration::from_secs(allowed)
+    }
+}
+
 /// The state of one session apart from its stream.
 pub(super) struct Session<'a, H> {
     config: &'a SessionConfig,
@@ -79,6 +95,8 @@ pub(super) struct Session<'a, H> {
     bdat_failed: Option<Reply>,
     /// An `AUTH` exchange waiting for the client's next line.
     auth: Option<AuthStep>,
+    /// The message being received, for the minimum rate.
+    transfer: Option<Transfer>,
     errors: usize,
     messages: usize,
 }
@@ -103,6 +121,7 @@ impl<'a, H: Handler> Session<'a, H> {
             chunk: None,
             bdat_failed: None,
             auth: None,
+            transfer: None,
             errors: 0,
             messages: 0,
         }
@@ -204,8 +223,9 @@ impl<'a, H: Handler> Session<'a, H> {
         write_all(io, &out, limit).await
     }
 
-    /// One read with the timeout that applies now; on timeout or shutdown
-    /// the `421` is queued and the reason returned.
+    /// One read with the timeout that applies now; on timeout, a message
+    /// arriving too slowly, or shutdown the `421` is queued and the reason
+    /// returned.
     pub(super) async fn read<IO>(&mut self, io: &mut IO, buf: &mut [u8]) -> Result<usize, EndReason>
     where
         IO: AsyncRead + Unpin,
@@ -216,11 +236,47 @@ impl<'a, H: Handler> Session<'a, H> {
         } else {
             self.config.idle_timeout
         };
+        let now = tokio::time::Instant::now();
+        let mut until = now + limit;
+        let mut too_slow = false;
+        if !in_message {
+            self.transfer = None;
+        } else if self.config.min_data_rate > 0 {
+            // An absolute deadline: each octet buys 1/rate seconds, so a
+            // trickle cannot renew it as it renews the per-read timeout.
+            let t = self.transfer.get_or_insert(Transfer {
+                start: now,
+                octets: 0,
+            });
+            let deadline = t.deadline(self.config);
+            if deadline <= until {
+                until = deadline;
+                too_slow = true;
+            }
+        }
         let shutdown = &mut self.shutdown;
         tokio::select! {
             biased;
-            r = read_some(io, buf) => r,
-            () = tokio::time::sleep(limit) => {
+            r = read_some(io, buf) => {
+                if let (Ok(n), Some(t)) = (&r, &mut self.transfer) {
+                    t.octets = t.octets.saturating_add(*n as u64);
+                }
+                r
+            }
+            () = tokio::time::sleep_until(until), if too_slow => {
+                tracing::info!(
+                    peer = %self.info.peer,
+                    octets = self.transfer.map_or(0, |t| t.octets),
+                    "smtp message transfer too slow"
+                );
+                let text = format!(
+                    "{} Error: message transfer too slow (under {} octets per second)",
+                    self.config.hostname, self.config.min_data_rate
+                );
+                self.say(421, code(4, 4, 2), &text);
+                Err(EndReason::TooSlow)
+            }
+            () = tokio::time::sleep_until(until), if !too_slow => {
                 tracing::info!(peer = %self.info.peer, in_message, "smtp timeout");
                 let text = format!("{} Error: timeout exceeded", self.config.hostname);
                 self.say(421, code(4, 4, 2), &text);
@@ -249,6 +305,7 @@ impl<'a, H: Handler> Session<'a, H> {
     fn reset(&mut self) {
         self.tx = None;
         self.bdat_failed = None;
+        self.transfer = None;
     }
 
     fn auth_offered(&self) -> bool {
@@ -338,7 +395,7 @@ impl<'a, H: Handler> Session<'a, H> {
                 self.say(250, None, &name);
                 Flow::Continue
             }
-            Request::Mail { from, params } => self.mail(from, params),
+            Request::Mail { from, params } => self.mail(from, params).await,
             Request::Rcpt { to, params } => self.rcpt(&to, params),
             Request::Data => self.data(),
             Request::Bdat { size, last } => self.bdat(size, last),
@@ -395,7 +452,7 @@ impl<'a, H: Handler> Session<'a, H> {
         reply
     }
 
-    fn mail(&mut self, from: ReversePath, params: MailParams) -> Flow {
+    async fn mail(&mut self, from: ReversePath, params: MailParams) -> Flow {
         if self.info.helo.is_none() {
             return self.error(&Reply::new(503, code(5, 5, 1), "Send HELO/EHLO first"));
         }
@@ -441,6 +498,9 @@ impl<'a, H: Handler> Session<'a, H> {
                 a.to_string()
             }
         };
+        if let Err(reply) = self.handler.check_mail(&self.info, &from).await {
+            return self.error(&reply);
+        }
         self.bdat_failed = None;
         self.tx = Some(Transaction {
             from,
@@ -770,13 +830,18 @@ impl<'a, H: Handler> Session<'a, H> {
         if let Err(reason) = self.flush(io).await {
             return Flow::End(reason);
         }
-        if self.handler.authenticate(&user, password).await {
-            tracing::info!(peer = %self.info.peer, user = ?user, "authenticated");
-            self.info.authenticated = Some(user);
-            self.say(235, code(2, 7, 0), "Authentication successful");
-            Flow::Continue
-        } else {
-            self.auth_failed(&user)
+        match self.handler.authenticate(&self.info, &user, password).await {
+            Ok(true) => {
+                tracing::info!(peer = %self.info.peer, user = ?user, "authenticated");
+                self.info.authenticated = Some(user);
+                self.say(235, code(2, 7, 0), "Authentication successful");
+                Flow::Continue
+            }
+            Ok(false) => self.auth_failed(&user),
+            Err(reply) => {
+                tracing::info!(peer = %self.info.peer, user = ?user, "authentication not checked now");
+                self.error(&reply)
+            }
         }
     }
 
