@@ -489,7 +489,8 @@ fn admin_api_conforms_to_its_openapi_document() {
             "data_dir = \"{}\"\nhostname = \"gw.test\"\n\
              [inbound]\nlisten = \"127.0.0.1:0\"\n\
              [outbound]\nlisten = \"127.0.0.1:0\"\n\
-             [http]\nlisten = \"127.0.0.1:0\"\n",
+             [http]\nlisten = \"127.0.0.1:0\"\n\
+             [admin]\napplications = true\n",
             data.display()
         ),
     )

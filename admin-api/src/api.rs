@@ -168,27 +168,43 @@ pub fn certificate_mail(st: &AppState, org: &str, u: &User, token: &str) -> (Mai
     )
 }
 
-/// The ledelsesrepræsentant's approval e-mail.
-pub fn approval_mail(st: &AppState, applied: &service::orgs::Applied) -> (Mail, String) {
-    let link = format!("{}/approve/{}", st.config.public_url, applied.token);
-    let o = &applied.org;
+/// The ledelsesrepræsentant's approval e-mail, sent when the
+/// installation's operator accepts an application (`sikkermail org
+/// accept`). The applicant chose the address but none of the text: a fixed
+/// subject, no greeting with a name, and the organisation's name and CVR
+/// number only as data, quoted.
+pub fn approval_mail(public_url: &str, org: &service::Organisation, token: &str) -> (Mail, String) {
+    let link = format!("{public_url}/approve/{token}");
     (
         Mail {
-            to: o.representative_email.clone().unwrap_or_default(),
-            to_name: o.representative_name.clone().unwrap_or_default(),
-            subject: format!("Godkend {} i sikkermail", o.name),
+            to: org.representative_email.clone().unwrap_or_default(),
+            to_name: String::new(),
+            subject: "Godkend en ny organisation i sikkermail".into(),
             paragraphs: vec![
-                format!("Kære {}", o.representative_name.clone().unwrap_or_default()),
-                format!(
-                    "Der er ansøgt om at oprette {} (CVR {}) i sikkermail, med dig som \
-                     ledelsesrepræsentant. Organisationen kan intet, før du godkender.",
-                    o.name, o.cvr
-                ),
-                "(English: approve the organisation with the link below.)".into(),
+                "Til organisationens ledelsesrepræsentant".into(),
+                "Der er ansøgt om at oprette en organisation i sikkermail med denne \
+                 e-mailadresse som ledelsesrepræsentant, og installationens driftsansvarlige har \
+                 godkendt ansøgningen. Organisationen kan intet, før du også godkender den med \
+                 linket herunder. Kender du ikke til ansøgningen, så følg ikke linket."
+                    .into(),
+                format!("Organisationens navn (som ansøgt): \"{}\"", org.name),
+                format!("CVR-nummer (som ansøgt): {}", org.cvr),
+                "(English: an organisation was applied for with this address as its \
+                 representative; approve it with the link below only if you know of it.)"
+                    .into(),
             ],
             link: Some(("Godkend organisationen".into(), link.clone())),
         },
         link,
+    )
+}
+
+/// The answer when the installation takes no applications.
+pub fn applications_off() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "this installation takes no applications for new organisations \
+         ([admin] applications is off)",
     )
 }
 
@@ -223,10 +239,17 @@ struct ApplyBody {
 
 async fn apply(
     State(st): State<AppState>,
+    ip: ClientIp,
     body: Result<Json<ApplyBody>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
+    if !st.config.applications {
+        return Err(applications_off());
+    }
+    st.public_limits
+        .take("apply", ip.0.as_deref())
+        .map_err(crate::web::too_many)?;
     let b = json_body(body)?;
-    let applied = st
+    let org = st
         .svc
         .apply_organisation(&service::orgs::Application {
             name: b.name,
@@ -237,17 +260,15 @@ async fn apply(
             admin_password: b.admin_password,
         })
         .await?;
-    let (mail, link) = approval_mail(&st, &applied);
-    let sent = send_opt(st.config.mail.as_ref(), &mail).await;
-    let mut v = json!({
-        "org": applied.org.id.0,
-        "name": applied.org.name,
-        "status": applied.org.status,
-    });
-    if let (Some(o), Value::Object(m)) = (v.as_object_mut(), mail_outcome(&st, sent, &link)) {
-        o.extend(m);
-    }
-    Ok((StatusCode::CREATED, Json(v)))
+    // Nothing is sent now: the operator accepts or rejects first.
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "org": org.id.0,
+            "name": org.name,
+            "status": org.status,
+        })),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -591,8 +612,12 @@ struct AccessBody {
 
 async fn access_request(
     State(st): State<AppState>,
+    ip: ClientIp,
     body: Result<Json<AccessBody>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
+    st.public_limits
+        .take("access-request", ip.0.as_deref())
+        .map_err(crate::web::too_many)?;
     let b = json_body(body)?;
     let svc = st
         .svc

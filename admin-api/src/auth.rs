@@ -139,16 +139,33 @@ impl FromRequestParts<AppState> for Authed {
     async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, ApiError> {
         let token = token_of(parts).ok_or_else(|| ApiError::unauthorized("not logged in"))?;
         let ip = client_ip(parts);
-        match session_of(st, &token, ip.as_deref()).await? {
-            Some((session, svc)) => Ok(Authed {
-                session,
-                token,
-                svc,
-            }),
-            None => Err(ApiError::unauthorized(
+        let Some((session, svc)) = session_of(st, &token, ip.as_deref()).await? else {
+            return Err(ApiError::unauthorized(
                 "the session is unknown or has expired",
-            )),
+            ));
+        };
+        // With the cookie (a browser sends it by itself, also for a page of
+        // another site), a change needs the session's CSRF token as well.
+        if parts.headers.get(AUTHORIZATION).is_none() && crate::web::changes(&parts.method) {
+            let given = parts
+                .headers
+                .get(crate::web::CSRF_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            if !crate::web::same(given, &crate::web::session_csrf(&token)) {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "a change with the session cookie needs the session's X-CSRF-Token header \
+                     (csrf_token from POST /api/v1/login or GET /api/v1/me); scripts use \
+                     Authorization: Bearer",
+                ));
+            }
         }
+        Ok(Authed {
+            session,
+            token,
+            svc,
+        })
     }
 }
 

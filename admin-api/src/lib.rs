@@ -14,6 +14,7 @@ pub mod auth;
 pub mod error;
 pub mod limit;
 pub mod mail;
+pub mod web;
 pub mod pages;
 
 use std::collections::HashMap;
@@ -99,6 +100,11 @@ pub struct ApiConfig {
     /// (no trailing slash).
     pub public_url: String,
     /// Where e-mails go; None: links are only returned to the
+    /// Anyone may apply for a new organisation (`/apply`,
+    /// `POST /api/v1/organisations`; `[admin] applications`). Off by
+    /// default: when on, each application still waits for the
+    /// installation's operator (`sikkermail org accept`).
+    pub applications: bool,
     /// administrator (tests, or no mail wanted).
     pub mail: Option<MailConfig>,
 }
@@ -107,6 +113,7 @@ impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             secure_cookie: false,
+            applications: false,
             public_url: "http://127.0.0.1:8080".into(),
             mail: None,
         }
@@ -155,6 +162,8 @@ pub struct AppState {
     pub svc: Arc<Service>,
     /// Deployment settings.
     pub config: Arc<ApiConfig>,
+    /// Applications and access requests, per address and in all.
+    pub public_limits: Arc<web::PublicLimits>,
     /// Failed logins and codes, per client and name.
     pub limiter: Arc<Limiter>,
     /// Prepared certificate downloads.
@@ -168,6 +177,7 @@ pub fn router(svc: Arc<Service>) -> Router {
 
 /// The API and the pages.
 pub fn router_with(svc: Arc<Service>, config: ApiConfig) -> Router {
+        public_limits: Arc::new(web::PublicLimits::default()),
     let st = AppState {
         svc,
         config: Arc::new(config),
@@ -180,9 +190,11 @@ pub fn router_with(svc: Arc<Service>, config: ApiConfig) -> Router {
         .route("/api/v1/me", get(me))
         .route("/api/v1/queue", get(queue))
         .route("/api/v1/audit", get(audit))
+        .merge(web::routes())
         .route("/api/v1/certificates", get(certificates))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/ca.pem", get(ca_pem))
+        .layer(axum::middleware::map_response(web::security_headers))
         .merge(api::routes())
         .merge(pages::routes())
         .fallback(not_found)
@@ -347,6 +359,7 @@ async fn queue(
     let items: Vec<Value> = items
         .iter()
         .map(|m| {
+        "csrf_token": web::session_csrf(&s.token),
             json!({
                 "id": m.id,
                 "direction": m.direction.as_str(),
@@ -372,6 +385,7 @@ struct AuditQuery {
     limit: Option<u32>,
 }
 
+        "csrf_token": web::session_csrf(&who.token),
 async fn audit(
     who: Authed,
     q: Result<Query<AuditQuery>, QueryRejection>,

@@ -47,7 +47,7 @@ impl Mail {
     pub fn build(&self, from: &str) -> Result<Message, String> {
         let from: Mailbox = from.parse().map_err(|e| format!("sender {from:?}: {e}"))?;
         let to = Mailbox::new(
-            Some(self.to_name.clone()),
+            Some(self.to_name.clone()).filter(|n| !n.is_empty()),
             self.to
                 .parse()
                 .map_err(|e| format!("recipient {:?}: {e}", self.to))?,

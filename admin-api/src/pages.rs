@@ -1,6 +1,6 @@
 //! The web pages: server-rendered HTML, Danish (English with `?lang=en`),
-//! plain HTML and a little CSS, no scripts but one line that starts the
-//! certificate download.
+//! plain HTML and a little CSS, no scripts but one file that starts the
+//! certificate download (`/static/`, see [`crate::web`]: no inline script).
 //!
 //! - Employees, from the e-mailed links: `/activate/{token}` (activation
 //!   code, password, terms), `/certificate/{token}` (password, terms,
@@ -14,9 +14,10 @@
 //!   (edit, activation code, resend, block, order a certificate), settings,
 //!   certificates (revoke), audit.
 //!
-//! Every form carries a CSRF token that must equal the `sikkermail_csrf`
-//! cookie (double submit; the cookie is HttpOnly and SameSite=Strict), so
-//! another site cannot post a form here.
+//! Every form carries a CSRF token derived from the session (logged in) or
+//! from the random `sikkermail_csrf` cookie (before login; HttpOnly,
+//! SameSite=Strict), never equal to a cookie ([`crate::web`]), so another
+//! site cannot post a form here.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -193,16 +194,12 @@ fn page(
     );
     let mut r = (status, Html(html)).into_response();
     let h = r.headers_mut();
+    // The security headers (CSP, nosniff, ...) come from one layer:
+    // crate::web::security_headers.
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(
-        "content-security-policy",
-        HeaderValue::from_static("default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; frame-ancestors 'none'"),
-    );
-    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
-    if csrf.fresh
+    if let Some(cookie) = &csrf.new_cookie
         && let Ok(v) = HeaderValue::from_str(&format!(
-            "{CSRF_COOKIE}={}; HttpOnly; SameSite=Strict; Path=/",
-            csrf.value
+            "{CSRF_COOKIE}={cookie}; HttpOnly; SameSite=Strict; Path=/"
         ))
     {
         h.append(SET_COOKIE, v);
@@ -210,34 +207,47 @@ fn page(
     r
 }
 
-/// The CSRF token of this browser (from its cookie, or new).
+/// The CSRF token of this browser: derived from its session when it has
+/// one, else from its `sikkermail_csrf` cookie (made when missing).
 #[derive(Debug, Clone)]
 struct Csrf {
     value: String,
-    fresh: bool,
+    /// The new cookie to set (and then no form can pass yet).
+    new_cookie: Option<String>,
+}
+
+/// The value of cookie `name` (non-empty).
+fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, v)| *k == name && !v.trim().is_empty())
+        .map(|(_, v)| v.trim().to_string())
 }
 
 impl Csrf {
     fn of(headers: &HeaderMap) -> Csrf {
-        let found = headers
-            .get_all(axum::http::header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|c| c.trim().split_once('='))
-            .find(|(k, v)| *k == CSRF_COOKIE && v.len() == 43)
-            .map(|(_, v)| v.to_string());
-        match found {
-            Some(value) => Csrf {
-                value,
-                fresh: false,
+        if let Some(session) = cookie_value(headers, crate::auth::COOKIE_NAME) {
+            return Csrf {
+                value: crate::web::session_csrf(&session),
+                new_cookie: None,
+            };
+        }
+        match cookie_value(headers, CSRF_COOKIE).filter(|v| v.len() == 43) {
+            Some(c) => Csrf {
+                value: crate::web::pre_session_csrf(&c),
+                new_cookie: None,
             },
             None => {
                 let mut b = [0u8; 32];
                 let _ = openssl::rand::rand_bytes(&mut b);
+                let c = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
                 Csrf {
-                    value: base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b),
-                    fresh: true,
+                    value: crate::web::pre_session_csrf(&c),
+                    new_cookie: Some(c),
                 }
             }
         }
@@ -252,11 +262,10 @@ impl Csrf {
 
     /// True when the form's token is this browser's (constant time).
     fn check(&self, form: &Form) -> bool {
-        !self.fresh
-            && form.get("csrf").is_some_and(|v| {
-                v.len() == self.value.len()
-                    && openssl::memcmp::eq(v.as_bytes(), self.value.as_bytes())
-            })
+        self.new_cookie.is_none()
+            && form
+                .get("csrf")
+                .is_some_and(|v| crate::web::same(v, &self.value))
     }
 }
 
@@ -324,18 +333,30 @@ fn token_path(p: Result<Path<String>, PathRejection>) -> String {
 
 // ---------------------------------------------------------------- public
 
-async fn home(Query(q): Query<LangQuery>, headers: HeaderMap) -> Response {
+async fn home(
+    State(st): State<AppState>,
+    Query(q): Query<LangQuery>,
+    headers: HeaderMap,
+) -> Response {
     let lang = lang_of(&q, &headers);
     let csrf = Csrf::of(&headers);
+    let apply = if st.config.applications {
+        format!(
+            "<li><a href=\"/apply{}\">{}</a></li>",
+            lang.q(),
+            lang.t("Opret en organisation", "Apply for an organisation")
+        )
+    } else {
+        String::new()
+    };
     page(
         lang,
         "sikkermail",
         false,
         &format!(
-            "<ul><li><a href=\"/admin/login{q}\">{}</a></li><li><a href=\"/apply{q}\">{}</a></li>\
+            "<ul><li><a href=\"/admin/login{q}\">{}</a></li>{apply}\
              <li><a href=\"/ca.pem\">{}</a></li></ul>",
             lang.t("Log ind som administrator", "Administrator login"),
-            lang.t("Opret en organisation", "Apply for an organisation"),
             lang.t("CA-certifikater", "CA certificates"),
             q = lang.q()
         ),
@@ -624,7 +645,7 @@ async fn cert_post(
                 &format!(
                     "<p>{}</p><p class=\"secret\" id=\"p12-password\">{}</p>\
                      <p>{}</p><p><a id=\"download\" href=\"/download/{}\" download=\"{}\">{} {}</a></p>\
-                     <script>setTimeout(function(){{document.getElementById('download').click()}},500)</script>{}",
+                     <script src=\"{}\" defer></script>{}",
                     lang.t(
                         "Adgangskoden til certifikatfilen vises kun denne ene gang. Skriv den ned, eller gem den i din adgangskodemanager:",
                         "The password of the certificate file is shown this once only. Write it down or keep it in your password manager:"
@@ -635,6 +656,7 @@ async fn cert_post(
                     esc(&name),
                     lang.t("Hent", "Download"),
                     esc(&name),
+                    crate::web::DOWNLOAD_JS_PATH,
                     lang.t(INSTRUCTIONS_DA, INSTRUCTIONS_EN),
                 ),
                 StatusCode::OK,
@@ -913,9 +935,52 @@ fn apply_body(lang: Lang, csrf: &Csrf, error: Option<&str>) -> String {
     )
 }
 
-async fn apply_form(Query(q): Query<LangQuery>, headers: HeaderMap) -> Response {
+/// The page of a public form sent too often from here.
+fn too_many(lang: Lang, csrf: &Csrf, wait: u64) -> Response {
+    let text = match lang {
+        Lang::Da => format!("For mange anmodninger herfra. Prøv igen om {wait} sekunder."),
+        Lang::En => format!("Too many requests from here. Try again in {wait} seconds."),
+    };
+    page(
+        lang,
+        "sikkermail",
+        false,
+        &msg("err", &text),
+        StatusCode::TOO_MANY_REQUESTS,
+        csrf,
+    )
+}
+
+/// The page when the installation takes no applications.
+fn applications_off(lang: Lang, csrf: &Csrf) -> Response {
+    page(
+        lang,
+        lang.t("Ingen ansøgninger", "No applications"),
+        false,
+        &msg(
+            "err",
+            lang.t(
+                "Denne installation tager ikke imod ansøgninger om nye organisationer. \
+                 Kontakt installationens driftsansvarlige.",
+                "This installation takes no applications for new organisations. \
+                 Contact the installation's operator.",
+            ),
+        ),
+        StatusCode::NOT_FOUND,
+        csrf,
+    )
+}
+
+async fn apply_form(
+    State(st): State<AppState>,
+    Query(q): Query<LangQuery>,
+    headers: HeaderMap,
+) -> Response {
     let lang = lang_of(&q, &headers);
     let csrf = Csrf::of(&headers);
+    if !st.config.applications {
+        return applications_off(lang, &csrf);
+    }
     page(
         lang,
         lang.t("Opret en organisation", "Apply for an organisation"),
@@ -930,13 +995,20 @@ async fn apply_post(
     State(st): State<AppState>,
     Query(q): Query<LangQuery>,
     headers: HeaderMap,
+    ip: crate::auth::ClientIp,
     body: Bytes,
 ) -> Response {
     let lang = lang_of(&q, &headers);
     let csrf = Csrf::of(&headers);
+    if !st.config.applications {
+        return applications_off(lang, &csrf);
+    }
     let form = Form::parse(&body);
     if !csrf.check(&form) {
         return bad_csrf(lang, &csrf);
+    }
+    if let Err(wait) = st.public_limits.take("apply", ip.0.as_deref()) {
+        return too_many(lang, &csrf, wait);
     }
     let app = service::orgs::Application {
         name: form.text("name"),
@@ -947,29 +1019,22 @@ async fn apply_post(
         admin_password: form.text("admin_password"),
     };
     match st.svc.apply_organisation(&app).await {
-        Ok(applied) => {
-            let (mail, _) = crate::api::approval_mail(&st, &applied);
-            let sent = crate::mail::send_opt(st.config.mail.as_ref(), &mail).await;
-            page(
-                lang,
-                lang.t("Ansøgningen er modtaget", "The application is received"),
-                false,
-                &msg(
-                    if sent.is_ok() { "ok" } else { "err" },
-                    &match sent {
-                        Ok(()) => lang
-                            .t(
-                                "Ledelsesrepræsentanten har fået en e-mail med et link til godkendelse.",
-                                "The representative was e-mailed a link to approve.",
-                            )
-                            .to_string(),
-                        Err(e) => e,
-                    },
+        Ok(_) => page(
+            lang,
+            lang.t("Ansøgningen er modtaget", "The application is received"),
+            false,
+            &msg(
+                "ok",
+                lang.t(
+                    "Installationens driftsansvarlige behandler ansøgningen. Først når den er \
+                     godkendt, får ledelsesrepræsentanten en e-mail med et link til godkendelse.",
+                    "The installation's operator handles the application. Only once it is \
+                     accepted is the representative e-mailed a link to approve.",
                 ),
-                StatusCode::CREATED,
-                &csrf,
-            )
-        }
+            ),
+            StatusCode::CREATED,
+            &csrf,
+        ),
         Err(e) => {
             let e = ApiError::from(e);
             page(
@@ -1034,6 +1099,7 @@ async fn request_post(
     Query(q): Query<LangQuery>,
     headers: HeaderMap,
     org: Result<Path<i64>, PathRejection>,
+    ip: crate::auth::ClientIp,
     body: Bytes,
 ) -> Response {
     let lang = lang_of(&q, &headers);
@@ -1041,6 +1107,9 @@ async fn request_post(
     let form = Form::parse(&body);
     if !csrf.check(&form) {
         return bad_csrf(lang, &csrf);
+    }
+    if let Err(wait) = st.public_limits.take("access-request", ip.0.as_deref()) {
+        return too_many(lang, &csrf, wait);
     }
     let Some(svc) = public_org(&st, org).await else {
         return gone(lang, &csrf);

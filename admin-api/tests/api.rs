@@ -205,7 +205,14 @@ async fn login_sessions_and_reads() {
 async fn openapi_lists_every_route_and_ca_pem_is_public() {
     let site = sites().remove(0);
     let svc = open(&site).await;
-    let app = admin_api::router(svc.clone());
+    // Applications open: POST /api/v1/organisations answers 404 otherwise.
+    let app = admin_api::router_with(
+        svc.clone(),
+        admin_api::ApiConfig {
+            applications: true,
+            ..Default::default()
+        },
+    );
 
     let (st, h, b) = send(&app, get("/api/v1/openapi.json", None)).await;
     assert_eq!(st, StatusCode::OK);

@@ -66,6 +66,30 @@ async fn ok(
     v
 }
 
+/// The API with applications for new organisations open (they are off by
+/// default).
+fn open_app(svc: &Arc<Service>) -> Router {
+    admin_api::router_with(
+        svc.clone(),
+        admin_api::ApiConfig {
+            applications: true,
+            ..Default::default()
+        },
+    )
+}
+
+/// The operator accepts the application `v` (the answer to its POST): the
+/// approval link's token (the mail it queues is not looked at here).
+async fn accept(svc: &Service, v: &Value) -> String {
+    let org = service::OrgId(v["org"].as_i64().unwrap());
+    svc.accept_application(org, "sikkermail@advokat.test", |_, _| {
+        Ok(b"Subject: x\r\n\r\nx\r\n".to_vec())
+    })
+    .await
+    .unwrap()
+    .token
+}
+
 fn token_of_link(v: &Value) -> String {
     let link = v["link"]
         .as_str()
@@ -100,13 +124,13 @@ Mette Igen;METTE@advokat.test;;;1970-01-01;\n";
 async fn approval_import_activation_and_certificates() {
     for site in sites() {
         let svc = open(&site).await;
-        let app = admin_api::router(svc.clone());
+        let app = open_app(&svc);
         let (anne, _) = login(&app, "anne", "Anne-kodeord-123").await;
         let (ulla, _) = login(&app, "ulla", "Ulla-kodeord-1234").await;
         let (revisor, _) = login(&app, "revisor", "Revisor-kodeord-1").await;
 
-        // A second organisation applies; until its representative approves
-        // it can do nothing.
+        // A second organisation applies; until the operator accepts and its
+        // representative approves it can do nothing.
         let applied = ok(
             &app,
             StatusCode::CREATED,
@@ -120,7 +144,18 @@ async fn approval_import_activation_and_certificates() {
             })),
         )
         .await;
-        assert_eq!(applied["status"], "pending");
+        assert_eq!(applied["status"], "applied");
+        assert!(applied.get("link").is_none(), "{applied}");
+        // The same CVR again (and the installation's own): 409.
+        for cvr in ["87654321", svc.org().cvr.as_str()] {
+            ok(&app, StatusCode::CONFLICT, "post", "/api/v1/organisations", None, Some(json!({
+                "name": "Kopi", "cvr": cvr,
+                "representative_name": "X", "representative_email": "x@kopi.test",
+                "admin_name": "kopi", "admin_password": "Kopi-kodeord-12345",
+            })))
+            .await;
+        }
+        let approval = accept(&svc, &applied).await;
         let (bo, _) = login(&app, "bo", "Bo-kodeord-12345").await;
         let me = ok(&app, StatusCode::OK, "get", "/api/v1/me", Some(&bo), None).await;
         assert_eq!(me["organisation"]["status"], "pending");
@@ -137,7 +172,6 @@ async fn approval_import_activation_and_certificates() {
             Some(json!({"token": "forkert"})),
         )
         .await;
-        let approval = token_of_link(&applied);
         let approved = ok(
             &app,
             StatusCode::OK,
@@ -797,7 +831,7 @@ async fn authorisation_matrix_and_organisation_isolation() {
 
     for site in sites() {
         let svc = open(&site).await;
-        let app = admin_api::router(svc.clone());
+        let app = open_app(&svc);
         // Organisation A's objects: a user, a certificate, a recipient.
         let (anne, _) = login(&app, "anne", "Anne-kodeord-123").await;
         let (st, _, b) = send(
@@ -848,7 +882,7 @@ async fn authorisation_matrix_and_organisation_isolation() {
         assert_eq!(st, StatusCode::CREATED, "{}", String::from_utf8_lossy(&b));
         let a_recipient = json(&b)["items"][0]["id"].as_i64().unwrap();
 
-        // Organisation B (approved) and C (pending).
+        // Organisation B (approved) and C (waiting for the operator).
         let applied = ok(&app, StatusCode::CREATED, "post", "/api/v1/organisations", None, Some(json!({
             "name": "Organisation B", "cvr": "11223344", "representative_name": "Rep B",
             "representative_email": "rep@b.test", "admin_name": "bo", "admin_password": "Bo-kodeord-12345"}))).await;
@@ -858,7 +892,7 @@ async fn authorisation_matrix_and_organisation_isolation() {
             "post",
             "/api/v1/organisations/approve",
             None,
-            Some(json!({"token": token_of_link(&applied)})),
+            Some(json!({"token": accept(&svc, &applied).await})),
         )
         .await;
         ok(&app, StatusCode::CREATED, "post", "/api/v1/organisations", None, Some(json!({
@@ -1098,8 +1132,10 @@ async fn logins_are_rate_limited() {
     Arc::into_inner(svc).unwrap().close().await;
 }
 
-/// Pages: forms without the CSRF cookie's token are refused and change
-/// nothing; with it they work.
+/// Pages: forms without the token derived from the CSRF cookie (before
+/// login) or from the session (after) are refused and change nothing; with
+/// it they work. A value equal to the cookie, or another session's token,
+/// is refused.
 #[tokio::test(flavor = "current_thread")]
 async fn page_forms_need_the_csrf_token() {
     let site = sites().remove(0);
@@ -1117,9 +1153,14 @@ async fn page_forms_need_the_csrf_token() {
         .unwrap()
         .to_string();
     assert!(cookie.starts_with("sikkermail_csrf="));
-    let csrf = cookie.trim_start_matches("sikkermail_csrf=").to_string();
+    let raw = cookie.trim_start_matches("sikkermail_csrf=").to_string();
+    let field = |page: &str| {
+        let v = page.split("name=\"csrf\" value=\"").nth(1).unwrap();
+        v[..v.find('"').unwrap()].to_string()
+    };
     let page = String::from_utf8(b).unwrap();
-    assert!(page.contains(&format!("value=\"{csrf}\"")));
+    let csrf = field(&page);
+    assert_ne!(csrf, raw, "the form's token is not the cookie");
     let post = |cookie: Option<&str>, body: String| {
         let mut r = Request::builder()
             .method(Method::POST)
@@ -1171,6 +1212,15 @@ async fn page_forms_need_the_csrf_token() {
         .unwrap()
         .split(';')
         .next()
+    let (st, _, _) = send(
+        &app,
+        post(
+            Some(&cookie),
+            format!("csrf={raw}&name=anne&password=Anne-kodeord-123"),
+        ),
+    )
+    .await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "a token equal to the cookie");
         .unwrap()
         .to_string();
     assert!(session.starts_with("sikkermail_session="));
@@ -1185,7 +1235,10 @@ async fn page_forms_need_the_csrf_token() {
     )
     .await;
     assert_eq!(st, StatusCode::OK);
-    assert!(String::from_utf8(b).unwrap().contains("id=\"users\""));
+    let users = String::from_utf8(b).unwrap();
+    assert!(users.contains("id=\"users\""));
+    let session_csrf = field(&users);
+    assert_ne!(session_csrf, csrf, "after login the token is the session's");
     // A settings form without the token changes nothing.
     let (st, _, _) = send(
         &app,
@@ -1236,6 +1289,20 @@ async fn page_forms_need_the_csrf_token() {
 }
 
 /// Single-use links under a race: many requests with one activation link
+    assert_eq!(st, StatusCode::FORBIDDEN, "the token before login");
+    let (st, _, _) = send(
+        &app,
+        Request::builder()
+            .method(Method::POST)
+            .uri("/admin/settings")
+            .header(header::COOKIE, &both)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(format!(
+                "csrf={session_csrf}&allow_user_certificates=on"
+            )))
+            .unwrap(),
+    )
+    .await;
 /// (and one certificate link) at once, many rounds: exactly one wins, one
 /// certificate is issued, the others are told the link is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1344,6 +1411,76 @@ async fn a_link_is_used_once_however_many_race_for_it() {
                 "certificate round {round}: one certificate issued"
             );
         }
+        drop(app);
+        Arc::into_inner(svc).unwrap().close().await;
+    }
+}
+
+/// One CVR number, one organisation: two applications with one CVR (as a
+/// race between two nodes could leave them) are refused again when the
+/// operator accepts the second; a rejected one frees the number. The
+/// approval mail shows the name and CVR as data and nothing else of the
+/// application.
+#[tokio::test(flavor = "current_thread")]
+async fn a_cvr_gets_one_organisation_even_after_a_race() {
+    for site in sites() {
+        let svc = open(&site).await;
+        let app = open_app(&svc);
+        let body = |cvr: &str, admin: &str| {
+            json!({
+                "name": "Dobbelt ApS", "cvr": cvr,
+                "representative_name": "Kontonr. er nu 9999-1234567",
+                "representative_email": "rep@dobbelt.test",
+                "admin_name": admin, "admin_password": "Dobbelt-kodeord-123",
+            })
+        };
+        let first = ok(&app, StatusCode::CREATED, "post", "/api/v1/organisations", None, Some(body("44556677", "dobbelt1"))).await;
+        // The race's second row, written as a second node would have.
+        let mut tx = svc.store().begin().await.unwrap();
+        let second = tx
+            .create_pending_organisation("Dobbelt ApS", "44556677", "X", "rep@dobbelt.test")
+            .await
+            .unwrap();
+        assert!(tx.set_organisation_status(second, "pending", "applied").await.unwrap());
+        tx.commit().await.unwrap();
+        let first_id = service::OrgId(first["org"].as_i64().unwrap());
+        // Neither is accepted while the other waits.
+        for id in [second, first_id] {
+            let e = svc
+                .accept_application(id, "post@advokat.test", |_, _| Ok(Vec::new()))
+                .await
+                .unwrap_err();
+            assert!(matches!(e, service::Error::Conflict(_)), "{e}");
+        }
+        // Rejected, the second is no more (accepting it finds nothing), and
+        // the first is accepted.
+        svc.reject_application(second).await.unwrap();
+        let e = svc
+            .accept_application(second, "post@advokat.test", |_, _| Ok(Vec::new()))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, service::Error::NotFound(_)), "{e}");
+        let mut mail = None;
+        let applied = svc
+            .accept_application(first_id, "post@advokat.test", |o, token| {
+                let (m, _) = admin_api::api::approval_mail("https://gw.test", o, token);
+                let bytes = m.build("post@advokat.test")?.formatted();
+                mail = Some(String::from_utf8_lossy(&bytes).to_string());
+                Ok(bytes)
+            })
+            .await
+            .unwrap();
+        let mail = mail.unwrap();
+        assert!(!mail.contains("Kontonr") && !mail.contains("9999"), "{mail}");
+        assert!(
+            mail.contains("Subject: Godkend en ny organisation i sikkermail"),
+            "{mail}"
+        );
+        assert!(
+            mail.contains(&format!("https://gw.test/approve/{}", applied.token)),
+            "{mail}"
+        );
+        assert!(svc.pending_applications().await.unwrap().is_empty());
         drop(app);
         Arc::into_inner(svc).unwrap().close().await;
     }

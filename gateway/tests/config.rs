@@ -53,6 +53,20 @@ fn the_example_file_is_valid() {
     assert_eq!(c.admin_mail_relay, None);
     assert_eq!(c.public_url, None);
     assert!(!c.secure_cookie);
+    // Nobody may apply for an organisation unless the file says so.
+    assert!(!c.admin_applications);
+}
+
+#[test]
+fn applications_are_a_setting_off_by_default() {
+    let load = |t: &str| Config::load(Some(("t.toml", t)), &[]);
+    assert!(!load("").unwrap().admin_applications);
+    assert!(load("[admin]\napplications = true\n").unwrap().admin_applications);
+    let errs = load("[admin]\napplications = \"yes\"\n").unwrap_err();
+    assert!(
+        errs.iter().any(|e| e.0.contains("applications")),
+        "{errs:?}"
+    );
 }
 
 #[test]

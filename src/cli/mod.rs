@@ -8,6 +8,7 @@ pub mod context;
 pub mod io;
 pub mod keys_cmd;
 pub mod mailbox_cmd;
+pub mod org_cmd;
 pub mod policy_cmd;
 pub mod queue_cmd;
 pub mod serve;

@@ -321,6 +321,38 @@ impl Tx<'_> {
         Ok(r.rows_affected() == 1)
     }
 
+    /// Every organisation with this status, oldest first.
+    pub async fn organisations_with_status(
+        &mut self,
+        status: &str,
+    ) -> Result<Vec<Organisation>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            org_columns!(),
+            " FROM organisations WHERE status = $1 ORDER BY id"
+        ))
+        .bind(status)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.iter().map(org_row).collect()
+    }
+
+    /// Every organisation with this CVR number (whatever its status).
+    pub async fn organisations_with_cvr(
+        &mut self,
+        cvr: &str,
+    ) -> Result<Vec<Organisation>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            org_columns!(),
+            " FROM organisations WHERE cvr = $1 ORDER BY id"
+        ))
+        .bind(cvr)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.iter().map(org_row).collect()
+    }
+
     /// Replaces `org`'s settings (`key=value` lines).
     pub async fn set_settings(&mut self, org: OrgId, settings: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE organisations SET settings = $1 WHERE id = $2")

@@ -20,6 +20,7 @@
 // exits 1.
 
 import { chromium } from 'playwright-core';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 
@@ -224,7 +225,8 @@ try {
     await first.context().close();
   });
 
-  // 2. A second organisation: applied for, then approved by its
+  // 2. A second organisation: applied for, accepted by the installation's
+  // operator (`sikkermail org accept`, plan.operator), then approved by its
   // representative from the e-mailed link.
   const org = plan.org;
   const admin = await newPage(browser);
@@ -247,6 +249,19 @@ try {
     result('pending.status', await submit(admin, '#submit'));
     result('pending.url', admin.url());
     result('pending.err', await text(admin, '#err'));
+  });
+
+  await step('operator-accept', async () => {
+    const op = plan.operator;
+    const env = { ...process.env };
+    for (const k of Object.keys(env)) if (k.startsWith('SIKKERMAIL_')) delete env[k];
+    const pending = execFileSync(op.bin, ['org', 'pending', '--data-dir', op.data_dir], { env, encoding: 'utf8' });
+    const line = pending.split('\n').find((l) => l.split('\t')[1] === org.cvr);
+    if (!line) throw new Error(`no application for CVR ${org.cvr} in: ${pending}`);
+    const id = line.split('\t')[0];
+    result('operator.pending', line);
+    execFileSync(op.bin, ['org', 'accept', id, '--data-dir', op.data_dir, '--config', op.config,
+      '--public-url', base], { env, encoding: 'utf8' });
   });
 
   await step('approve', async () => {
