@@ -803,6 +803,78 @@ async fn data_timeout() {
     assert!(handler.accepted().is_empty());
 }
 
+/// Postfix's `smtpd_min_data_rate`: one octet a second keeps every read
+/// inside the data timeout, but the message as a whole is cut off at
+/// start + grace + octets / rate, and nothing of it is accepted. A client
+/// at a normal speed on the same settings is not affected.
+#[tokio::test(start_paused = true)]
+async fn message_slower_than_the_minimum_rate_is_cut_off() {
+    let mut c = config();
+    c.data_timeout = Duration::from_secs(60);
+    c.min_data_rate = 100;
+    c.data_grace = Duration::from_secs(10);
+    let mut s = Transcript::start(c.clone()).await;
+    s.wait = Duration::from_secs(1000);
+    s.cmd("EHLO client.example", "250 ").await;
+    s.cmd("MAIL FROM:<a@b.dk>", "250").await;
+    s.cmd("RCPT TO:<c@d.dk>", "250").await;
+    s.cmd("DATA", "354").await;
+    let started = tokio::time::Instant::now();
+    let mut sent = 0;
+    while sent < 200 && s.try_send(b"x").await {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        sent += 1;
+    }
+    let _ = s.try_send(b"\r\n.\r\n").await;
+    let reply = s.expect("421 4.4.2", "trickled DATA").await;
+    assert!(reply.contains("too slow"), "{reply}");
+    // Cut at 10 s + 0.1 s per octet received, not after 200 s.
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{sent} octets sent"
+    );
+    s.expect_closed().await;
+    let handler = s.handler.clone();
+    assert_eq!(s.finish().await.ended, EndReason::TooSlow);
+    assert!(handler.accepted().is_empty());
+
+    // BDAT: the deadline spans the chunks until LAST.
+    let mut s = Transcript::start(c.clone()).await;
+    s.wait = Duration::from_secs(1000);
+    s.cmd("EHLO client.example", "250 ").await;
+    s.cmd("MAIL FROM:<a@b.dk>", "250").await;
+    s.cmd("RCPT TO:<c@d.dk>", "250").await;
+    let started = tokio::time::Instant::now();
+    let mut chunks = 0;
+    while chunks < 100 && s.try_send(b"BDAT 1\r\nx").await {
+        s.expect("250 ", "BDAT chunk").await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        chunks += 1;
+    }
+    s.expect("421 4.4.2", "trickled BDAT").await;
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{chunks} chunks"
+    );
+    let handler = s.handler.clone();
+    assert_eq!(s.finish().await.ended, EndReason::TooSlow);
+    assert!(handler.accepted().is_empty());
+
+    // The same settings, a client at a normal speed.
+    let mut s = Transcript::start(c).await;
+    s.cmd("EHLO client.example", "250 ").await;
+    s.cmd("MAIL FROM:<a@b.dk>", "250").await;
+    s.cmd("RCPT TO:<c@d.dk>", "250").await;
+    s.cmd("DATA", "354").await;
+    s.send(b"Subject: hurtig\r\n\r\nfast\r\n").await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    s.cmd(".", "250 2.0.0").await;
+    s.cmd("QUIT", "221").await;
+    let handler = s.handler.clone();
+    s.finish().await;
+    assert_eq!(handler.accepted().len(), 1);
+}
+
 #[tokio::test(start_paused = true)]
 async fn idle_timeout_default_is_five_minutes() {
     let c = config();

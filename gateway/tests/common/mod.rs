@@ -202,6 +202,12 @@ impl Transcript {
     pub async fn send_bytewise(&mut self, bytes: &[u8]) {
         for b in bytes {
             self.send(std::slice::from_ref(b)).await;
+    /// Writes `bytes`; false when the server has closed the connection.
+    pub async fn try_send(&mut self, bytes: &[u8]) -> bool {
+        let s = self.stream();
+        s.write_all(bytes).await.is_ok() && s.flush().await.is_ok()
+    }
+
             tokio::task::yield_now().await;
         }
     }
