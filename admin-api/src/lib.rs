@@ -14,8 +14,8 @@ pub mod auth;
 pub mod error;
 pub mod limit;
 pub mod mail;
-pub mod web;
 pub mod pages;
+pub mod web;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -100,22 +100,22 @@ pub struct ApiConfig {
     /// (no trailing slash).
     pub public_url: String,
     /// Where e-mails go; None: links are only returned to the
+    /// administrator (tests, or no mail wanted).
+    pub mail: Option<MailConfig>,
     /// Anyone may apply for a new organisation (`/apply`,
     /// `POST /api/v1/organisations`; `[admin] applications`). Off by
     /// default: when on, each application still waits for the
     /// installation's operator (`sikkermail org accept`).
     pub applications: bool,
-    /// administrator (tests, or no mail wanted).
-    pub mail: Option<MailConfig>,
 }
 
 impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
             secure_cookie: false,
-            applications: false,
             public_url: "http://127.0.0.1:8080".into(),
             mail: None,
+            applications: false,
         }
     }
 }
@@ -162,12 +162,12 @@ pub struct AppState {
     pub svc: Arc<Service>,
     /// Deployment settings.
     pub config: Arc<ApiConfig>,
-    /// Applications and access requests, per address and in all.
-    pub public_limits: Arc<web::PublicLimits>,
     /// Failed logins and codes, per client and name.
     pub limiter: Arc<Limiter>,
     /// Prepared certificate downloads.
     pub downloads: Arc<Downloads>,
+    /// Applications and access requests, per address and in all.
+    pub public_limits: Arc<web::PublicLimits>,
 }
 
 /// The API with the default configuration (no `Secure` on the cookie).
@@ -177,12 +177,12 @@ pub fn router(svc: Arc<Service>) -> Router {
 
 /// The API and the pages.
 pub fn router_with(svc: Arc<Service>, config: ApiConfig) -> Router {
-        public_limits: Arc::new(web::PublicLimits::default()),
     let st = AppState {
         svc,
         config: Arc::new(config),
         limiter: Arc::new(Limiter::default()),
         downloads: Arc::new(Downloads::default()),
+        public_limits: Arc::new(web::PublicLimits::default()),
     };
     Router::new()
         .route("/api/v1/login", post(login))
@@ -190,16 +190,16 @@ pub fn router_with(svc: Arc<Service>, config: ApiConfig) -> Router {
         .route("/api/v1/me", get(me))
         .route("/api/v1/queue", get(queue))
         .route("/api/v1/audit", get(audit))
-        .merge(web::routes())
         .route("/api/v1/certificates", get(certificates))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/ca.pem", get(ca_pem))
-        .layer(axum::middleware::map_response(web::security_headers))
         .merge(api::routes())
         .merge(pages::routes())
+        .merge(web::routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::map_response(web::security_headers))
         .with_state(st)
 }
 
@@ -306,6 +306,7 @@ async fn login(
     let max_age = (s.expires_at - service::now()).max(0);
     let mut resp = Json(json!({
         "token": s.token,
+        "csrf_token": web::session_csrf(&s.token),
         "role": s.role.as_str(),
         "expires_at": s.expires_at,
     }))
@@ -328,6 +329,7 @@ async fn me(who: Authed) -> Json<Value> {
     let org = who.svc.org();
     let s = who.session;
     Json(json!({
+        "csrf_token": web::session_csrf(&who.token),
         "name": s.admin.name,
         "role": s.role.as_str(),
         "org": s.org.0,
@@ -359,7 +361,6 @@ async fn queue(
     let items: Vec<Value> = items
         .iter()
         .map(|m| {
-        "csrf_token": web::session_csrf(&s.token),
             json!({
                 "id": m.id,
                 "direction": m.direction.as_str(),
@@ -385,7 +386,6 @@ struct AuditQuery {
     limit: Option<u32>,
 }
 
-        "csrf_token": web::session_csrf(&who.token),
 async fn audit(
     who: Authed,
     q: Result<Query<AuditQuery>, QueryRejection>,

@@ -1195,6 +1195,15 @@ async fn page_forms_need_the_csrf_token() {
     )
     .await;
     assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, _, _) = send(
+        &app,
+        post(
+            Some(&cookie),
+            format!("csrf={raw}&name=anne&password=Anne-kodeord-123"),
+        ),
+    )
+    .await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "a token equal to the cookie");
     // With both: logged in, redirected to the users page.
     let (st, h, _) = send(
         &app,
@@ -1212,15 +1221,6 @@ async fn page_forms_need_the_csrf_token() {
         .unwrap()
         .split(';')
         .next()
-    let (st, _, _) = send(
-        &app,
-        post(
-            Some(&cookie),
-            format!("csrf={raw}&name=anne&password=Anne-kodeord-123"),
-        ),
-    )
-    .await;
-    assert_eq!(st, StatusCode::FORBIDDEN, "a token equal to the cookie");
         .unwrap()
         .to_string();
     assert!(session.starts_with("sikkermail_session="));
@@ -1272,6 +1272,20 @@ async fn page_forms_need_the_csrf_token() {
             .unwrap(),
     )
     .await;
+    assert_eq!(st, StatusCode::FORBIDDEN, "the token before login");
+    let (st, _, _) = send(
+        &app,
+        Request::builder()
+            .method(Method::POST)
+            .uri("/admin/settings")
+            .header(header::COOKIE, &both)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(format!(
+                "csrf={session_csrf}&allow_user_certificates=on"
+            )))
+            .unwrap(),
+    )
+    .await;
     assert_eq!(st, StatusCode::OK);
     assert!(
         svc.for_org(svc.org().id, Actor::named("t"))
@@ -1289,20 +1303,6 @@ async fn page_forms_need_the_csrf_token() {
 }
 
 /// Single-use links under a race: many requests with one activation link
-    assert_eq!(st, StatusCode::FORBIDDEN, "the token before login");
-    let (st, _, _) = send(
-        &app,
-        Request::builder()
-            .method(Method::POST)
-            .uri("/admin/settings")
-            .header(header::COOKIE, &both)
-            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(Body::from(format!(
-                "csrf={session_csrf}&allow_user_certificates=on"
-            )))
-            .unwrap(),
-    )
-    .await;
 /// (and one certificate link) at once, many rounds: exactly one wins, one
 /// certificate is issued, the others are told the link is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
