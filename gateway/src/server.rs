@@ -914,3 +914,46 @@ fn self_signed(dir: &Path, hostname: &str) -> Result<(PathBuf, PathBuf)> {
     tracing::info!(cert = %cert_path.display(), "made a self-signed STARTTLS certificate");
     Ok((cert_path, key_path))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+    }
+
+    #[test]
+    fn budget_counts_per_address_and_in_total_and_gives_slots_back() {
+        let b = Budget::new(3, 2);
+        let a1 = b.take(ip("192.0.2.1"));
+        let a2 = b.take(ip("::ffff:192.0.2.1"));
+        assert!(a1.is_ok() && a2.is_ok());
+        // The same address, IPv4-mapped or not: at its limit.
+        assert_eq!(b.take(ip("192.0.2.1")).err(), Some(Full::Address));
+        // An IPv6 client counts by its /64.
+        let v6 = b.take(ip("2001:db8:1:2::1"));
+        assert!(v6.is_ok());
+        assert_eq!(b.take(ip("192.0.2.9")).err(), Some(Full::Listener));
+        drop(a1);
+        assert!(b.take(ip("2001:db8:1:2:ffff::7")).is_ok_and(|s| {
+            drop(s);
+            true
+        }));
+        drop((a2, v6));
+        let g = b.open.lock().unwrap_or_else(|p| p.into_inner());
+        assert_eq!((g.0, g.1.len()), (0, 0), "every slot given back");
+    }
+
+    #[test]
+    fn the_http_budget_leaves_room_for_smtp() {
+        let cfg = Config::embedded_default();
+        // 256 + 64 SMTP + 256 reserve: 4096 leaves the configured 512.
+        assert_eq!(http_budget(&cfg, Some(4096)).ok(), Some(512));
+        assert_eq!(http_budget(&cfg, None).ok(), Some(512));
+        // 1024: lowered to what is left.
+        assert_eq!(http_budget(&cfg, Some(1024)).ok(), Some(1024 - 256 - 320));
+        // Not even 16 left: serve refuses to start.
+        assert!(http_budget(&cfg, Some(256 + 320 + 15)).is_err());
+    }
+}

@@ -285,3 +285,71 @@ folders = [\"INBOX\", \"Arkiv/Sikker post æøå\"]\narchive = \"Gammel kryptere
         );
     }
 }
+
+#[test]
+fn connection_budgets_and_the_data_rate() {
+    let c = Config::embedded_default();
+    assert_eq!(
+        (
+            c.inbound.max_connections,
+            c.inbound.max_connections_per_address
+        ),
+        (256, 20)
+    );
+    assert_eq!(
+        (
+            c.outbound.max_connections,
+            c.outbound.max_connections_per_address
+        ),
+        (64, 32)
+    );
+    assert_eq!(
+        (c.inbound.min_data_rate, c.inbound.data_grace),
+        (500, Duration::from_secs(30))
+    );
+    assert_eq!(
+        (
+            c.http_max_connections,
+            c.http_max_connections_per_address,
+            c.http_header_timeout
+        ),
+        (512, 64, Duration::from_secs(10))
+    );
+    let c = Config::load(
+        Some((
+            "gw.toml",
+            "[inbound]\nmax_connections_per_address = 5\nmin_data_rate = 0\n",
+        )),
+        &env(&[
+            ("SIKKERMAIL_OUTBOUND_MAX_CONNECTIONS", "8"),
+            ("SIKKERMAIL_HTTP_HEADER_TIMEOUT", "2s"),
+            ("SIKKERMAIL_INBOUND_DATA_GRACE", "1m"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.inbound.max_connections_per_address, 5);
+    assert_eq!(c.inbound.min_data_rate, 0, "0: no minimum");
+    assert_eq!(c.inbound.data_grace, Duration::from_secs(60));
+    assert_eq!(c.outbound.max_connections, 8);
+    assert_eq!(c.http_header_timeout, Duration::from_secs(2));
+    let errs = Config::load(
+        Some((
+            "gw.toml",
+            "[inbound]\nmax_connections = 0\n[http]\nheader_timeout = \"0s\"\nmax_connections_per_address = \"many\"\n",
+        )),
+        &[],
+    )
+    .unwrap_err();
+    let all: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    for w in [
+        "gw.toml:2: [inbound] max_connections: must be at least 1",
+        "gw.toml:4: [http] header_timeout: must be more than 0 s",
+        "gw.toml:5: [http] max_connections_per_address: an integer is expected",
+    ] {
+        assert!(
+            all.iter().any(|e| e.starts_with(w)),
+            "missing {w:?} in {all:#?}"
+        );
+    }
+    assert_eq!(all.len(), 3, "{all:#?}");
+}
