@@ -245,8 +245,8 @@ async fn apply(
     if !st.config.applications {
         return Err(applications_off());
     }
-    st.public_limits
-        .take("apply", ip.0.as_deref())
+    crate::web::public_attempt(&st, crate::web::PublicForm::Apply, ip.0.as_deref())
+        .await?
         .map_err(crate::web::too_many)?;
     let b = json_body(body)?;
     let org = st
@@ -615,8 +615,8 @@ async fn access_request(
     ip: ClientIp,
     body: Result<Json<AccessBody>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    st.public_limits
-        .take("access-request", ip.0.as_deref())
+    crate::web::public_attempt(&st, crate::web::PublicForm::AccessRequest, ip.0.as_deref())
+        .await?
         .map_err(crate::web::too_many)?;
     let b = json_body(body)?;
     let svc = st

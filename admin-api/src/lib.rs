@@ -166,8 +166,6 @@ pub struct AppState {
     pub limiter: Arc<Limiter>,
     /// Prepared certificate downloads.
     pub downloads: Arc<Downloads>,
-    /// Applications and access requests, per address and in all.
-    pub public_limits: Arc<web::PublicLimits>,
 }
 
 /// The API with the default configuration (no `Secure` on the cookie).
@@ -182,7 +180,6 @@ pub fn router_with(svc: Arc<Service>, config: ApiConfig) -> Router {
         config: Arc::new(config),
         limiter: Arc::new(Limiter::default()),
         downloads: Arc::new(Downloads::default()),
-        public_limits: Arc::new(web::PublicLimits::default()),
     };
     Router::new()
         .route("/api/v1/login", post(login))

@@ -1007,8 +1007,19 @@ async fn apply_post(
     if !csrf.check(&form) {
         return bad_csrf(lang, &csrf);
     }
-    if let Err(wait) = st.public_limits.take("apply", ip.0.as_deref()) {
-        return too_many(lang, &csrf, wait);
+    match crate::web::public_attempt(&st, crate::web::PublicForm::Apply, ip.0.as_deref()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(wait)) => return too_many(lang, &csrf, wait),
+        Err(e) => {
+            return page(
+                lang,
+                "sikkermail",
+                false,
+                &msg("err", &e.message),
+                e.status,
+                &csrf,
+            );
+        }
     }
     let app = service::orgs::Application {
         name: form.text("name"),
@@ -1108,8 +1119,21 @@ async fn request_post(
     if !csrf.check(&form) {
         return bad_csrf(lang, &csrf);
     }
-    if let Err(wait) = st.public_limits.take("access-request", ip.0.as_deref()) {
-        return too_many(lang, &csrf, wait);
+    match crate::web::public_attempt(&st, crate::web::PublicForm::AccessRequest, ip.0.as_deref())
+        .await
+    {
+        Ok(Ok(())) => {}
+        Ok(Err(wait)) => return too_many(lang, &csrf, wait),
+        Err(e) => {
+            return page(
+                lang,
+                "sikkermail",
+                false,
+                &msg("err", &e.message),
+                e.status,
+                &csrf,
+            );
+        }
     }
     let Some(svc) = public_org(&st, org).await else {
         return gone(lang, &csrf);

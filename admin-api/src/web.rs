@@ -26,6 +26,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine;
 
+use service::limits::Rule;
+
 use crate::AppState;
 
 /// The Content-Security-Policy of every answer.
@@ -134,51 +136,65 @@ mod tests {
     }
 }
 
-/// Public forms that anyone may send (applications for an organisation,
-/// access requests): at most [`PER_ADDRESS`] per client address and
-/// [`GLOBAL`] in all within [`PUBLIC_WINDOW`], counted when the request
-/// arrives (a refused one counts too). In memory: each node limits what it
-/// sees.
-#[derive(Debug, Default)]
-pub struct PublicLimits {
-    counts: std::sync::Mutex<std::collections::HashMap<String, (u32, std::time::Instant)>>,
+/// The public forms anyone may send, each with its limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublicForm {
+    /// An application for a new organisation.
+    Apply,
+    /// An employee's access request.
+    AccessRequest,
 }
 
-/// Requests of one kind from one address in a window.
-pub const PER_ADDRESS: u32 = 10;
-/// Requests of one kind from everyone in a window.
-pub const GLOBAL: u32 = 100;
-/// The window.
-pub const PUBLIC_WINDOW: std::time::Duration = std::time::Duration::from_secs(3600);
+/// An hour, the window of the public forms' limits.
+const HOUR: i64 = 3600;
 
-impl PublicLimits {
-    /// Counts a request of `kind` from `ip`; the seconds to wait when the
-    /// address or everyone is over the limit (then nothing is counted).
-    pub fn take(&self, kind: &str, ip: Option<&str>) -> Result<(), u64> {
-        let mut m = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        if m.len() > 100_000 {
-            m.retain(|_, (_, at)| at.elapsed() < PUBLIC_WINDOW);
+/// Applications per client address in an hour.
+pub const APPLY_ADDRESS: Rule = Rule {
+    scope: "apply-address",
+    max: 10,
+    window_secs: HOUR,
+};
+/// Applications from everyone in an hour.
+pub const APPLY_ALL: Rule = Rule {
+    scope: "apply-all",
+    max: 100,
+    window_secs: HOUR,
+};
+/// Access requests per client address in an hour.
+pub const ACCESS_ADDRESS: Rule = Rule {
+    scope: "access-request-address",
+    max: 10,
+    window_secs: HOUR,
+};
+/// Access requests from everyone in an hour.
+pub const ACCESS_ALL: Rule = Rule {
+    scope: "access-request-all",
+    max: 100,
+    window_secs: HOUR,
+};
+
+/// Takes one request of `form` from `ip` from the store's limiter (shared
+/// by every node): per address and in all. Every request counts, refused
+/// or not. The inner `Err` is the seconds to wait when a limit is used up.
+pub async fn public_attempt(
+    st: &AppState,
+    form: PublicForm,
+    ip: Option<&str>,
+) -> Result<Result<(), u64>, crate::error::ApiError> {
+    let (per_address, all) = match form {
+        PublicForm::Apply => (APPLY_ADDRESS, APPLY_ALL),
+        PublicForm::AccessRequest => (ACCESS_ADDRESS, ACCESS_ALL),
+    };
+    let mut keys = vec![(all, "*")];
+    keys.extend(ip.map(|a| (per_address, a)));
+    match st.svc.attempt(&keys).await {
+        // Never given back: a public request is not a secret to get right.
+        Ok(taken) => {
+            drop(taken);
+            Ok(Ok(()))
         }
-        let mut keys = vec![(format!("{kind} *"), GLOBAL)];
-        if let Some(ip) = ip {
-            keys.push((format!("{kind} {ip}"), PER_ADDRESS));
-        }
-        for (k, max) in &keys {
-            if let Some((n, at)) = m.get(k)
-                && at.elapsed() < PUBLIC_WINDOW
-                && *n >= *max
-            {
-                return Err(PUBLIC_WINDOW.saturating_sub(at.elapsed()).as_secs().max(1));
-            }
-        }
-        for (k, _) in keys {
-            let e = m.entry(k).or_insert((0, std::time::Instant::now()));
-            if e.1.elapsed() >= PUBLIC_WINDOW {
-                *e = (0, std::time::Instant::now());
-            }
-            e.0 += 1;
-        }
-        Ok(())
+        Err(service::Error::TooMany { retry_after }) => Ok(Err(retry_after)),
+        Err(e) => Err(e.into()),
     }
 }
 
