@@ -69,6 +69,7 @@ const KEYS: &[(&str, &str, &str)] = &[
     ("http", "max_connections", "count"),
     ("http", "max_connections_per_address", "count"),
     ("http", "header_timeout", "duration"),
+    ("http", "request_timeout", "duration"),
     ("admin", "mail_relay", "host:port"),
     ("admin", "mail_from", "e-mail address"),
     ("admin", "applications", "true|false"),
@@ -299,6 +300,10 @@ pub struct Config {
     /// A request's header must be complete within this, and a kept-alive
     /// connection is closed when no request starts within it (default 10 s).
     pub http_header_timeout: Duration,
+    /// A request (its body read and its answer made) must be done within
+    /// this, else 408 and the connection closed: a body trickled slowly
+    /// cannot hold a connection (default 60 s).
+    pub http_request_timeout: Duration,
     /// Where the admin API's e-mails go (None: the outbound listener, as
     /// bound).
     pub admin_mail_relay: Option<(String, u16)>,
@@ -511,6 +516,10 @@ impl Config {
         if http_header_timeout.is_zero() {
             t.error("http", "header_timeout", "must be more than 0 s");
         }
+        let http_request_timeout = t.duration("http", "request_timeout", "60s");
+        if http_request_timeout.is_zero() {
+            t.error("http", "request_timeout", "must be more than 0 s");
+        }
         let admin_mail_relay = t.host_port("admin", "mail_relay");
         let admin_mail_from = t.opt_string("admin", "mail_from").unwrap_or_else(|| {
             format!(
@@ -587,6 +596,7 @@ impl Config {
             http_max_connections,
             http_max_connections_per_address,
             http_header_timeout,
+            http_request_timeout,
             admin_mail_relay,
             admin_mail_from,
             admin_applications,

@@ -683,7 +683,9 @@ async fn purge(gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
 /// Each connection takes a slot of `budget` (total and per address) and
 /// must send a whole request header within `[http] header_timeout`, which
 /// also bounds how long a kept-alive connection may wait for its next
-/// request: half-open connections cannot pile up until the process runs
+/// request, and each request must be answered within `[http]
+/// request_timeout` (a slow body included): half-open connections cannot
+/// pile up until the process runs
 /// out of file descriptors (the SMTP listeners' are kept apart by
 /// [`http_budget`]).
 async fn http_loop(
@@ -704,6 +706,7 @@ async fn http_loop(
         None => ours,
     };
     let header_timeout = gw.cfg.http_header_timeout;
+    let request_timeout = gw.cfg.http_request_timeout;
     let mut stop_accept = stop.clone();
     loop {
         let (stream, peer) = tokio::select! {
@@ -737,7 +740,7 @@ async fn http_loop(
             stream,
             peer,
             router.clone(),
-            header_timeout,
+            (header_timeout, request_timeout),
             stop.clone(),
             slot,
         ));
@@ -751,7 +754,7 @@ async fn http_connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     router: axum::Router,
-    header_timeout: Duration,
+    (header_timeout, request_timeout): (Duration, Duration),
     mut stop: watch::Receiver<bool>,
     slot: Slot,
 ) {
@@ -760,7 +763,18 @@ async fn http_connection(
             req.extensions_mut()
                 .insert(axum::extract::ConnectInfo(peer));
             let mut router = router.clone();
-            tower_service::Service::call(&mut router, req)
+            let answer = tower_service::Service::call(&mut router, req);
+            async move {
+                // The handler reads the body: a body trickled in cannot
+                // hold the connection longer than this.
+                match tokio::time::timeout(request_timeout, answer).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        tracing::info!(%peer, "HTTP request timed out");
+                        Ok(request_timed_out())
+                    }
+                }
+            }
         });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -791,6 +805,20 @@ async fn http_connection(
         }
     }
     drop(slot);
+}
+
+/// 408, and the connection is not kept.
+fn request_timed_out() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        axum::http::StatusCode::REQUEST_TIMEOUT,
+        [
+            (axum::http::header::CONNECTION, "close"),
+            (axum::http::header::CONTENT_TYPE, "text/plain"),
+        ],
+        "request timed out\n",
+    )
+        .into_response()
 }
 
 async fn metrics(gw: Arc<Gateway>) -> axum::response::Response {

@@ -315,6 +315,7 @@ fn connection_budgets_and_the_data_rate() {
         ),
         (512, 64, Duration::from_secs(10))
     );
+    assert_eq!(c.http_request_timeout, Duration::from_secs(60));
     let c = Config::load(
         Some((
             "gw.toml",

@@ -299,8 +299,8 @@ fn half_open_http_connections_are_bounded_and_closed() {
     let serve = Serve::start(
         &site,
         &format!(
-            "{DOMAINS}[http]\nheader_timeout = \"2s\"\nmax_connections_per_address = 5\n\
-             max_connections = 100\n"
+            "{DOMAINS}[http]\nheader_timeout = \"2s\"\nrequest_timeout = \"3s\"\n\
+             max_connections_per_address = 5\nmax_connections = 100\n"
         ),
     );
     let rt = runtime();
@@ -371,6 +371,35 @@ fn half_open_http_connections_are_bounded_and_closed() {
         30.0
     );
     assert_eq!(http_status(&rt, other, serve.http, "/healthz"), 200);
+
+    // A whole header, then a body trickled in: 408 and closed after the
+    // 3 s request timeout.
+    let mut slow = connect_from(&rt, other, serve.http);
+    let t0 = Instant::now();
+    slow.write_all(
+        b"POST /api/v1/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+          Content-Length: 1000\r\n\r\n{\"name\": ",
+    )
+    .unwrap();
+    slow.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut answer = Vec::new();
+    while t0.elapsed() < Duration::from_secs(15) {
+        let _ = slow.write_all(b" ");
+        match slow.read(&mut b) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&b[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => break,
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer).to_string();
+    assert!(
+        answer.starts_with("HTTP/1.1 408"),
+        "slow body after {:?}: {answer:?}",
+        t0.elapsed()
+    );
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
 
     // SIGTERM with a half-open connection open: still stops within 10 s.
     let mut s = connect_from(&rt, other, serve.http);
