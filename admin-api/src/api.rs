@@ -652,20 +652,8 @@ async fn employee_activate(
     body: Result<Json<ActivationBody>, JsonRejection>,
 ) -> ApiResult<Json<Value>> {
     let b = json_body(body)?;
-    // Its own key per address (not the logins'): five failed activations
-    // in 15 minutes from one address wait.
-    // (No address without a socket: in-memory tests are not limited.)
-    let keys: Vec<String> = ip.0.iter().map(|a| format!("activation-ip:{a}")).collect();
-    if let Some(w) = st.limiter.blocked(&keys) {
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!(
-                "too many failed attempts: try again in {} seconds",
-                w.as_secs().max(1)
-            ),
-        ));
-    }
-    match users::complete_activation(
+    // Limited in the service: per link and per client address.
+    let u = users::complete_activation(
         &st.svc,
         &b.token,
         b.code.as_deref(),
@@ -673,16 +661,8 @@ async fn employee_activate(
         b.accept_terms,
         ip.0.as_deref(),
     )
-    .await
-    {
-        Ok(u) => Ok(Json(user_json(&u))),
-        Err(e) => {
-            if matches!(e, service::Error::Invalid(_)) {
-                st.limiter.fail(&keys);
-            }
-            Err(e.into())
-        }
-    }
+    .await?;
+    Ok(Json(user_json(&u)))
 }
 
 #[derive(Deserialize)]

@@ -13,6 +13,8 @@ pub struct ApiError {
     pub status: StatusCode,
     /// What the client is told.
     pub message: String,
+    /// Seconds the client should wait (429 and 503: `Retry-After`).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -21,6 +23,16 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 429 or 503 with `Retry-After: secs`: slow down, nothing was checked.
+    pub fn retry(status: StatusCode, message: impl Into<String>, secs: u64) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+            retry_after: Some(secs.max(1)),
         }
     }
 
@@ -52,6 +64,10 @@ impl From<service::Error> for ApiError {
             service::Error::NotFound(_) => Self::new(StatusCode::NOT_FOUND, e.to_string()),
             service::Error::Invalid(m) => Self::bad_request(m),
             service::Error::Conflict(m) => Self::new(StatusCode::CONFLICT, m),
+            service::Error::TooMany { retry_after } => {
+                Self::retry(StatusCode::TOO_MANY_REQUESTS, e.to_string(), retry_after)
+            }
+            service::Error::Busy => Self::retry(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), 1),
             service::Error::Ca(ca::CaError::Invalid(m) | ca::CaError::Parse(m)) => {
                 Self::bad_request(m)
             }
@@ -62,11 +78,18 @@ impl From<service::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
+        let mut r = (
             self.status,
             Json(serde_json::json!({ "error": self.message })),
         )
-            .into_response()
+            .into_response();
+        if let Some(s) = self.retry_after {
+            r.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(s),
+            );
+        }
+        r
     }
 }
 

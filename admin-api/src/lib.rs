@@ -12,7 +12,6 @@
 pub mod api;
 pub mod auth;
 pub mod error;
-pub mod limit;
 pub mod mail;
 pub mod pages;
 pub mod web;
@@ -34,7 +33,6 @@ use service::{Actor, Service};
 
 use crate::auth::{Authed, COOKIE_NAME, Need};
 use crate::error::{ApiError, ApiResult};
-use crate::limit::Limiter;
 pub use crate::mail::MailConfig;
 
 /// The largest request body accepted, bytes (imports: 1 MiB).
@@ -162,8 +160,6 @@ pub struct AppState {
     pub svc: Arc<Service>,
     /// Deployment settings.
     pub config: Arc<ApiConfig>,
-    /// Failed logins and codes, per client and name.
-    pub limiter: Arc<Limiter>,
     /// Prepared certificate downloads.
     pub downloads: Arc<Downloads>,
 }
@@ -178,7 +174,6 @@ pub fn router_with(svc: Arc<Service>, config: ApiConfig) -> Router {
     let st = AppState {
         svc,
         config: Arc::new(config),
-        limiter: Arc::new(Limiter::default()),
         downloads: Arc::new(Downloads::default()),
     };
     Router::new()
@@ -257,49 +252,107 @@ pub fn cookie(st: &AppState, value: &str, max_age: i64) -> ApiResult<HeaderValue
     .map_err(|e| ApiError::internal(&e))
 }
 
+/// The device cookie (OWASP "device cookies"): set after a good login,
+/// bound to the administrator's name; a login that carries it counts
+/// against that device only (see [`service::limits`]).
+pub const DEVICE_COOKIE: &str = "sikkermail_device";
+
+/// The device cookie's value in `headers`, if any.
+pub fn device_of(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == DEVICE_COOKIE)
+        .map(|(_, v)| v.to_string())
+}
+
 /// Logs `name` in as the administrator of their organisation (an unknown
-/// name costs the same and fails the same as a wrong password), counted by
-/// the rate limiter per client address and per name.
+/// name costs the same and fails the same as a wrong password). The
+/// attempt is taken from the store's limiter before the password is
+/// checked and given back only when it was right: from the device's own
+/// bucket when `device` is a device cookie of `name`, else from the
+/// name's and the client address's. Returns the session and, when the
+/// client had no device cookie of the name, a `Set-Cookie` for a new one.
 pub async fn do_login(
     st: &AppState,
     ip: Option<&str>,
+    device: Option<&str>,
     name: &str,
     password: &str,
-) -> ApiResult<service::Session> {
-    let keys = limit::keys(ip, name);
-    if let Some(wait) = st.limiter.blocked(&keys) {
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!(
-                "too many failed logins: try again in {} seconds",
-                wait.as_secs().max(1)
-            ),
-        ));
-    }
+) -> ApiResult<(service::Session, Option<HeaderValue>)> {
+    use service::limits::{ADMIN_ADDRESS, ADMIN_DEVICE, ADMIN_NAME};
     let scoped = match st.svc.admin_org(name).await? {
         Some(org) => st.svc.for_org(org, Actor::named("api")).await?,
         None => st.svc.for_org(st.svc.org().id, Actor::named("api")).await?,
     };
+    let device = match device {
+        Some(d) if st.svc.device_valid(d, name).await? => Some(d),
+        _ => None,
+    };
+    let keys = match device {
+        Some(d) => vec![(ADMIN_DEVICE, d)],
+        None => {
+            let mut k = vec![(ADMIN_NAME, name)];
+            k.extend(ip.map(|a| (ADMIN_ADDRESS, a)));
+            k
+        }
+    };
+    let taken = st.svc.attempt(&keys).await?;
     match scoped.admin_login(name, password).await {
         Ok(s) => {
-            st.limiter.clear(&keys);
-            Ok(s)
+            st.svc.attempt_succeeded(taken).await?;
+            let set = match device {
+                Some(_) => None,
+                None => {
+                    let token = st.svc.device_issue(name).await?;
+                    let secure = if st.config.secure_cookie {
+                        "; Secure"
+                    } else {
+                        ""
+                    };
+                    Some(
+                        HeaderValue::from_str(&format!(
+                            "{DEVICE_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; \
+                             Max-Age={}{secure}",
+                            service::limits::DEVICE_SECS
+                        ))
+                        .map_err(|e| ApiError::internal(&e))?,
+                    )
+                }
+            };
+            Ok((s, set))
         }
         Err(service::Error::Invalid(m)) if m == service::admins::LOGIN_FAILED => {
-            st.limiter.fail(&keys);
             Err(ApiError::unauthorized(m))
         }
-        Err(e) => Err(e.into()),
+        Err(e) => {
+            // Not a wrong password (no capacity to check it, the store):
+            // the attempt is given back.
+            st.svc.attempt_succeeded(taken).await?;
+            Err(e.into())
+        }
     }
 }
 
 async fn login(
     State(st): State<AppState>,
     ip: auth::ClientIp,
+    headers: axum::http::HeaderMap,
     body: Result<Json<LoginBody>, JsonRejection>,
 ) -> ApiResult<Response> {
     let body = json_body(body)?;
-    let s = do_login(&st, ip.0.as_deref(), &body.name, &body.password).await?;
+    let device = device_of(&headers);
+    let (s, set_device) = do_login(
+        &st,
+        ip.0.as_deref(),
+        device.as_deref(),
+        &body.name,
+        &body.password,
+    )
+    .await?;
     let max_age = (s.expires_at - service::now()).max(0);
     let mut resp = Json(json!({
         "token": s.token,
@@ -310,6 +363,9 @@ async fn login(
     .into_response();
     resp.headers_mut()
         .insert(SET_COOKIE, cookie(&st, &s.token, max_age)?);
+    if let Some(d) = set_device {
+        resp.headers_mut().append(SET_COOKIE, d);
+    }
     resp.headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(resp)

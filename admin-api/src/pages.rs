@@ -1285,19 +1285,24 @@ async fn login_post(
     if !csrf.check(&form) {
         return bad_csrf(lang, &csrf);
     }
+    let device = crate::device_of(&headers);
     match crate::do_login(
         &st,
         ip.0.as_deref(),
+        device.as_deref(),
         &form.text("name"),
         &form.text("password"),
     )
     .await
     {
-        Ok(s) => {
+        Ok((s, set_device)) => {
             let mut r = redirect(&format!("/admin/users{}", lang.q()));
             let max_age = (s.expires_at - service::now()).max(0);
             if let Ok(c) = crate::cookie(&st, &s.token, max_age) {
                 r.headers_mut().insert(SET_COOKIE, c);
+            }
+            if let Some(d) = set_device {
+                r.headers_mut().append(SET_COOKIE, d);
             }
             r
         }

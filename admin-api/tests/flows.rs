@@ -317,8 +317,8 @@ async fn approval_import_activation_and_certificates() {
         )
         .await;
 
-        // Bulk activation: a receipt, a link per user; the birth-date user
-        // needs a code.
+        // Bulk activation: a receipt, a link per user; every user needs a
+        // code (the CPR user too: nothing proves the CPR number yet).
         let (mid, jid) = (mette["id"].as_i64().unwrap(), jens["id"].as_i64().unwrap());
         ok(
             &app,
@@ -349,7 +349,7 @@ async fn approval_import_activation_and_certificates() {
         );
         assert_eq!(
             users.iter().find(|u| u["id"] == mid).unwrap()["needs_code"],
-            false
+            true
         );
         // Resending replaces the link: the first one is dead.
         let again = ok(
@@ -362,6 +362,23 @@ async fn approval_import_activation_and_certificates() {
         )
         .await;
         let mette_link2 = token_of_link(&again);
+        // The link alone does not activate a user known by CPR: the code
+        // is needed, and none matches before an administrator makes one.
+        let (st, v) = call(&app, "post", "/api/v1/activation", None, Some(json!({"token": mette_link2, "password": "Mettes-kode-1", "accept_terms": true}))).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+        assert!(v["error"].as_str().unwrap().contains("activation code"), "{v}");
+        let mcode = ok(
+            &app,
+            StatusCode::OK,
+            "post",
+            &format!("/api/v1/users/{mid}/activation-code"),
+            Some(&ulla),
+            None,
+        )
+        .await["code"]
+            .as_str()
+            .unwrap()
+            .to_string();
         ok(
             &app,
             StatusCode::NOT_FOUND,
@@ -387,7 +404,7 @@ async fn approval_import_activation_and_certificates() {
             "post",
             "/api/v1/activation",
             None,
-            Some(json!({"token": mette_link2, "password": "kort", "accept_terms": true})),
+            Some(json!({"token": mette_link2, "code": mcode, "password": "kort", "accept_terms": true})),
         )
         .await;
         // From a client address, as a socket would give it: the audit trail
@@ -396,7 +413,7 @@ async fn approval_import_activation_and_certificates() {
             "post",
             "/api/v1/activation",
             None,
-            Some(json!({"token": mette_link2, "password": "Mettes-kode-1", "accept_terms": true})),
+            Some(json!({"token": mette_link2, "code": mcode, "password": "Mettes-kode-1", "accept_terms": true})),
         );
         r.extensions_mut()
             .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((
@@ -1350,12 +1367,25 @@ async fn a_link_is_used_once_however_many_race_for_it() {
         .await;
         for (round, u) in r["receipt"]["users"].as_array().unwrap().iter().enumerate() {
             let token = token_of_link(u);
+            let code = ok(
+                &app,
+                StatusCode::OK,
+                "post",
+                &format!("/api/v1/users/{}/activation-code", u["id"]),
+                Some(&anne),
+                None,
+            )
+            .await["code"]
+                .as_str()
+                .unwrap()
+                .to_string();
             let tasks: Vec<_> = (0..8)
                 .map(|_| {
                     let app = app.clone();
                     let token = token.clone();
+                    let code = code.clone();
                     tokio::spawn(async move {
-                        call(&app, "post", "/api/v1/activation", None, Some(json!({"token": token, "password": "Bruger-kode-123", "accept_terms": true}))).await.0
+                        call(&app, "post", "/api/v1/activation", None, Some(json!({"token": token, "code": code, "password": "Bruger-kode-123", "accept_terms": true}))).await.0
                     })
                 })
                 .collect();

@@ -66,11 +66,16 @@ impl Handler for TestHandler {
         }
     }
 
-    async fn authenticate(&self, user: &str, password: &str) -> bool {
+    async fn authenticate(
+        &self,
+        _info: &SessionInfo,
+        user: &str,
+        password: &str,
+    ) -> Result<bool, Reply> {
         self.auth_calls.fetch_add(1, Ordering::SeqCst);
         // A slow check, off the runtime's threads, as a real one would be.
         let ok = user == USER && password == PASSWORD;
-        tokio::task::spawn_blocking(move || ok).await.unwrap()
+        Ok(tokio::task::spawn_blocking(move || ok).await.unwrap())
     }
 
     async fn accept(

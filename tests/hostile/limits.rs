@@ -1,0 +1,717 @@
+//! See tests/hostile.rs. Attempt limits on every secret under parallel
+//! requests (administrator login, activation code, certificate-download
+//! password, SMTP AUTH): the attempts are taken in the store before the
+//! secret is checked, so requests arriving together never check more than
+//! the limit and the right secret is refused afterwards; the lockout
+//! property (an attacker cannot lock the administrator out of their usual
+//! browser); and the memory of `serve` under parallel logins with unknown
+//! names (password hashing bounded). The limiter lives in the store: the
+//! brute-force tests run on SQLite and on PostgreSQL.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::firm;
+use crate::serve::Serve;
+use crate::site::{Site, sites};
+
+const ADMIN: &str = "anna";
+const PASSWORD: &str = "Annas-kodeord-2026";
+const EMPLOYEE_PW: &str = "Mettes-kodeord-2026";
+
+/// Room for the parallel clients of one address (the per-address
+/// connection budgets are not what these tests are about).
+const ROOM: &str = "[http]\nmax_connections_per_address = 1000\nmax_connections = 2000\n\
+                    [outbound]\nmax_connections_per_address = 200\n";
+
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// `name=value` of a Set-Cookie named `name`.
+    fn cookie(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
+            .map(|(_, c)| c.split(';').next().unwrap().to_string())
+            .find(|c| c.starts_with(&format!("{name}=")))
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+/// One HTTP/1.1 request with `Connection: close`, from `from` when given.
+fn http_from(
+    from: Option<Ipv4Addr>,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Answer {
+    let mut s = match from {
+        None => TcpStream::connect(addr).unwrap(),
+        Some(ip) => connect_from(ip, addr),
+    };
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return Answer {
+            status: 0,
+            headers: Vec::new(),
+            body: text,
+        };
+    };
+    let mut lines = head.lines();
+    let status = lines.next().unwrap()[9..12].parse().unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    Answer {
+        status,
+        headers,
+        body: body.to_string(),
+    }
+}
+
+/// A TCP connection to `to` from the local address `from` (loopback has
+/// all of 127.0.0.0/8: many client addresses).
+fn connect_from(from: Ipv4Addr, to: SocketAddr) -> TcpStream {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .unwrap();
+    let s = rt
+        .block_on(async {
+            let sock = tokio::net::TcpSocket::new_v4()?;
+            sock.bind(SocketAddr::new(IpAddr::V4(from), 0))?;
+            sock.connect(to).await?.into_std()
+        })
+        .unwrap();
+    s.set_nonblocking(false).unwrap();
+    s
+}
+
+fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Answer {
+    http_from(None, addr, method, path, headers, body)
+}
+
+fn post_json(addr: SocketAddr, path: &str, bearer: Option<&str>, body: &Value) -> Answer {
+    let auth = bearer.map(|t| format!("Bearer {t}"));
+    let mut h = vec![("Content-Type", "application/json")];
+    if let Some(a) = &auth {
+        h.push(("Authorization", a.as_str()));
+    }
+    http(addr, "POST", path, &h, &body.to_string())
+}
+
+/// `POST /api/v1/login`, with a `Cookie:` header when given.
+fn login(addr: SocketAddr, name: &str, password: &str, cookie: Option<&str>) -> Answer {
+    let body = json!({"name": name, "password": password}).to_string();
+    let mut h = vec![("Content-Type", "application/json")];
+    if let Some(c) = cookie {
+        h.push(("Cookie", c));
+    }
+    http(addr, "POST", "/api/v1/login", &h, &body)
+}
+
+/// `f(0..n)` on `n` threads at once.
+fn parallel<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let start = std::sync::Barrier::new(n);
+    std::thread::scope(|s| {
+        let hs: Vec<_> = (0..n)
+            .map(|i| {
+                let (f, start) = (&f, &start);
+                s.spawn(move || {
+                    start.wait();
+                    f(i)
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+/// A minimal SMTP server that keeps every message: where the admin API's
+/// e-mails (activation and certificate links) go.
+struct Catcher {
+    port: u16,
+    mails: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Catcher {
+    fn start() -> Catcher {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let mails = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let keep = mails.clone();
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                let Ok(c) = c else { break };
+                let keep = keep.clone();
+                std::thread::spawn(move || {
+                    let mut w = c.try_clone().unwrap();
+                    let mut r = BufReader::new(c);
+                    let _ = w.write_all(b"220 catcher\r\n");
+                    let mut data: Option<String> = None;
+                    loop {
+                        let mut line = String::new();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if let Some(d) = data.as_mut() {
+                            if line == ".\r\n" {
+                                keep.lock().unwrap().push(data.take().unwrap());
+                                let _ = w.write_all(b"250 ok\r\n");
+                            } else {
+                                d.push_str(&line);
+                            }
+                            continue;
+                        }
+                        let u = line.to_ascii_uppercase();
+                        let reply: &[u8] = if u.starts_with("EHLO") {
+                            b"250-catcher\r\n250 8BITMIME\r\n"
+                        } else if u.starts_with("DATA") {
+                            data = Some(String::new());
+                            b"354 go on\r\n"
+                        } else if u.starts_with("QUIT") {
+                            let _ = w.write_all(b"221 bye\r\n");
+                            return;
+                        } else {
+                            b"250 ok\r\n"
+                        };
+                        let _ = w.write_all(reply);
+                    }
+                });
+            }
+        });
+        Catcher { port, mails }
+    }
+
+    /// The token of the newest `/kind/TOKEN` link mailed to `to` (quoted-
+    /// printable or base64 parts decoded); waits up to 30 s.
+    fn link(&self, to: &str, kind: &str) -> String {
+        for _ in 0..300 {
+            let mails = self.mails.lock().unwrap().clone();
+            for m in mails.iter().rev().filter(|m| m.contains(to)) {
+                let mut text = m.replace("=\r\n", "");
+                for part in m.split("\r\n\r\n") {
+                    let b64: String = part.split_whitespace().collect();
+                    if let Ok(d) = openssl::base64::decode_block(&b64) {
+                        text.push_str(&String::from_utf8_lossy(&d));
+                    }
+                }
+                let pat = format!("/{kind}/");
+                if let Some(at) = text.find(&pat) {
+                    let rest = &text[at + pat.len()..];
+                    let end = rest
+                        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+                        .unwrap_or(rest.len());
+                    return rest[..end].to_string();
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("no {kind} link mailed to {to}")
+    }
+}
+
+/// The test firm with administrator `anna`, served; the admin API's
+/// e-mails go to `mail` when given.
+fn serving_with(site: &Site, mail: Option<&Catcher>) -> Serve {
+    firm(site);
+    let o = site.run_env(
+        &[
+            "admin",
+            "create",
+            ADMIN,
+            "--role",
+            "org-admin",
+            "--password-env",
+            "PW",
+        ],
+        &[("PW", PASSWORD)],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let relay = mail
+        .map(|c| {
+            format!(
+                "[admin]\nmail_relay = \"127.0.0.1:{}\"\nmail_from = \"post@advokat.test\"\n",
+                c.port
+            )
+        })
+        .unwrap_or_default();
+    Serve::start(site, &format!("{ROOM}{relay}"))
+}
+
+fn serving(site: &Site) -> Serve {
+    serving_with(site, None)
+}
+
+/// The administrator's bearer token.
+fn token(addr: SocketAddr) -> String {
+    let a = login(addr, ADMIN, PASSWORD, None);
+    assert_eq!(a.status, 200, "{}", a.body);
+    a.json()["token"].as_str().unwrap().to_string()
+}
+
+/// Imports `csv` and activates everyone in it: (user id, link token) per
+/// user, in the CSV's order (the links from the e-mails).
+fn import_and_activate(addr: SocketAddr, t: &str, csv: &str, mail: &Catcher) -> Vec<(i64, String)> {
+    let auth = format!("Bearer {t}");
+    let a = http(
+        addr,
+        "POST",
+        "/api/v1/users/import",
+        &[("Content-Type", "text/csv"), ("Authorization", &auth)],
+        csv,
+    );
+    assert_eq!(a.status, 200, "{}", a.body);
+    let users: Vec<(i64, String)> = a.json()["imported"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            (
+                u["id"].as_i64().unwrap(),
+                u["email"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let ids: Vec<i64> = users.iter().map(|u| u.0).collect();
+    let a = post_json(
+        addr,
+        "/api/v1/users/activate",
+        Some(t),
+        &json!({"users": ids, "ident_means": "mitid-app"}),
+    );
+    assert_eq!(a.status, 200, "{}", a.body);
+    users
+        .into_iter()
+        .map(|(id, email)| (id, mail.link(&email, "activate")))
+        .collect()
+}
+
+/// The activation code an administrator reveals.
+fn reveal_code(addr: SocketAddr, t: &str, id: i64) -> String {
+    let a = post_json(
+        addr,
+        &format!("/api/v1/users/{id}/activation-code"),
+        Some(t),
+        &json!({}),
+    );
+    assert_eq!(a.status, 200, "{}", a.body);
+    a.json()["code"].as_str().unwrap().to_string()
+}
+
+/// How many wrong codes or passwords were checked: the audit trail's
+/// `user.wrong_secret` events.
+fn secrets_checked(addr: SocketAddr, t: &str) -> usize {
+    let a = http(
+        addr,
+        "GET",
+        "/api/v1/audit?limit=1000",
+        &[("Authorization", &format!("Bearer {t}"))],
+        "",
+    );
+    assert_eq!(a.status, 200, "{}", a.body);
+    a.json()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "user.wrong_secret")
+        .count()
+}
+
+fn wrong_code(code: &str) -> &'static str {
+    if code == "00000000" {
+        "11111111"
+    } else {
+        "00000000"
+    }
+}
+
+/// 100 wrong logins at once for the administrator's name: at most 5 are
+/// checked (401), the others answer 429 with Retry-After, and the right
+/// password is then refused while the window lasts. (Before: 99 × 401,
+/// then 200.)
+#[test]
+fn parallel_wrong_logins_then_the_right_one_is_refused() {
+    for site in sites() {
+        let serve = serving(&site);
+        let a = serve.http;
+        let got = parallel(100, |i| {
+            login(a, ADMIN, &format!("wrong-{i}-kodeord"), None).status
+        });
+        let checked = got.iter().filter(|s| **s == 401).count();
+        assert!(
+            (1..=5).contains(&checked),
+            "{checked} wrong passwords checked: {got:?}"
+        );
+        assert!(got.iter().all(|s| [401, 429, 503].contains(s)), "{got:?}");
+        let r = login(a, ADMIN, PASSWORD, None);
+        assert_eq!(
+            r.status, 429,
+            "the right password after 100 wrong: {}",
+            r.body
+        );
+        let wait: u64 = r.header("retry-after").unwrap().parse().unwrap();
+        assert!(wait > 0 && wait <= 900, "{wait}");
+        serve.stop();
+    }
+}
+
+/// The lockout property: from one address (everyone behind one TLS proxy),
+/// an attacker's wrong logins for made-up names and for the real name do
+/// not stop the real administrator, whose browser carries the device
+/// cookie of an earlier login; nor does the address limit trip at 5
+/// failures (other people behind the proxy still get their password
+/// checked). (Before: five failures for a made-up name gave the real
+/// administrator 429 for 15 minutes.)
+#[test]
+fn an_attacker_cannot_lock_out_the_administrator() {
+    let site = Site::new(false).unwrap();
+    let serve = serving(&site);
+    let a = serve.http;
+    let first = login(a, ADMIN, PASSWORD, None);
+    assert_eq!(first.status, 200, "{}", first.body);
+    let device = first
+        .cookie("sikkermail_device")
+        .expect("a device cookie after a good login");
+    for i in 0..5 {
+        assert_eq!(
+            login(a, "ghost", &format!("gæt-{i}-kodeord"), None).status,
+            401
+        );
+    }
+    for i in 0..8 {
+        let s = login(a, ADMIN, &format!("gæt-{i}-kodeord"), None).status;
+        assert!(s == 401 || s == 429, "{s}");
+    }
+    // The name is slowed down for clients without the device cookie...
+    assert_eq!(login(a, ADMIN, PASSWORD, None).status, 429);
+    // ...the address is not: another name is still checked.
+    assert_eq!(login(a, "ghost2", "endnu-et-gæt", None).status, 401);
+    // The administrator's usual browser logs in.
+    let r = login(a, ADMIN, PASSWORD, Some(&device));
+    assert_eq!(r.status, 200, "{}", r.body);
+    // A device cookie counts for its own name only.
+    let r = login(a, "ghost", "gæt-igen-kodeord", Some(&device));
+    assert_eq!(r.status, 429, "{}", r.body);
+    serve.stop();
+}
+
+/// 40 wrong activation codes at once: at most 5 are checked, and then the
+/// right code is refused (the link is locked until a new code). A user
+/// known by CPR needs the code too: the link alone does not activate.
+#[test]
+fn parallel_wrong_activation_codes_then_the_right_one_is_refused() {
+    for site in sites() {
+        let mail = Catcher::start();
+        let serve = serving_with(&site, Some(&mail));
+        let a = serve.http;
+        let t = token(a);
+        let users = import_and_activate(
+            a,
+            &t,
+            "Navn;E-mail;CPR;Fødselsdato\n\
+             Jens Jensen;jens@advokat.test;;1970-05-01\n\
+             Mette Madsen;mette@advokat.test;0101701234;\n",
+            &mail,
+        );
+        let (jens, jens_link) = users[0].clone();
+        let code = reveal_code(a, &t, jens);
+        let wrong = wrong_code(&code);
+        let got = parallel(40, |_| {
+            let r = post_json(
+                a,
+                "/api/v1/activation",
+                None,
+                &json!({"token": jens_link, "code": wrong, "password": EMPLOYEE_PW, "accept_terms": true}),
+            );
+            (
+                r.status,
+                r.json()["error"].as_str().unwrap_or("").to_string(),
+            )
+        });
+        let checked = secrets_checked(a, &t);
+        assert!(got.iter().all(|(s, _)| *s == 400), "{got:?}");
+        assert!(
+            (1..=5).contains(&checked),
+            "{checked} codes checked: {got:?}"
+        );
+        let r = post_json(
+            a,
+            "/api/v1/activation",
+            None,
+            &json!({"token": jens_link, "code": code, "password": EMPLOYEE_PW, "accept_terms": true}),
+        );
+        assert_eq!(r.status, 400, "{}", r.body);
+        assert!(r.body.contains("locked"), "{}", r.body);
+
+        // Mette is known by CPR: without the code, her link does nothing.
+        let (mette, mette_link) = users[1].clone();
+        let r = post_json(
+            a,
+            "/api/v1/activation",
+            None,
+            &json!({"token": mette_link, "password": EMPLOYEE_PW, "accept_terms": true}),
+        );
+        assert_eq!(
+            r.status, 400,
+            "the link alone activated a CPR user: {}",
+            r.body
+        );
+        let code = reveal_code(a, &t, mette);
+        let r = post_json(
+            a,
+            "/api/v1/activation",
+            None,
+            &json!({"token": mette_link, "code": code, "password": EMPLOYEE_PW, "accept_terms": true}),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        serve.stop();
+    }
+}
+
+/// 30 wrong certificate-download passwords at once: at most 5 are
+/// checked, and then the right password is refused. (Before: 29 wrong,
+/// then the .p12.)
+#[test]
+fn parallel_wrong_download_passwords_then_the_right_one_is_refused() {
+    for site in sites() {
+        let mail = Catcher::start();
+        let serve = serving_with(&site, Some(&mail));
+        let a = serve.http;
+        let t = token(a);
+        let r = http(
+            a,
+            "PUT",
+            "/api/v1/settings",
+            &[
+                ("Content-Type", "application/json"),
+                ("Authorization", &format!("Bearer {t}")),
+            ],
+            &json!({"allow_user_certificates": true, "allow_private_mitid": false, "allow_access_requests": false}).to_string(),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        let users = import_and_activate(
+            a,
+            &t,
+            "Navn;E-mail;CPR;Fødselsdato\nJens Jensen;jens@advokat.test;;1970-05-01\n",
+            &mail,
+        );
+        let (jens, link) = users[0].clone();
+        let code = reveal_code(a, &t, jens);
+        let r = post_json(
+            a,
+            "/api/v1/activation",
+            None,
+            &json!({"token": link, "code": code, "password": EMPLOYEE_PW, "accept_terms": true}),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        let r = post_json(
+            a,
+            &format!("/api/v1/users/{jens}/certificates"),
+            Some(&t),
+            &json!({}),
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+        let cert_link = mail.link("jens@advokat.test", "certificate");
+        let got = parallel(30, |i| {
+            let r = post_json(
+                a,
+                "/api/v1/certificate-download",
+                None,
+                &json!({"token": cert_link, "password": format!("forkert-{i}-kode"), "accept_terms": true}),
+            );
+            (
+                r.status,
+                r.json()["error"].as_str().unwrap_or("").to_string(),
+            )
+        });
+        let checked = secrets_checked(a, &t);
+        assert!(got.iter().all(|(s, _)| *s == 400), "{got:?}");
+        assert!(
+            (1..=5).contains(&checked),
+            "{checked} passwords checked: {got:?}"
+        );
+        assert!(got.iter().all(|(s, _)| *s != 200), "{got:?}");
+        let r = post_json(
+            a,
+            "/api/v1/certificate-download",
+            None,
+            &json!({"token": cert_link, "password": EMPLOYEE_PW, "accept_terms": true}),
+        );
+        assert_eq!(r.status, 400, "{}", r.body);
+        assert!(r.body.contains("locked"), "{}", r.body);
+        serve.stop();
+    }
+}
+
+/// An SMTP client on the outbound listener: EHLO, STARTTLS, EHLO, then
+/// `AUTH PLAIN`; the reply to AUTH.
+fn smtp_auth(addr: SocketAddr, user: &str, password: &str) -> String {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut w = s;
+    let reply = |r: &mut dyn BufRead| {
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            if r.read_line(&mut line).unwrap_or(0) == 0 {
+                return all;
+            }
+            all.push_str(&line);
+            if line.len() < 4 || line.as_bytes()[3] != b'-' {
+                return all;
+            }
+        }
+    };
+    reply(&mut r);
+    w.write_all(b"EHLO relay.test\r\n").unwrap();
+    reply(&mut r);
+    w.write_all(b"STARTTLS\r\n").unwrap();
+    let st = reply(&mut r);
+    assert!(st.starts_with("220"), "{st}");
+    let mut c = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls()).unwrap();
+    c.set_verify(openssl::ssl::SslVerifyMode::NONE);
+    let tls = c
+        .build()
+        .configure()
+        .unwrap()
+        .verify_hostname(false)
+        .connect("gw.test", w)
+        .unwrap();
+    let mut tls = BufReader::new(tls);
+    tls.get_mut().write_all(b"EHLO relay.test\r\n").unwrap();
+    reply(&mut tls);
+    let plain = openssl::base64::encode_block(format!("\0{user}\0{password}").as_bytes());
+    tls.get_mut()
+        .write_all(format!("AUTH PLAIN {plain}\r\n").as_bytes())
+        .unwrap();
+    let r = reply(&mut tls);
+    let _ = tls.get_mut().write_all(b"QUIT\r\n");
+    r
+}
+
+/// 30 wrong SMTP AUTH passwords at once: at most 5 are checked (535), the
+/// others answer 454 4.7.0, and the right password then gets 454 too.
+/// (Before: no limit at all.)
+#[test]
+fn parallel_wrong_smtp_auth_then_the_right_one_is_refused() {
+    for site in sites() {
+        firm(&site);
+        let pw = "relay-kodeord-der-er-langt";
+        let o = site.run_env(
+            &["smtp-user", "add", "relayuser", "--password-env", "PW"],
+            &[("PW", pw)],
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let serve = Serve::start(&site, ROOM);
+        let got = parallel(30, |i| {
+            smtp_auth(serve.outbound, "relayuser", &format!("forkert-{i}"))
+        });
+        let checked = got.iter().filter(|r| r.starts_with("535")).count();
+        assert!((1..=5).contains(&checked), "{checked} checked: {got:?}");
+        assert!(
+            got.iter()
+                .all(|r| r.starts_with("535") || r.starts_with("454 4.7.0")),
+            "{got:?}"
+        );
+        let r = smtp_auth(serve.outbound, "relayuser", pw);
+        assert!(
+            r.starts_with("454 4.7.0 Temporary authentication failure"),
+            "the right password after 30 wrong: {r}"
+        );
+        serve.stop();
+    }
+}
+
+/// The peak resident memory of a process (kB): `VmHWM` in /proc.
+fn vm_hwm_kb(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// 200 logins at once with unknown names, each from its own address (so
+/// the attempt limits let every one through to the password check): the
+/// password checks run a few at a time (one per core), the rest wait
+/// briefly or answer 503, and serve's peak memory stays far below the
+/// 4.6 GB it reached before. The figure goes to benches/README.md.
+#[test]
+fn parallel_logins_with_unknown_names_keep_memory_bounded() {
+    let site = Site::new(false).unwrap();
+    let serve = serving(&site);
+    let a = serve.http;
+    let pid = serve.child.id();
+    let before = vm_hwm_kb(pid);
+    let got = parallel(200, |i| {
+        let from = Ipv4Addr::new(127, 0, 2 + (i / 250) as u8, 1 + (i % 250) as u8);
+        let body = json!({"name": format!("ukendt{i}"), "password": "et-gæt-kodeord"}).to_string();
+        http_from(
+            Some(from),
+            a,
+            "POST",
+            "/api/v1/login",
+            &[("Content-Type", "application/json")],
+            &body,
+        )
+        .status
+    });
+    let peak = vm_hwm_kb(pid);
+    eprintln!(
+        "serve VmHWM: {} MB before, {} MB after 200 parallel logins with unknown names \
+         ({} x 401, {} x 503)",
+        before / 1024,
+        peak / 1024,
+        got.iter().filter(|s| **s == 401).count(),
+        got.iter().filter(|s| **s == 503).count()
+    );
+    assert!(got.iter().all(|s| [401, 503].contains(s)), "{got:?}");
+    assert!(got.contains(&401), "{got:?}");
+    assert!(
+        peak < 300 * 1024,
+        "serve's peak memory {} MB under 200 parallel logins",
+        peak / 1024
+    );
+    serve.stop();
+}
