@@ -11,6 +11,7 @@
 //!   the lockout property, memory under parallel logins.
 //! - `connections.rs`: connection budgets per address and per listener,
 //!   the DATA deadline, half-open HTTP connections.
+//! - `memory.rs`: message content in transit spooled, not held in memory.
 //! - `web.rs`: the pages' headers, CSRF bound to the session.
 //! - `at_rest.rs`: no queued body or link token readable in the database
 //!   files; file modes.
@@ -29,6 +30,8 @@ mod connections;
 mod headers;
 #[path = "hostile/limits.rs"]
 mod limits;
+#[path = "hostile/memory.rs"]
+mod memory;
 #[path = "hostile/signing.rs"]
 mod signing;
 #[path = "hostile/web.rs"]

@@ -68,6 +68,10 @@ pub struct Gateway {
     pub policy: Arc<Policy>,
     /// This node's name for queue leases.
     pub owner: String,
+    /// KiB of whole messages that may be in memory between the end of their
+    /// DATA and their commit ([`ACCEPT_BUDGET_KIB`]); the rest wait in their
+    /// spool files.
+    pub accept_budget: tokio::sync::Semaphore,
     /// Woken when messages are queued.
     pub wake: Notify,
     crypto: RwLock<Arc<Crypto>>,
@@ -83,6 +87,10 @@ const ACCEPTED_AT_MAX: usize = 100_000;
 
 /// Messages committed together at most (one transaction, one sync).
 const BATCH: usize = 128;
+/// Octets committed together at most (a large message goes alone).
+const BATCH_BYTES: usize = 64 * 1024 * 1024;
+/// KiB of accepted messages in memory at once awaiting their commit.
+pub const ACCEPT_BUDGET_KIB: u32 = 256 * 1024;
 
 impl Gateway {
     /// Builds the state and starts the writer task. Call inside a runtime.
@@ -125,6 +133,7 @@ impl Gateway {
             metrics: Metrics::default(),
             policy,
             owner,
+            accept_budget: tokio::sync::Semaphore::new(ACCEPT_BUDGET_KIB as usize),
             wake: Notify::new(),
             crypto: RwLock::new(Arc::new(crypto)),
             writer: tx,
@@ -229,10 +238,14 @@ impl Gateway {
 
 async fn writer(gw: std::sync::Weak<Gateway>, mut rx: mpsc::Receiver<(Incoming, Reply)>) {
     while let Some(first) = rx.recv().await {
+        let mut bytes = first.0.body.len();
         let mut batch = vec![first];
-        while batch.len() < BATCH {
+        while batch.len() < BATCH && bytes < BATCH_BYTES {
             match rx.try_recv() {
-                Ok(m) => batch.push(m),
+                Ok(m) => {
+                    bytes += m.0.body.len();
+                    batch.push(m);
+                }
                 Err(_) => break,
             }
         }

@@ -261,6 +261,15 @@ impl Running {
         };
         let app = app.map(|(svc, make)| make(svc, &bound));
         let tls = Some(Arc::new(tls_acceptor(cfg)?));
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            let spool = cfg.data_dir.join("spool");
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&spool)
+                .map_err(|e| Error::Start(format!("cannot make {}: {e}", spool.display())))?;
+        }
         let (stop, stop_rx) = watch::channel(false);
         let sessions = Arc::new(Sessions::default());
         let mut tasks = Vec::new();
@@ -365,6 +374,7 @@ fn session_config(
     s.min_data_rate = cfg.inbound.min_data_rate;
     s.data_grace = cfg.inbound.data_grace;
     s.tls = tls;
+    s.spool_dir = Some(Arc::new(cfg.data_dir.join("spool")));
     s
 }
 
@@ -564,8 +574,24 @@ impl Handler for GatewayHandler {
         &self,
         info: &SessionInfo,
         envelope: Envelope,
-        body: Vec<u8>,
+        message: crate::smtp::spool::Received,
     ) -> std::result::Result<String, AcceptError> {
+        // Whole messages in memory at once are bounded: one past the budget
+        // waits (in its spool file) until the ones before are committed.
+        let _budget = self
+            .gw
+            .accept_budget
+            .acquire_many(budget_permits(message.len()))
+            .await
+            .map_err(|_| AcceptError::Temporary("shutting down, try again later".into()))?;
+        let body = tokio::task::spawn_blocking(move || message.into_bytes())
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()))
+            .map_err(|e| {
+                tracing::error!(error = %e, "reading a spooled message failed");
+                AcceptError::Temporary("temporary failure storing the message".into())
+            })?;
         let direction = match self.direction {
             SessionDirection::Inbound => store::queue::Direction::Inbound,
             SessionDirection::Outbound => store::queue::Direction::Outbound,
@@ -641,6 +667,14 @@ impl Handler for GatewayHandler {
     }
 }
 
+/// The accept budget's permits (KiB) for a message of `len` octets: at
+/// most the whole budget, so the largest message still gets in.
+fn budget_permits(len: u64) -> u32 {
+    u32::try_from(len / 1024 + 1)
+        .unwrap_or(u32::MAX)
+        .min(crate::engine::ACCEPT_BUDGET_KIB)
+}
+
 /// ENVID and ORCPT arrive xtext-encoded and may decode to control bytes
 /// (a NUL that PostgreSQL refuses, a CR LF for a DSN header): dropped.
 fn no_controls(s: &str) -> String {
@@ -707,6 +741,7 @@ async fn http_loop(
     };
     let header_timeout = gw.cfg.http_header_timeout;
     let request_timeout = gw.cfg.http_request_timeout;
+    let waiting = Arc::new(Waiting::default());
     let mut stop_accept = stop.clone();
     loop {
         let (stream, peer) = tokio::select! {
@@ -721,7 +756,30 @@ async fn http_loop(
             },
             _ = stop_accept.changed() => return,
         };
-        let slot = match budget.take(peer.ip()) {
+        let mut taken = budget.take(peer.ip());
+        if taken.as_ref().err() == Some(&Full::Listener) {
+            // Full: close the connection that has waited longest for a
+            // request, rather than refuse a client with one to make (many
+            // addresses holding half-open connections would otherwise keep
+            // everyone out until their header timeout).
+            for _ in 0..EVICT_TRIES {
+                if !waiting.evict_oldest() {
+                    break;
+                }
+                gw.metrics.fail("http_waiting_connection_closed");
+                for _ in 0..20 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    taken = budget.take(peer.ip());
+                    if taken.as_ref().err() != Some(&Full::Listener) {
+                        break;
+                    }
+                }
+                if taken.as_ref().err() != Some(&Full::Listener) {
+                    break;
+                }
+            }
+        }
+        let slot = match taken {
             Ok(slot) => slot,
             Err(full) => {
                 let _ = stream.try_write(
@@ -736,15 +794,83 @@ async fn http_loop(
             }
         };
         let _ = stream.set_nodelay(true);
+        let (id, evict) = waiting.add();
         tokio::spawn(http_connection(
             stream,
-            peer,
-            router.clone(),
-            (header_timeout, request_timeout),
+            HttpConn {
+                peer,
+                router: router.clone(),
+                header_timeout,
+                request_timeout,
+                waiting: waiting.clone(),
+                id,
+                evict,
+            },
             stop.clone(),
             slot,
         ));
     }
+}
+
+/// A full HTTP listener closes at most this many waiting connections for
+/// one new one.
+const EVICT_TRIES: usize = 3;
+
+/// The HTTP connections waiting for a request (before their first, or
+/// kept alive between two), oldest connection first, each with the signal
+/// that closes it.
+#[derive(Debug, Default)]
+struct Waiting {
+    next: std::sync::atomic::AtomicU64,
+    conns: Mutex<std::collections::BTreeMap<u64, Arc<Notify>>>,
+}
+
+impl Waiting {
+    /// A new connection, waiting for its first request.
+    fn add(&self) -> (u64, Arc<Notify>) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let evict = Arc::new(Notify::new());
+        self.set(id, Some(&evict));
+        (id, evict)
+    }
+
+    /// `Some`: connection `id` waits for a request; `None`: it is busy with
+    /// one, or gone.
+    fn set(&self, id: u64, evict: Option<&Arc<Notify>>) {
+        let mut g = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        match evict {
+            Some(e) => g.insert(id, e.clone()),
+            None => g.remove(&id),
+        };
+    }
+
+    /// Closes the oldest waiting connection; false when none waits.
+    fn evict_oldest(&self) -> bool {
+        let first = self
+            .conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop_first();
+        match first {
+            Some((_, evict)) => {
+                evict.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// What one HTTP connection's task needs.
+#[derive(Debug)]
+struct HttpConn {
+    peer: SocketAddr,
+    router: axum::Router,
+    header_timeout: Duration,
+    request_timeout: Duration,
+    waiting: Arc<Waiting>,
+    id: u64,
+    evict: Arc<Notify>,
 }
 
 /// Serves one HTTP/1.1 connection. Handlers read the client's address as
@@ -752,19 +878,31 @@ async fn http_loop(
 /// `into_make_service_with_connect_info`.
 async fn http_connection(
     stream: tokio::net::TcpStream,
-    peer: SocketAddr,
-    router: axum::Router,
-    (header_timeout, request_timeout): (Duration, Duration),
+    c: HttpConn,
     mut stop: watch::Receiver<bool>,
     slot: Slot,
 ) {
+    let HttpConn {
+        peer,
+        router,
+        header_timeout,
+        request_timeout,
+        waiting,
+        id,
+        evict,
+    } = c;
+    let (w, e) = (waiting.clone(), evict.clone());
     let service =
         hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
             req.extensions_mut()
                 .insert(axum::extract::ConnectInfo(peer));
             let mut router = router.clone();
             let answer = tower_service::Service::call(&mut router, req);
+            // Busy until the answer is made; then waiting again.
+            w.set(id, None);
+            let (w, e) = (w.clone(), e.clone());
             async move {
+                let _waiting_again = WaitingAgain(&w, id, &e);
                 // The handler reads the body: a body trickled in cannot
                 // hold the connection longer than this.
                 match tokio::time::timeout(request_timeout, answer).await {
@@ -799,12 +937,25 @@ async fn http_connection(
                 tracing::debug!(%peer, error = %e, "HTTP connection ended");
             }
         }
+        () = evict.notified() => {
+            tracing::debug!(%peer, "HTTP connection closed for a new one");
+        }
         () = stopping => {
             conn.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(Duration::from_secs(5), conn.as_mut()).await;
         }
     }
+    waiting.set(id, None);
     drop(slot);
+}
+
+/// Marks a connection waiting again when its answer is made (or dropped).
+struct WaitingAgain<'a>(&'a Waiting, u64, &'a Arc<Notify>);
+
+impl Drop for WaitingAgain<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.1, Some(self.2));
+    }
 }
 
 /// 408, and the connection is not kept.

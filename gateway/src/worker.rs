@@ -84,7 +84,9 @@ async fn renew_lease(gw: Arc<Gateway>, id: i64, owner: String) {
     }
 }
 
-async fn work(gw: &Arc<Gateway>, m: ClaimedMessage, owner: &str) {
+async fn work(gw: &Arc<Gateway>, mut m: ClaimedMessage, owner: &str) {
+    // Shared with the blocking threads that process it, never copied.
+    let body = Arc::new(std::mem::take(&mut m.body));
     let now = store::now();
     let expired = now - m.received_at > gw.cfg.max_age.as_secs() as i64;
     let results = if expired {
@@ -101,17 +103,21 @@ async fn work(gw: &Arc<Gateway>, m: ClaimedMessage, owner: &str) {
             .collect()
     } else {
         match m.direction {
-            Direction::Inbound => inbound_attempt(gw, &m).await,
-            Direction::Outbound => outbound_attempt(gw, &m).await,
+            Direction::Inbound => inbound_attempt(gw, &m, &body).await,
+            Direction::Outbound => outbound_attempt(gw, &m, &body).await,
         }
     };
-    finish(gw, &m, results, owner).await;
+    finish(gw, &m, &body, results, owner).await;
     gw.forget(m.id);
 }
 
-async fn inbound_attempt(gw: &Arc<Gateway>, m: &ClaimedMessage) -> Vec<RcptResult> {
+async fn inbound_attempt(
+    gw: &Arc<Gateway>,
+    m: &ClaimedMessage,
+    body: &Arc<Vec<u8>>,
+) -> Vec<RcptResult> {
     let run = |crypto: Arc<crate::engine::Crypto>| {
-        let body = m.body.clone();
+        let body = Arc::clone(body);
         tokio::task::spawn_blocking(move || {
             inbound::process(
                 &body,
@@ -189,7 +195,11 @@ async fn inbound_attempt(gw: &Arc<Gateway>, m: &ClaimedMessage) -> Vec<RcptResul
     results
 }
 
-async fn outbound_attempt(gw: &Arc<Gateway>, m: &ClaimedMessage) -> Vec<RcptResult> {
+async fn outbound_attempt(
+    gw: &Arc<Gateway>,
+    m: &ClaimedMessage,
+    body: &Arc<Vec<u8>>,
+) -> Vec<RcptResult> {
     let addrs: Vec<String> = m.recipients.iter().map(|r| r.address.clone()).collect();
     let mut certs = std::collections::HashMap::new();
     for a in &addrs {
@@ -204,7 +214,7 @@ async fn outbound_attempt(gw: &Arc<Gateway>, m: &ClaimedMessage) -> Vec<RcptResu
     }
     let crypto = gw.crypto();
     let gw2 = gw.clone();
-    let body = m.body.clone();
+    let body = Arc::clone(body);
     let from = m.mail_from.clone();
     let a2 = addrs.clone();
     let plan = tokio::task::spawn_blocking(move || {
@@ -421,7 +431,13 @@ fn defer_all(m: &ClaimedMessage, why: &str) -> Vec<RcptResult> {
 
 /// Records the attempt, and queues a DSN for the recipients that failed
 /// for good, in one transaction.
-async fn finish(gw: &Arc<Gateway>, m: &ClaimedMessage, results: Vec<RcptResult>, owner: &str) {
+async fn finish(
+    gw: &Arc<Gateway>,
+    m: &ClaimedMessage,
+    body: &[u8],
+    results: Vec<RcptResult>,
+    owner: &str,
+) {
     let now = store::now();
     // Exponential backoff from `retry_base`, doubling, at most an hour.
     let base = gw.cfg.retry_base.as_secs().max(1) as i64;
@@ -441,7 +457,7 @@ async fn finish(gw: &Arc<Gateway>, m: &ClaimedMessage, results: Vec<RcptResult>,
     let bounce = if m.mail_from.is_empty() || failed.is_empty() {
         None
     } else {
-        Some(make_dsn(gw, m, &failed))
+        Some(make_dsn(gw, m, body, &failed))
     };
     let note = results.iter().find_map(|r| match &r.outcome {
         Outcome::Quarantined(why) => Some(format!("quarantined: {why}")),
@@ -520,6 +536,7 @@ async fn finish(gw: &Arc<Gateway>, m: &ClaimedMessage, results: Vec<RcptResult>,
 fn make_dsn(
     gw: &Gateway,
     m: &ClaimedMessage,
+    body: &[u8],
     failed: &[(&store::queue::QueuedRecipient, String)],
 ) -> Vec<u8> {
     let postmaster = format!("MAILER-DAEMON@{}", gw.cfg.hostname);
@@ -549,7 +566,7 @@ fn make_dsn(
         arrival_date: m.received_at,
         recipients,
         explanation: &explanation,
-        original: &m.body,
+        original: body,
         // Inbound mail came from anyone and its bounce goes to whatever its
         // MAIL FROM claims: its headers only, whatever RET asked for, so a
         // bounce never carries an outsider's text to a third party.

@@ -13,7 +13,11 @@ use policies::{Policy, Revocation};
 use service::MailKeys;
 use smime::{Error as SmimeError, LayerReport, SignatureReport, TrustStore};
 
-use super::headers::{canonical, is_sikkermail_field, prepend_fields, strip_fields};
+use std::borrow::Cow;
+
+use super::headers::{
+    canonical, canonical_stripped, is_sikkermail_field, prepend_fields, strip_fields,
+};
 use crate::revocation::{Fetcher, Verdict};
 
 /// What inbound processing found.
@@ -48,7 +52,8 @@ pub fn process(
 ) -> InboundResult {
     // Queued mail is canonical already; a message fetched over IMAP is
     // made so here.
-    let clean = strip_fields(&canonical(raw), is_sikkermail_field);
+    let canon = canonical(raw);
+    let clean = strip_fields(&canon, is_sikkermail_field);
     let rule = rules.signer_rule(sender_address(&clean).as_deref().unwrap_or(""));
     let required;
     let trust = match rule.revocation {
@@ -102,9 +107,9 @@ pub fn process(
             // outside.
             // Decrypted content is canonicalised first: a bare CR inside
             // the encryption must not become a line after the stripper.
-            strip_fields(&canonical(&opened.message), is_sikkermail_field)
+            Cow::Owned(canonical_stripped(opened.message))
         }
-        Err(SmimeError::NotSmime { .. }) => clean.clone(),
+        Err(SmimeError::NotSmime { .. }) => clean,
         // A multipart/mixed whose encrypted parts are for keys we do not
         // hold (an encrypted message forwarded as an attachment): the
         // message itself is not encrypted to us; delivered as received,
@@ -116,13 +121,13 @@ pub fn process(
                 "X-Sikkermail-Error",
                 format!("an encrypted part was left as it is: {e}"),
             ));
-            clean.clone()
+            clean
         }
         Err(e) => {
             let why = e.to_string();
             info.push(("X-Sikkermail-Error", format!("not decrypted: {why}")));
             undecryptable = Some(why);
-            clean.clone()
+            clean
         }
     };
     // Signatures inside (or without) the encryption: verified for the

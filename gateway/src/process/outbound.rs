@@ -74,7 +74,8 @@ pub fn plan(
     certs_for: &dyn Fn(&str) -> Vec<RecipientCert>,
     now: i64,
 ) -> Plan {
-    let clean = strip_fields(&canonical(raw), is_sikkermail_field);
+    let canon = canonical(raw);
+    let clean = strip_fields(&canon, is_sikkermail_field);
     let subject = field(&clean, "subject")
         .map(|s| decode_words(&s))
         .unwrap_or_default();
@@ -132,7 +133,7 @@ pub fn plan(
     for (t, (idx, certs)) in groups {
         let mut msg = match &t.subject {
             Some(s) => replace_subject(&clean, s),
-            None => clean.clone(),
+            None => clean.to_vec(),
         };
         let mut signed_by = None;
         // A bounce (`<>`) is never signed with a person's or the

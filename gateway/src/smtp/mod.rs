@@ -16,6 +16,7 @@ pub mod receiver;
 pub mod reply;
 pub mod request;
 pub mod session;
+pub mod spool;
 
 pub use address::{Address, ForwardPath, ReversePath};
 pub use error::ParseError;

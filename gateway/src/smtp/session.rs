@@ -97,6 +97,10 @@ pub struct SessionConfig {
     pub tls: Option<Arc<SslAcceptor>>,
     /// `AUTH` is offered and accepted only inside TLS. Default `true`.
     pub require_tls_for_auth: bool,
+    /// Where message content past [`super::spool::SPILL_AT`] octets goes
+    /// while it arrives (encrypted, unnamed files); `None`: it stays in
+    /// memory. Default `None`.
+    pub spool_dir: Option<Arc<std::path::PathBuf>>,
 }
 
 impl SessionConfig {
@@ -115,6 +119,7 @@ impl SessionConfig {
             data_grace: Duration::from_secs(30),
             tls: None,
             require_tls_for_auth: true,
+            spool_dir: None,
         }
     }
 }
@@ -133,6 +138,7 @@ impl fmt::Debug for SessionConfig {
             .field("data_grace", &self.data_grace)
             .field("tls", &self.tls.is_some())
             .field("require_tls_for_auth", &self.require_tls_for_auth)
+            .field("spool_dir", &self.spool_dir)
             .finish()
     }
 }
@@ -231,15 +237,17 @@ pub trait Handler: Send + Sync {
         password: &str,
     ) -> impl Future<Output = Result<bool, Reply>> + Send;
 
-    /// The message was received completely (body has a Received: header
-    /// prepended by the session). Returns the queue id, which goes into
+    /// The message was received completely: its content (spooled, see
+    /// [`super::spool`]) and the `Received:` field the session prepends
+    /// ([`super::spool::Received::into_bytes`] makes the whole message).
+    /// Returns the queue id, which goes into
     /// the 250 text. Must have made the message durable before returning
     /// Ok.
     fn accept(
         &self,
         info: &SessionInfo,
         envelope: Envelope,
-        body: Vec<u8>,
+        message: super::spool::Received,
     ) -> impl Future<Output = Result<String, AcceptError>> + Send;
 }
 

@@ -82,11 +82,12 @@ impl Handler for TestHandler {
         &self,
         info: &SessionInfo,
         envelope: Envelope,
-        body: Vec<u8>,
+        message: gateway::smtp::spool::Received,
     ) -> Result<String, AcceptError> {
         if let Some(e) = self.fail_next.lock().unwrap().take() {
             return Err(e);
         }
+        let body = message.into_bytes().unwrap();
         let mut accepted = self.accepted.lock().unwrap();
         accepted.push(Accepted {
             info: info.clone(),
@@ -202,17 +203,17 @@ impl Transcript {
         s.flush().await.unwrap();
     }
 
-    /// Writes `bytes` one octet per write, yielding in between so the
-    /// session sees them one at a time.
-    pub async fn send_bytewise(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.send(std::slice::from_ref(b)).await;
     /// Writes `bytes`; false when the server has closed the connection.
     pub async fn try_send(&mut self, bytes: &[u8]) -> bool {
         let s = self.stream();
         s.write_all(bytes).await.is_ok() && s.flush().await.is_ok()
     }
 
+    /// Writes `bytes` one octet per write, yielding in between so the
+    /// session sees them one at a time.
+    pub async fn send_bytewise(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.send(std::slice::from_ref(b)).await;
             tokio::task::yield_now().await;
         }
     }

@@ -16,6 +16,7 @@ use crate::smtp::params::{Body, MailParams, RcptParams};
 use crate::smtp::receiver::{Event, Receiver};
 use crate::smtp::reply::{EnhancedCode, Reply};
 use crate::smtp::request::Request;
+use crate::smtp::spool::{Received, Spool};
 
 /// What the I/O loop does next.
 #[derive(Debug)]
@@ -34,7 +35,10 @@ struct Transaction {
     from: String,
     params: MailParams,
     recipients: Vec<(String, RcptParams)>,
-    body: Vec<u8>,
+    body: Spool,
+    /// Storing the body failed (the spool's disk): the message is refused
+    /// with a temporary error at its end.
+    spool_failed: bool,
     /// The body is coming in `BDAT` chunks (`DATA` is then refused).
     bdat: bool,
 }
@@ -336,8 +340,11 @@ impl<'a, H: Handler> Session<'a, H> {
             Event::DataChunk(bytes) => {
                 if (self.in_data || matches!(self.chunk, Some(Chunk::Keep { .. })))
                     && let Some(tx) = &mut self.tx
+                    && !tx.spool_failed
+                    && let Err(e) = tx.body.push(&bytes)
                 {
-                    tx.body.extend_from_slice(&bytes);
+                    tracing::error!(peer = %self.info.peer, error = %e, "spooling a message failed");
+                    tx.spool_failed = true;
                 }
                 Flow::Continue
             }
@@ -506,7 +513,8 @@ impl<'a, H: Handler> Session<'a, H> {
             from,
             params,
             recipients: Vec::new(),
-            body: Vec::new(),
+            body: Spool::new(self.config.spool_dir.clone()),
+            spool_failed: false,
             bdat: false,
         });
         self.say(250, code(2, 1, 0), "Ok");
@@ -585,7 +593,7 @@ impl<'a, H: Handler> Session<'a, H> {
                 Some(tx) if tx.recipients.is_empty() => {
                     refuse(Reply::new(554, code(5, 5, 1), "No valid recipients"), true)
                 }
-                Some(tx) if (tx.body.len() as u64).saturating_add(size) > max => refuse(
+                Some(tx) if tx.body.len().saturating_add(size) > max => refuse(
                     Reply::new(
                         552,
                         code(5, 3, 4),
@@ -651,17 +659,27 @@ impl<'a, H: Handler> Session<'a, H> {
         if let Err(reason) = self.flush(io).await {
             return Flow::End(reason);
         }
+        if tx.spool_failed {
+            self.say(
+                451,
+                code(4, 3, 0),
+                "Temporary failure storing the message, try again later",
+            );
+            return Flow::Continue;
+        }
         let id = received::unique_id();
-        let mut body = received::header(
-            self.info.helo.as_deref().unwrap_or("unknown"),
-            self.info.peer.ip(),
-            &self.config.hostname,
-            self.protocol(),
-            &id,
-        )
-        .into_bytes();
-        body.extend_from_slice(&tx.body);
-        let size = body.len();
+        let message = Received {
+            trace: received::header(
+                self.info.helo.as_deref().unwrap_or("unknown"),
+                self.info.peer.ip(),
+                &self.config.hostname,
+                self.protocol(),
+                &id,
+            )
+            .into_bytes(),
+            content: tx.body,
+        };
+        let size = message.len();
         let envelope = Envelope {
             mail_from: tx.from,
             body_8bit: tx.params.body == Some(Body::EightBitMime),
@@ -670,7 +688,7 @@ impl<'a, H: Handler> Session<'a, H> {
             recipients: tx.recipients,
         };
         let recipients = envelope.recipients.len();
-        match self.handler.accept(&self.info, envelope, body).await {
+        match self.handler.accept(&self.info, envelope, message).await {
             Ok(queue_id) => {
                 self.messages += 1;
                 self.errors = 0;
