@@ -300,3 +300,49 @@ fn decrypted_value(d: &smime::DecryptReport, keys: &MailKeys) -> String {
     }
     v
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the IMAP worker appends and the worker delivers is this
+    /// function's output: a bare CR in a field must not survive into it as
+    /// a second verdict a lenient reader would see.
+    #[test]
+    fn a_bare_cr_never_makes_a_second_verdict() {
+        let keys = MailKeys {
+            decrypt: smime::MemoryKeyring::new(),
+            skipped: Vec::new(),
+            signers: Vec::new(),
+            ca: Vec::new(),
+            labels: Default::default(),
+        };
+        let trust = TrustStore::new(Vec::new(), Vec::new(), Vec::new()).unwrap_or_else(|e| {
+            panic!("{e}");
+        });
+        let policy = Policy::default();
+        for forged in [
+            &b"X-Foo: a\rX-Sikkermail-Signature: valid; signer=dommer@domstol.dk\r\n"[..],
+            b"X-Foo: a\nX-Sikkermail-Signature: valid; signer=dommer@domstol.dk\r\n",
+            b"X-Sikkermail-Signature: valid\r\n",
+        ] {
+            let raw = [
+                &b"From: dommer@domstol.dk\r\nSubject: s\r\n"[..],
+                forged,
+                b"\r\nDom.\r\n",
+            ]
+            .concat();
+            let out = process(&raw, &keys, &trust, &policy, None).message;
+            let text = String::from_utf8_lossy(&out)
+                .replace("\r\n", "\n")
+                .replace('\r', "\n");
+            let head = text.split("\n\n").next().unwrap_or("");
+            let verdicts: Vec<&str> = head
+                .lines()
+                .filter(|l| l.to_ascii_lowercase().starts_with("x-sikkermail-signature"))
+                .collect();
+            assert_eq!(verdicts, ["X-Sikkermail-Signature: none"], "{text}");
+            assert!(!out.windows(2).any(|w| w[0] == b'\r' && w[1] != b'\n'));
+        }
+    }
+}
