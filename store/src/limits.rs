@@ -148,10 +148,18 @@ impl Tx<'_> {
 
     /// Forgets windows that ended before `now`; how many.
     pub async fn limits_purge(&mut self, now: i64) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM attempt_limits WHERE window_end <= $1")
-            .bind(now)
-            .execute(&mut *self.tx)
-            .await?;
+        // On PostgreSQL the purge skips rows a take holds (and so never
+        // waits for one): takes and a purge cannot wait for each other in
+        // a cycle. SQLite orders all writers anyway.
+        let sql = match self.store.backend {
+            crate::Backend::Postgres => {
+                "DELETE FROM attempt_limits WHERE (scope, lkey) IN \
+                 (SELECT scope, lkey FROM attempt_limits WHERE window_end <= $1 \
+                  FOR UPDATE SKIP LOCKED)"
+            }
+            crate::Backend::Sqlite => "DELETE FROM attempt_limits WHERE window_end <= $1",
+        };
+        let done = sqlx::query(sql).bind(now).execute(&mut *self.tx).await?;
         let devices = sqlx::query("DELETE FROM admin_devices WHERE expires_at <= $1")
             .bind(now)
             .execute(&mut *self.tx)
