@@ -13,6 +13,8 @@
 //!   the DATA deadline, half-open HTTP connections.
 //! - `memory.rs`: message content in transit spooled, not held in memory.
 //! - `web.rs`: the pages' headers, CSRF bound to the session.
+//! - `held.rs`: what was refused already (SMTP smuggling, relaying), kept
+//!   under the suite so it stays refused.
 //! - `at_rest.rs`: no queued body or link token readable in the database
 //!   files; file modes.
 
@@ -28,6 +30,8 @@ mod at_rest;
 mod connections;
 #[path = "hostile/headers.rs"]
 mod headers;
+#[path = "hostile/held.rs"]
+mod held;
 #[path = "hostile/limits.rs"]
 mod limits;
 #[path = "hostile/memory.rs"]
