@@ -1306,14 +1306,24 @@ async fn login_post(
             }
             r
         }
-        Err(e) => page(
-            lang,
-            lang.t("Log ind", "Log in"),
-            false,
-            &login_body(lang, &csrf, Some(&e.message)),
-            e.status,
-            &csrf,
-        ),
+        Err(e) => {
+            let mut r = page(
+                lang,
+                lang.t("Log ind", "Log in"),
+                false,
+                &login_body(lang, &csrf, Some(&e.message)),
+                e.status,
+                &csrf,
+            );
+            // Slow down (429) or busy (503): when to try again.
+            if let Some(s) = e.retry_after {
+                r.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from(s),
+                );
+            }
+            r
+        }
     }
 }
 

@@ -422,8 +422,25 @@ fn an_attacker_cannot_lock_out_the_administrator() {
         let s = login(a, ADMIN, &format!("gæt-{i}-kodeord"), None).status;
         assert!(s == 401 || s == 429, "{s}");
     }
-    // The name is slowed down for clients without the device cookie...
+    // The name is slowed down for clients without the device cookie (the
+    // API and the login page alike, with when to try again)...
     assert_eq!(login(a, ADMIN, PASSWORD, None).status, 429);
+    let form = http(a, "GET", "/admin/login", &[], "");
+    let pre = form.cookie("sikkermail_csrf").unwrap();
+    let field = form.body.split("name=\"csrf\" value=\"").nth(1).unwrap();
+    let field = &field[..field.find('"').unwrap()];
+    let page = http(
+        a,
+        "POST",
+        "/admin/login",
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Cookie", pre.as_str()),
+        ],
+        &format!("csrf={field}&name={ADMIN}&password={PASSWORD}"),
+    );
+    assert_eq!(page.status, 429, "{}", page.body);
+    assert!(page.header("retry-after").is_some());
     // ...the address is not: another name is still checked.
     assert_eq!(login(a, "ghost2", "endnu-et-gæt", None).status, 401);
     // The administrator's usual browser logs in.
