@@ -60,6 +60,8 @@ struct Budget {
     max: usize,
     per_address: usize,
     open: Mutex<(usize, HashMap<IpAddr, usize>)>,
+    /// A slot was given back.
+    freed: Notify,
 }
 
 /// Why [`Budget::take`] refused.
@@ -84,6 +86,7 @@ impl Budget {
             max,
             per_address,
             open: Mutex::new((0, HashMap::new())),
+            freed: Notify::new(),
         })
     }
 
@@ -92,13 +95,13 @@ impl Budget {
         let key = address_key(ip);
         let mut g = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let (total, by_address) = &mut *g;
+        if by_address.get(&key).is_some_and(|n| *n >= self.per_address) {
+            return Err(Full::Address);
+        }
         if *total >= self.max {
             return Err(Full::Listener);
         }
         let n = by_address.entry(key).or_insert(0);
-        if *n >= self.per_address {
-            return Err(Full::Address);
-        }
         *n += 1;
         *total += 1;
         Ok(Slot {
@@ -119,6 +122,8 @@ impl Drop for Slot {
                 by_address.remove(&self.key);
             }
         }
+        drop(g);
+        self.budget.freed.notify_one();
     }
 }
 
@@ -767,10 +772,15 @@ async fn http_loop(
                     break;
                 }
                 gw.metrics.fail("http_waiting_connection_closed");
-                for _ in 0..20 {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
+                // Its slot comes back as soon as its task has run.
+                let until = tokio::time::Instant::now() + Duration::from_millis(100);
+                loop {
                     taken = budget.take(peer.ip());
-                    if taken.as_ref().err() != Some(&Full::Listener) {
+                    if taken.as_ref().err() != Some(&Full::Listener)
+                        || tokio::time::timeout_at(until, budget.freed.notified())
+                            .await
+                            .is_err()
+                    {
                         break;
                     }
                 }
@@ -919,30 +929,34 @@ async fn http_connection(
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(header_timeout)
         .keep_alive(true);
-    let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-    tokio::pin!(conn);
-    let stopping = async {
-        loop {
-            if *stop.borrow_and_update() {
-                return;
+    // In a block: the connection, and an answer in hand, are dropped before
+    // the connection is taken off the waiting list.
+    {
+        let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+        tokio::pin!(conn);
+        let stopping = async {
+            loop {
+                if *stop.borrow_and_update() {
+                    return;
+                }
+                if stop.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
             }
-            if stop.changed().await.is_err() {
-                std::future::pending::<()>().await;
+        };
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(%peer, error = %e, "HTTP connection ended");
+                }
             }
-        }
-    };
-    tokio::select! {
-        r = conn.as_mut() => {
-            if let Err(e) = r {
-                tracing::debug!(%peer, error = %e, "HTTP connection ended");
+            () = evict.notified() => {
+                tracing::debug!(%peer, "HTTP connection closed for a new one");
             }
-        }
-        () = evict.notified() => {
-            tracing::debug!(%peer, "HTTP connection closed for a new one");
-        }
-        () = stopping => {
-            conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(Duration::from_secs(5), conn.as_mut()).await;
+            () = stopping => {
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(Duration::from_secs(5), conn.as_mut()).await;
+            }
         }
     }
     waiting.set(id, None);
@@ -1099,7 +1113,8 @@ mod tests {
     use super::*;
 
     fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+        s.parse()
+            .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
     }
 
     #[test]

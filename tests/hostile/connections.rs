@@ -287,11 +287,15 @@ fn a_message_trickled_slower_than_the_minimum_rate_is_cut_off() {
 
 /// The issue's attack on the HTTP listener, scaled down: half-open
 /// requests (a header never finished) from ten addresses, more than the
-/// per-address limit from each. Extra ones are refused at once; the rest
-/// are closed by the server after `header_timeout`; meanwhile /healthz
-/// answers and both SMTP listeners greet. A kept-alive connection waiting
-/// for its next request is closed the same way. Before the fix every
-/// half-open connection stayed open.
+/// per-address limit from each, more than the listener's total of 30.
+/// Extra ones from an address are refused at once; when the listener is
+/// full, a new connection closes the one that has waited longest for a
+/// request; the rest are closed by the server after `header_timeout`;
+/// meanwhile /healthz answers (its connection too gets a slot) and both
+/// SMTP listeners greet. A kept-alive connection waiting for its next
+/// request is closed the same way, and a body trickled in gets 408 after
+/// `request_timeout`. Before the fix every half-open connection stayed
+/// open.
 #[test]
 fn half_open_http_connections_are_bounded_and_closed() {
     let site = Site::new(false).unwrap();
@@ -300,7 +304,7 @@ fn half_open_http_connections_are_bounded_and_closed() {
         &site,
         &format!(
             "{DOMAINS}[http]\nheader_timeout = \"2s\"\nrequest_timeout = \"3s\"\n\
-             max_connections_per_address = 5\nmax_connections = 100\n"
+             max_connections_per_address = 5\nmax_connections = 30\n"
         ),
     );
     let rt = runtime();
@@ -321,15 +325,19 @@ fn half_open_http_connections_are_bounded_and_closed() {
         "80 half-open HTTP connections: fds {fds_before} -> {fds_during}, \
          RSS {rss_before} -> {rss_during} kB"
     );
-    // Ten addresses, five each at most.
+    // Thirty at most, whatever the addresses.
     assert!(
-        fds_during <= fds_before + 50 + 5,
+        fds_during <= fds_before + 30 + 5,
         "{fds_before} -> {fds_during}"
     );
 
     // During the attack: health, and SMTP on both listeners.
     let other = Ipv4Addr::new(127, 0, 5, 1);
     assert_eq!(http_status(&rt, other, serve.http, "/healthz"), 200);
+    assert!(
+        serve.metric("sikkermail_failures_total{reason=\"http_waiting_connection_closed\"}")
+            >= 20.0
+    );
     for addr in [serve.inbound, serve.outbound] {
         let l = first_line(&mut connect_from(&rt, other, addr));
         assert!(l.starts_with("220 "), "{addr}: {l:?}");
