@@ -98,6 +98,9 @@ impl Service {
     /// [`Error::TooMany`] when one key is used up (nothing is taken then).
     /// Keys are case-folded.
     pub async fn attempt(&self, keys: &[(Rule, &str)]) -> Result<Taken> {
+        if keys.is_empty() {
+            return Ok(Taken::default());
+        }
         let now = crate::now();
         let lk: Vec<LimitKey> = keys
             .iter()
