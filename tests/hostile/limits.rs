@@ -404,52 +404,53 @@ fn parallel_wrong_logins_then_the_right_one_is_refused() {
 /// administrator 429 for 15 minutes.)
 #[test]
 fn an_attacker_cannot_lock_out_the_administrator() {
-    let site = Site::new(false).unwrap();
-    let serve = serving(&site);
-    let a = serve.http;
-    let first = login(a, ADMIN, PASSWORD, None);
-    assert_eq!(first.status, 200, "{}", first.body);
-    let device = first
-        .cookie("sikkermail_device")
-        .expect("a device cookie after a good login");
-    for i in 0..5 {
-        assert_eq!(
-            login(a, "ghost", &format!("gæt-{i}-kodeord"), None).status,
-            401
+    for site in sites() {
+        let serve = serving(&site);
+        let a = serve.http;
+        let first = login(a, ADMIN, PASSWORD, None);
+        assert_eq!(first.status, 200, "{}", first.body);
+        let device = first
+            .cookie("sikkermail_device")
+            .expect("a device cookie after a good login");
+        for i in 0..5 {
+            assert_eq!(
+                login(a, "ghost", &format!("gæt-{i}-kodeord"), None).status,
+                401
+            );
+        }
+        for i in 0..8 {
+            let s = login(a, ADMIN, &format!("gæt-{i}-kodeord"), None).status;
+            assert!(s == 401 || s == 429, "{s}");
+        }
+        // The name is slowed down for clients without the device cookie (the
+        // API and the login page alike, with when to try again)...
+        assert_eq!(login(a, ADMIN, PASSWORD, None).status, 429);
+        let form = http(a, "GET", "/admin/login", &[], "");
+        let pre = form.cookie("sikkermail_csrf").unwrap();
+        let field = form.body.split("name=\"csrf\" value=\"").nth(1).unwrap();
+        let field = &field[..field.find('"').unwrap()];
+        let page = http(
+            a,
+            "POST",
+            "/admin/login",
+            &[
+                ("Content-Type", "application/x-www-form-urlencoded"),
+                ("Cookie", pre.as_str()),
+            ],
+            &format!("csrf={field}&name={ADMIN}&password={PASSWORD}"),
         );
+        assert_eq!(page.status, 429, "{}", page.body);
+        assert!(page.header("retry-after").is_some());
+        // ...the address is not: another name is still checked.
+        assert_eq!(login(a, "ghost2", "endnu-et-gæt", None).status, 401);
+        // The administrator's usual browser logs in.
+        let r = login(a, ADMIN, PASSWORD, Some(&device));
+        assert_eq!(r.status, 200, "{}", r.body);
+        // A device cookie counts for its own name only.
+        let r = login(a, "ghost", "gæt-igen-kodeord", Some(&device));
+        assert_eq!(r.status, 429, "{}", r.body);
+        serve.stop();
     }
-    for i in 0..8 {
-        let s = login(a, ADMIN, &format!("gæt-{i}-kodeord"), None).status;
-        assert!(s == 401 || s == 429, "{s}");
-    }
-    // The name is slowed down for clients without the device cookie (the
-    // API and the login page alike, with when to try again)...
-    assert_eq!(login(a, ADMIN, PASSWORD, None).status, 429);
-    let form = http(a, "GET", "/admin/login", &[], "");
-    let pre = form.cookie("sikkermail_csrf").unwrap();
-    let field = form.body.split("name=\"csrf\" value=\"").nth(1).unwrap();
-    let field = &field[..field.find('"').unwrap()];
-    let page = http(
-        a,
-        "POST",
-        "/admin/login",
-        &[
-            ("Content-Type", "application/x-www-form-urlencoded"),
-            ("Cookie", pre.as_str()),
-        ],
-        &format!("csrf={field}&name={ADMIN}&password={PASSWORD}"),
-    );
-    assert_eq!(page.status, 429, "{}", page.body);
-    assert!(page.header("retry-after").is_some());
-    // ...the address is not: another name is still checked.
-    assert_eq!(login(a, "ghost2", "endnu-et-gæt", None).status, 401);
-    // The administrator's usual browser logs in.
-    let r = login(a, ADMIN, PASSWORD, Some(&device));
-    assert_eq!(r.status, 200, "{}", r.body);
-    // A device cookie counts for its own name only.
-    let r = login(a, "ghost", "gæt-igen-kodeord", Some(&device));
-    assert_eq!(r.status, 429, "{}", r.body);
-    serve.stop();
 }
 
 /// 40 wrong activation codes at once: at most 5 are checked, and then the
