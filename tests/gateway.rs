@@ -153,30 +153,10 @@ struct Org {
     oces2_cert: String,
 }
 
-/// `init` of the test firm (CVR 12345678).
-fn init_org(site: &Site) {
-    site.ok(&[
-        "init",
-        "--org-name",
-        "Advokatfirma Jørgensen",
-        "--cvr",
-        "12345678",
-    ]);
-}
-
 fn set_up_org(site: &Site) -> Org {
     let d = site.dir.parent().unwrap().to_path_buf();
-    init_org(site);
-    let id = first_field(&site.ok(&[
-        "cert",
-        "issue",
-        "--kind",
-        "organisation",
-        "--name",
-        "Fælles postkasse",
-        "--email",
-        "post@advokat.test",
-    ]));
+    site.init_firm();
+    let id = site.issue_mailbox_cert("post@advokat.test");
     let org_cert = d.join("org.crt");
     fs::write(&org_cert, site.pem(&id)).unwrap();
     let root = d.join("root.crt");
@@ -607,7 +587,7 @@ fn our_ocsp_responder_answers_openssl() {
     }
     let site = sites().remove(0);
     let d = site.dir.parent().unwrap().to_path_buf();
-    init_org(&site);
+    site.init_firm();
     let (serve, base) = serve_public(&site, "", "serve-ocsp");
     let issue = |name: &str, email: &str| {
         first_field(&site.ok(&[
@@ -733,7 +713,7 @@ fn inbound_signatures_are_checked_for_revocation() {
     }
     let site = sites().remove(0);
     let d = site.dir.parent().unwrap().to_path_buf();
-    init_org(&site);
+    site.init_firm();
     let sink = Sink::start(&d.join("sink"));
     let (serve, base) = serve_public(
         &site,

@@ -46,28 +46,13 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use site::{Site, first_field};
+use site::Site;
 
 /// `init` of the test firm (CVR 12345678) and its organisation certificate
 /// for `post@advokat.test`; returns the certificate's PEM file.
 pub fn firm(site: &Site) -> PathBuf {
-    site.ok(&[
-        "init",
-        "--org-name",
-        "Advokatfirma Jørgensen",
-        "--cvr",
-        "12345678",
-    ]);
-    let id = first_field(&site.ok(&[
-        "cert",
-        "issue",
-        "--kind",
-        "organisation",
-        "--name",
-        "Fælles postkasse",
-        "--email",
-        "post@advokat.test",
-    ]));
+    site.init_firm();
+    let id = site.issue_mailbox_cert("post@advokat.test");
     let path = site.dir.parent().unwrap().join("org.crt");
     std::fs::write(&path, site.pem(&id)).unwrap();
     path

@@ -27,7 +27,7 @@ use openssl::pkey::PKey;
 use openssl::stack::Stack;
 use openssl::symm::Cipher;
 use openssl::x509::X509;
-use site::{Site, first_field, make_oces2_p12, sites};
+use site::{Site, make_oces2_p12, sites};
 
 const ARCHIVE: &str = "Krypteret original";
 
@@ -41,23 +41,8 @@ struct Org {
 
 fn set_up_org(site: &Site) -> Org {
     let d = site.dir.parent().unwrap().to_path_buf();
-    site.ok(&[
-        "init",
-        "--org-name",
-        "Advokatfirma Jørgensen",
-        "--cvr",
-        "12345678",
-    ]);
-    let id = first_field(&site.ok(&[
-        "cert",
-        "issue",
-        "--kind",
-        "organisation",
-        "--name",
-        "Fælles postkasse",
-        "--email",
-        USER,
-    ]));
+    site.init_firm();
+    let id = site.issue_mailbox_cert(USER);
     let oces3 = X509::from_pem(site.pem(&id).as_bytes()).unwrap();
     let (p12, oces2) = make_oces2_p12(&d);
     let o = site.run_env(

@@ -142,6 +142,32 @@ impl Site {
     }
 
     /// The certificate PEM that `cert show` prints last.
+    /// `init` of the test firm, "Advokatfirma Jørgensen", CVR 12345678.
+    pub fn init_firm(&self) {
+        self.ok(&[
+            "init",
+            "--org-name",
+            "Advokatfirma Jørgensen",
+            "--cvr",
+            "12345678",
+        ]);
+    }
+
+    /// Issues the shared mailbox's organisation certificate ("Fælles
+    /// postkasse") for `email`; its id.
+    pub fn issue_mailbox_cert(&self, email: &str) -> String {
+        first_field(&self.ok(&[
+            "cert",
+            "issue",
+            "--kind",
+            "organisation",
+            "--name",
+            "Fælles postkasse",
+            "--email",
+            email,
+        ]))
+    }
+
     pub fn pem(&self, id: &str) -> String {
         let out = self.ok(&["cert", "show", id]);
         out[out.find("-----BEGIN CERTIFICATE-----").unwrap()..].to_string()
