@@ -148,11 +148,18 @@ async fn approval_import_activation_and_certificates() {
         assert!(applied.get("link").is_none(), "{applied}");
         // The same CVR again (and the installation's own): 409.
         for cvr in ["87654321", svc.org().cvr.as_str()] {
-            ok(&app, StatusCode::CONFLICT, "post", "/api/v1/organisations", None, Some(json!({
-                "name": "Kopi", "cvr": cvr,
-                "representative_name": "X", "representative_email": "x@kopi.test",
-                "admin_name": "kopi", "admin_password": "Kopi-kodeord-12345",
-            })))
+            ok(
+                &app,
+                StatusCode::CONFLICT,
+                "post",
+                "/api/v1/organisations",
+                None,
+                Some(json!({
+                    "name": "Kopi", "cvr": cvr,
+                    "representative_name": "X", "representative_email": "x@kopi.test",
+                    "admin_name": "kopi", "admin_password": "Kopi-kodeord-12345",
+                })),
+            )
             .await;
         }
         let approval = accept(&svc, &applied).await;
@@ -364,9 +371,19 @@ async fn approval_import_activation_and_certificates() {
         let mette_link2 = token_of_link(&again);
         // The link alone does not activate a user known by CPR: the code
         // is needed, and none matches before an administrator makes one.
-        let (st, v) = call(&app, "post", "/api/v1/activation", None, Some(json!({"token": mette_link2, "password": "Mettes-kode-1", "accept_terms": true}))).await;
+        let (st, v) = call(
+            &app,
+            "post",
+            "/api/v1/activation",
+            None,
+            Some(json!({"token": mette_link2, "password": "Mettes-kode-1", "accept_terms": true})),
+        )
+        .await;
         assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
-        assert!(v["error"].as_str().unwrap().contains("activation code"), "{v}");
+        assert!(
+            v["error"].as_str().unwrap().contains("activation code"),
+            "{v}"
+        );
         let mcode = ok(
             &app,
             StatusCode::OK,
@@ -413,7 +430,9 @@ async fn approval_import_activation_and_certificates() {
             "post",
             "/api/v1/activation",
             None,
-            Some(json!({"token": mette_link2, "code": mcode, "password": "Mettes-kode-1", "accept_terms": true})),
+            Some(
+                json!({"token": mette_link2, "code": mcode, "password": "Mettes-kode-1", "accept_terms": true}),
+            ),
         );
         r.extensions_mut()
             .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((
@@ -1464,14 +1483,26 @@ async fn a_cvr_gets_one_organisation_even_after_a_race() {
                 "admin_name": admin, "admin_password": "Dobbelt-kodeord-123",
             })
         };
-        let first = ok(&app, StatusCode::CREATED, "post", "/api/v1/organisations", None, Some(body("44556677", "dobbelt1"))).await;
+        let first = ok(
+            &app,
+            StatusCode::CREATED,
+            "post",
+            "/api/v1/organisations",
+            None,
+            Some(body("44556677", "dobbelt1")),
+        )
+        .await;
         // The race's second row, written as a second node would have.
         let mut tx = svc.store().begin().await.unwrap();
         let second = tx
             .create_pending_organisation("Dobbelt ApS", "44556677", "X", "rep@dobbelt.test")
             .await
             .unwrap();
-        assert!(tx.set_organisation_status(second, "pending", "applied").await.unwrap());
+        assert!(
+            tx.set_organisation_status(second, "pending", "applied")
+                .await
+                .unwrap()
+        );
         tx.commit().await.unwrap();
         let first_id = service::OrgId(first["org"].as_i64().unwrap());
         // Neither is accepted while the other waits.
@@ -1501,7 +1532,10 @@ async fn a_cvr_gets_one_organisation_even_after_a_race() {
             .await
             .unwrap();
         let mail = mail.unwrap();
-        assert!(!mail.contains("Kontonr") && !mail.contains("9999"), "{mail}");
+        assert!(
+            !mail.contains("Kontonr") && !mail.contains("9999"),
+            "{mail}"
+        );
         assert!(
             mail.contains("Subject: Godkend en ny organisation i sikkermail"),
             "{mail}"

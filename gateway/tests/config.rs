@@ -61,7 +61,11 @@ fn the_example_file_is_valid() {
 fn applications_are_a_setting_off_by_default() {
     let load = |t: &str| Config::load(Some(("t.toml", t)), &[]);
     assert!(!load("").unwrap().admin_applications);
-    assert!(load("[admin]\napplications = true\n").unwrap().admin_applications);
+    assert!(
+        load("[admin]\napplications = true\n")
+            .unwrap()
+            .admin_applications
+    );
     let errs = load("[admin]\napplications = \"yes\"\n").unwrap_err();
     assert!(
         errs.iter().any(|e| e.0.contains("applications")),

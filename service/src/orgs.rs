@@ -403,8 +403,14 @@ async fn audit_both(
     subject: &str,
     detail: &str,
 ) -> Result<()> {
-    tx.audit(Some(svc.org.id), svc.actor.as_str(), action, subject, detail)
-        .await?;
+    tx.audit(
+        Some(svc.org.id),
+        svc.actor.as_str(),
+        action,
+        subject,
+        detail,
+    )
+    .await?;
     if app != svc.org.id {
         tx.audit(Some(app), svc.actor.as_str(), action, subject, detail)
             .await?;

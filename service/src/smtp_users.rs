@@ -156,7 +156,9 @@ impl SendAs {
             return SendAs(list);
         }
         match name.rsplit_once('@') {
-            Some((l, d)) if !l.is_empty() && d.contains('.') => SendAs(vec![name.to_ascii_lowercase()]),
+            Some((l, d)) if !l.is_empty() && d.contains('.') => {
+                SendAs(vec![name.to_ascii_lowercase()])
+            }
             _ => SendAs(Vec::new()),
         }
     }
@@ -208,8 +210,14 @@ impl Service {
         let detail = stored
             .map(|s| format!("may_send_as={s}"))
             .unwrap_or_default();
-        tx.audit(Some(self.org.id), self.actor.as_str(), action, name, &detail)
-            .await?;
+        tx.audit(
+            Some(self.org.id),
+            self.actor.as_str(),
+            action,
+            name,
+            &detail,
+        )
+        .await?;
         tx.commit().await?;
         Ok(new)
     }
