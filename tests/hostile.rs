@@ -15,6 +15,7 @@
 //! - `web.rs`: the pages' headers, CSRF bound to the session.
 //! - `held.rs`: what was refused already (SMTP smuggling, relaying), kept
 //!   under the suite so it stays refused.
+//! - `client.rs`: raw HTTP from many loopback addresses, /proc figures.
 //! - `at_rest.rs`: no queued body or link token readable in the database
 //!   files; file modes.
 
@@ -26,6 +27,8 @@ mod site;
 
 #[path = "hostile/at_rest.rs"]
 mod at_rest;
+#[path = "hostile/client.rs"]
+mod client;
 #[path = "hostile/connections.rs"]
 mod connections;
 #[path = "hostile/headers.rs"]

@@ -8,32 +8,13 @@
 //! default trusted network).
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use crate::client::{connect_from, status_kb};
 use crate::serve::Serve;
 use crate::site::Site;
 use crate::{Smtp, firm};
-
-/// A TCP connection to `to` from the local address `from`.
-fn connect_from(rt: &tokio::runtime::Runtime, from: Ipv4Addr, to: SocketAddr) -> TcpStream {
-    let s = rt
-        .block_on(async {
-            let sock = tokio::net::TcpSocket::new_v4()?;
-            sock.bind(SocketAddr::new(IpAddr::V4(from), 0))?;
-            sock.connect(to).await?.into_std()
-        })
-        .unwrap();
-    s.set_nonblocking(false).unwrap();
-    s
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-        .unwrap()
-}
 
 /// The first line the server sends (waits up to 10 s).
 fn first_line(s: &mut TcpStream) -> String {
@@ -72,8 +53,8 @@ fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
 }
 
 /// `GET path` with `Connection: close` from the address `from`: the status.
-fn http_status(rt: &tokio::runtime::Runtime, from: Ipv4Addr, to: SocketAddr, path: &str) -> u16 {
-    let mut s = connect_from(rt, from, to);
+fn http_status(from: Ipv4Addr, to: SocketAddr, path: &str) -> u16 {
+    let mut s = connect_from(from, to);
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(
         s,
@@ -90,13 +71,7 @@ fn fds_and_rss(pid: u32) -> (usize, u64) {
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| d.count())
         .unwrap_or(0);
-    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0);
-    (fds, rss)
+    (fds, status_kb(pid, "VmRSS"))
 }
 
 const DOMAINS: &str = "[organisation]\ndomains = [\"advokat.test\"]\n";
@@ -118,12 +93,11 @@ fn one_address_cannot_take_the_listeners_and_the_trusted_listener_is_never_starv
              [outbound]\nrelay = \"127.0.0.1:9\"\nrelay_tls = \"none\"\n"
         ),
     );
-    let rt = runtime();
     let one = Ipv4Addr::new(127, 0, 2, 1);
     let mut held = Vec::new();
     let (mut served, mut refused) = (0, 0);
     for _ in 0..50 {
-        let mut s = connect_from(&rt, one, serve.inbound);
+        let mut s = connect_from(one, serve.inbound);
         let l = first_line(&mut s);
         if l.starts_with("220 ") {
             served += 1;
@@ -142,7 +116,7 @@ fn one_address_cannot_take_the_listeners_and_the_trusted_listener_is_never_starv
     let mut listener_full = 0;
     for a in 0..60u8 {
         for _ in 0..5 {
-            let mut s = connect_from(&rt, Ipv4Addr::new(127, 0, 3, a + 1), serve.inbound);
+            let mut s = connect_from(Ipv4Addr::new(127, 0, 3, a + 1), serve.inbound);
             let l = first_line(&mut s);
             if l.starts_with("220 ") {
                 held.push(s);
@@ -182,7 +156,7 @@ fn one_address_cannot_take_the_listeners_and_the_trusted_listener_is_never_starv
     drop(held);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let l = first_line(&mut connect_from(&rt, one, serve.inbound));
+        let l = first_line(&mut connect_from(one, serve.inbound));
         if l.starts_with("220 ") {
             break;
         }
@@ -307,14 +281,13 @@ fn half_open_http_connections_are_bounded_and_closed() {
              max_connections_per_address = 5\nmax_connections = 30\n"
         ),
     );
-    let rt = runtime();
     let pid = serve.child.id();
     let (fds_before, rss_before) = fds_and_rss(pid);
     let start = Instant::now();
     let mut half_open = Vec::new();
     for a in 0..10u8 {
         for _ in 0..8 {
-            let mut s = connect_from(&rt, Ipv4Addr::new(127, 0, 4, a + 1), serve.http);
+            let mut s = connect_from(Ipv4Addr::new(127, 0, 4, a + 1), serve.http);
             // Refused connections may already be closed: errors ignored.
             let _ = s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n");
             half_open.push(s);
@@ -333,18 +306,18 @@ fn half_open_http_connections_are_bounded_and_closed() {
 
     // During the attack: health, and SMTP on both listeners.
     let other = Ipv4Addr::new(127, 0, 5, 1);
-    assert_eq!(http_status(&rt, other, serve.http, "/healthz"), 200);
+    assert_eq!(http_status(other, serve.http, "/healthz"), 200);
     assert!(
         serve.metric("sikkermail_failures_total{reason=\"http_waiting_connection_closed\"}")
             >= 20.0
     );
     for addr in [serve.inbound, serve.outbound] {
-        let l = first_line(&mut connect_from(&rt, other, addr));
+        let l = first_line(&mut connect_from(other, addr));
         assert!(l.starts_with("220 "), "{addr}: {l:?}");
     }
 
     // A kept-alive connection, idle after one answered request.
-    let mut idle = connect_from(&rt, other, serve.http);
+    let mut idle = connect_from(other, serve.http);
     idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
     idle.set_read_timeout(Some(Duration::from_secs(10)))
@@ -378,11 +351,11 @@ fn half_open_http_connections_are_bounded_and_closed() {
             .metric("sikkermail_failures_total{reason=\"http_too_many_connections_from_address\"}"),
         30.0
     );
-    assert_eq!(http_status(&rt, other, serve.http, "/healthz"), 200);
+    assert_eq!(http_status(other, serve.http, "/healthz"), 200);
 
     // A whole header, then a body trickled in: 408 and closed after the
     // 3 s request timeout.
-    let mut slow = connect_from(&rt, other, serve.http);
+    let mut slow = connect_from(other, serve.http);
     let t0 = Instant::now();
     slow.write_all(
         b"POST /api/v1/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
@@ -410,7 +383,7 @@ fn half_open_http_connections_are_bounded_and_closed() {
     assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
 
     // SIGTERM with a half-open connection open: still stops within 10 s.
-    let mut s = connect_from(&rt, other, serve.http);
+    let mut s = connect_from(other, serve.http);
     s.write_all(b"GET / HTTP/1.1\r\n").unwrap();
     serve.stop();
 }

@@ -8,12 +8,13 @@
 //! names (password hashing bounded). The limiter lives in the store: the
 //! brute-force tests run on SQLite and on PostgreSQL.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::client::{Answer, http, http_from, status_kb};
 use crate::firm;
 use crate::serve::Serve;
 use crate::site::{Site, sites};
@@ -26,109 +27,6 @@ const EMPLOYEE_PW: &str = "Mettes-kodeord-2026";
 /// connection budgets are not what these tests are about).
 const ROOM: &str = "[http]\nmax_connections_per_address = 1000\nmax_connections = 2000\n\
                     [outbound]\nmax_connections_per_address = 200\n";
-
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// `name=value` of a Set-Cookie named `name`.
-    fn cookie(&self, name: &str) -> Option<String> {
-        self.headers
-            .iter()
-            .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
-            .map(|(_, c)| c.split(';').next().unwrap().to_string())
-            .find(|c| c.starts_with(&format!("{name}=")))
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body).unwrap_or(Value::Null)
-    }
-}
-
-/// One HTTP/1.1 request with `Connection: close`, from `from` when given.
-fn http_from(
-    from: Option<Ipv4Addr>,
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> Answer {
-    let mut s = match from {
-        None => TcpStream::connect(addr).unwrap(),
-        Some(ip) => connect_from(ip, addr),
-    };
-    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let Some((head, body)) = text.split_once("\r\n\r\n") else {
-        return Answer {
-            status: 0,
-            headers: Vec::new(),
-            body: text,
-        };
-    };
-    let mut lines = head.lines();
-    let status = lines.next().unwrap()[9..12].parse().unwrap();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    Answer {
-        status,
-        headers,
-        body: body.to_string(),
-    }
-}
-
-/// A TCP connection to `to` from the local address `from` (loopback has
-/// all of 127.0.0.0/8: many client addresses).
-fn connect_from(from: Ipv4Addr, to: SocketAddr) -> TcpStream {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-        .unwrap();
-    let s = rt
-        .block_on(async {
-            let sock = tokio::net::TcpSocket::new_v4()?;
-            sock.bind(SocketAddr::new(IpAddr::V4(from), 0))?;
-            sock.connect(to).await?.into_std()
-        })
-        .unwrap();
-    s.set_nonblocking(false).unwrap();
-    s
-}
-
-fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> Answer {
-    http_from(None, addr, method, path, headers, body)
-}
 
 fn post_json(addr: SocketAddr, path: &str, bearer: Option<&str>, body: &Value) -> Answer {
     let auth = bearer.map(|t| format!("Bearer {t}"));
@@ -681,15 +579,6 @@ fn parallel_wrong_smtp_auth_then_the_right_one_is_refused() {
     }
 }
 
-/// The peak resident memory of a process (kB): `VmHWM` in /proc.
-fn vm_hwm_kb(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 /// 200 logins at once with unknown names, each from its own address (so
 /// the attempt limits let every one through to the password check): the
 /// password checks run a few at a time (one per core), the rest wait
@@ -701,7 +590,7 @@ fn parallel_logins_with_unknown_names_keep_memory_bounded() {
     let serve = serving(&site);
     let a = serve.http;
     let pid = serve.child.id();
-    let before = vm_hwm_kb(pid);
+    let before = status_kb(pid, "VmHWM");
     let got = parallel(200, |i| {
         let from = Ipv4Addr::new(127, 0, 2 + (i / 250) as u8, 1 + (i % 250) as u8);
         let body = json!({"name": format!("ukendt{i}"), "password": "et-gæt-kodeord"}).to_string();
@@ -715,7 +604,7 @@ fn parallel_logins_with_unknown_names_keep_memory_bounded() {
         )
         .status
     });
-    let peak = vm_hwm_kb(pid);
+    let peak = status_kb(pid, "VmHWM");
     eprintln!(
         "serve VmHWM: {} MB before, {} MB after 200 parallel logins with unknown names \
          ({} x 401, {} x 503)",

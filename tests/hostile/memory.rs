@@ -7,22 +7,16 @@
 use std::time::{Duration, Instant};
 
 use crate::Smtp;
+use crate::client::status_kb;
 use crate::serve::Serve;
 use crate::site::Site;
 
 /// (VmRSS, VmHWM) of `pid`, in MiB.
-pub fn rss_mib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| -> u64 {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap()
-            / 1024
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+fn rss_mib(pid: u32) -> (u64, u64) {
+    (
+        status_kb(pid, "VmRSS") / 1024,
+        status_kb(pid, "VmHWM") / 1024,
+    )
 }
 
 #[test]

@@ -10,10 +10,10 @@
 //! applicant's free text, and applications and access requests are
 //! rate-limited per address.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::client::{Answer, http};
 use crate::common::{Sink, peer};
 use crate::firm;
 use crate::serve::{Serve, config_file};
@@ -21,99 +21,6 @@ use crate::site::{Site, sites};
 
 const ADMIN: &str = "driftsadmin";
 const PASSWORD: &str = "Drift-Admin-Kode-1";
-
-/// One HTTP answer.
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn all(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
-    }
-
-    /// `name=value` of a Set-Cookie named `name`.
-    fn cookie(&self, name: &str) -> Option<String> {
-        self.all("set-cookie")
-            .into_iter()
-            .map(|c| c.split(';').next().unwrap().to_string())
-            .find(|c| c.starts_with(&format!("{name}=")))
-    }
-
-    /// The value of the form's hidden `csrf` field.
-    fn csrf_field(&self) -> String {
-        let v = self
-            .body
-            .split("name=\"csrf\" value=\"")
-            .nth(1)
-            .unwrap_or_else(|| panic!("no csrf field in {}", self.body));
-        v[..v.find('"').unwrap()].to_string()
-    }
-
-    /// A top-level field of the JSON body (a string's text, or a number or
-    /// boolean as written).
-    fn field(&self, key: &str) -> String {
-        let at = self
-            .body
-            .find(&format!("\"{key}\":"))
-            .unwrap_or_else(|| panic!("no {key} in {}", self.body));
-        let rest = &self.body[at + key.len() + 3..];
-        match rest.strip_prefix('"') {
-            Some(s) => s[..s.find('"').unwrap()].to_string(),
-            None => rest[..rest.find([',', '}']).unwrap()].to_string(),
-        }
-    }
-}
-
-/// One request (HTTP/1.1, Connection: close) with extra header lines.
-fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> Answer {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    let mut lines = head.lines();
-    let status = lines.next().unwrap()[9..12].parse().unwrap();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    Answer {
-        status,
-        headers,
-        body: body.to_string(),
-    }
-}
 
 fn json_post(addr: SocketAddr, path: &str, auth: &[(&str, &str)], body: &str) -> Answer {
     let mut h = vec![("Content-Type", "application/json")];
