@@ -191,7 +191,8 @@ async fn inbound_attempt(
     if deliver_to.is_empty() {
         return results;
     }
-    results.extend(deliver(gw, m, &deliver_to, &processed.message, true).await);
+    let message = Arc::new(processed.message);
+    results.extend(deliver(gw, m, &deliver_to, &message, true).await);
     results
 }
 
@@ -252,7 +253,7 @@ async fn outbound_attempt(
             },
         });
     }
-    for copy in &plan.copies {
+    for copy in plan.copies {
         if copy.signed_by.is_some() {
             gw.metrics
                 .signed
@@ -272,7 +273,7 @@ async fn outbound_attempt(
         );
         let rcpts: Vec<&store::queue::QueuedRecipient> =
             copy.recipients.iter().map(|i| &m.recipients[*i]).collect();
-        results.extend(deliver(gw, m, &rcpts, &copy.message, false).await);
+        results.extend(deliver(gw, m, &rcpts, &Arc::new(copy.message), false).await);
     }
     results
 }
@@ -283,7 +284,7 @@ async fn deliver(
     gw: &Arc<Gateway>,
     m: &ClaimedMessage,
     rcpts: &[&store::queue::QueuedRecipient],
-    message: &[u8],
+    message: &Arc<Vec<u8>>,
     inbound: bool,
 ) -> Vec<RcptResult> {
     let hop = if inbound {
@@ -316,7 +317,7 @@ async fn deliver(
             for r in rcpts {
                 let root = root.clone();
                 let addr = r.address.clone();
-                let msg = message.to_vec();
+                let msg = Arc::clone(message);
                 let res =
                     tokio::task::spawn_blocking(move || maildir::deliver(&root, &addr, &msg)).await;
                 let outcome = match res {

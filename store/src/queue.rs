@@ -342,7 +342,7 @@ macro_rules! claim_sql {
             "SELECT id FROM queue_messages WHERE state = 'active' AND next_attempt <= $3 ",
             "AND (lease_until IS NULL OR lease_until < $3) ORDER BY next_attempt, id LIMIT $4",
             $lock,
-            ") RETURNING id, org_id, direction, mail_from, envid, ret, client, body, body_kek, ",
+            ") RETURNING id, org_id, direction, mail_from, envid, ret, client, body, body_kek, body_chunks, size, ",
             "received_at, attempts, next_attempt, released"
         )
     };
@@ -358,13 +358,15 @@ impl Tx<'_> {
             ));
         }
         // Sealed under the master key the database names (on PostgreSQL
-        // under the sealing lock, so a rotation re-seals it or is seen).
+        // under the sealing lock, so a rotation re-seals it or is seen), in
+        // chunks: neither the driver nor the database ever holds a second
+        // copy of a large body.
         let kek = self.sealing_kek().await?;
-        let sealed = kek.seal(&body_aad(m.org), m.body)?;
+        let chunks = m.body.chunks(BODY_CHUNK);
         let row = sqlx::query(
             "INSERT INTO queue_messages (org_id, direction, state, mail_from, envid, ret, client, \
-             body, body_kek, size, received_at, next_attempt, attempts) \
-             VALUES ($1, $2, 'active', $3, $4, $5, $6, $7, $8, $9, $10, $10, 0) RETURNING id",
+             body, body_kek, body_chunks, size, received_at, next_attempt, attempts) \
+             VALUES ($1, $2, 'active', $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, 0) RETURNING id",
         )
         .bind(m.org.0)
         .bind(m.direction.as_str())
@@ -372,13 +374,24 @@ impl Tx<'_> {
         .bind(m.envid)
         .bind(m.ret)
         .bind(m.client)
-        .bind(sealed)
+        .bind(Vec::<u8>::new())
         .bind(kek.id())
+        .bind(i64::try_from(chunks.len()).unwrap_or(i64::MAX))
         .bind(i64::try_from(m.body.len()).unwrap_or(i64::MAX))
         .bind(now)
         .fetch_one(&mut *self.tx)
         .await?;
         let id: QueueId = row.try_get("id")?;
+        for (seq, chunk) in (0i64..).zip(m.body.chunks(BODY_CHUNK)) {
+            sqlx::query(
+                "INSERT INTO queue_body_chunks (message_id, seq, sealed) VALUES ($1, $2, $3)",
+            )
+            .bind(id)
+            .bind(seq)
+            .bind(kek.seal(&chunk_aad(m.org, id, seq), chunk)?)
+            .execute(&mut *self.tx)
+            .await?;
+        }
         for (idx, r) in (0i64..).zip(m.recipients) {
             sqlx::query(
                 "INSERT INTO queue_recipients (message_id, idx, address, notify, orcpt, state, \
@@ -426,6 +439,7 @@ impl Tx<'_> {
         let mut due = Vec::with_capacity(rows.len());
         for r in &rows {
             let org = OrgId(r.try_get("org_id")?);
+            let body = BodyRef::of(r)?;
             let m = ClaimedMessage {
                 id: r.try_get("id")?,
                 org,
@@ -434,18 +448,20 @@ impl Tx<'_> {
                 envid: r.try_get("envid")?,
                 ret: r.try_get("ret")?,
                 client: r.try_get("client")?,
-                body: self.store.open_body(org, r)?,
+                body: Vec::new(),
                 received_at: r.try_get("received_at")?,
                 attempts: r.try_get("attempts")?,
                 released: r.try_get::<i64, _>("released")? != 0,
                 recipients: Vec::new(),
             };
-            due.push((r.try_get::<i64, _>("next_attempt")?, m));
+            due.push((r.try_get::<i64, _>("next_attempt")?, m, body));
         }
+        drop(rows);
         // RETURNING keeps no order.
-        due.sort_by_key(|(next, m)| (*next, m.id));
+        due.sort_by_key(|(next, m, _)| (*next, m.id));
         let mut out = Vec::with_capacity(due.len());
-        for (_, mut m) in due {
+        for (_, mut m, body) in due {
+            m.body = self.load_body(m.org, m.id, body).await?;
             let rows = sqlx::query(
                 "SELECT idx, address, notify, orcpt, attempts, last_error FROM queue_recipients \
                  WHERE message_id = $1 AND state = 'queued' ORDER BY idx",
@@ -580,8 +596,9 @@ impl Tx<'_> {
     /// waits in quarantine (a release needs the body): what was delivered
     /// is not kept for `keep_done`, only its metadata.
     async fn drop_done_body(&mut self, id: QueueId) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE queue_messages SET body = $1, body_kek = NULL WHERE id = $2 AND state = 'done' \
+        let dropped = sqlx::query(
+            "UPDATE queue_messages SET body = $1, body_kek = NULL, body_chunks = 0 \
+             WHERE id = $2 AND state = 'done' \
              AND NOT EXISTS (SELECT 1 FROM queue_recipients WHERE message_id = $2 \
              AND state = 'quarantined')",
         )
@@ -589,34 +606,50 @@ impl Tx<'_> {
         .bind(id)
         .execute(&mut *self.tx)
         .await?;
+        if dropped.rows_affected() == 1 {
+            sqlx::query("DELETE FROM queue_body_chunks WHERE message_id = $1")
+                .bind(id)
+                .execute(&mut *self.tx)
+                .await?;
+        }
         Ok(())
     }
 
     /// Re-seals every queued body under `new` (master-key rotation), and
-    /// seals the bodies stored in clear before bodies were sealed.
+    /// seals the bodies stored in clear before bodies were sealed. A body
+    /// that does not open is reported and left as it is.
     pub(crate) async fn reseal_queue_bodies(
         &mut self,
         new: &Kek,
         report: &mut crate::keys::ResealReport,
     ) -> Result<(), StoreError> {
         let rows = sqlx::query(
-            "SELECT id, org_id, body, body_kek FROM queue_messages \
-             WHERE body_kek IS NULL OR body_kek <> $1 ORDER BY id",
+            "SELECT id, org_id, body, body_kek, body_chunks, size FROM queue_messages \
+             WHERE (body_kek IS NULL AND size > 0 AND body_chunks = 0) OR body_kek <> $1 \
+             ORDER BY id",
         )
         .bind(new.id())
         .fetch_all(&mut *self.tx)
         .await?;
-        for r in &rows {
-            let id: QueueId = r.try_get("id")?;
-            let org = OrgId(r.try_get("org_id")?);
-            let plain = match self.store.open_body(org, r) {
+        let todo = rows
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("id")?,
+                    OrgId(r.try_get("org_id")?),
+                    BodyRef::of(r)?,
+                ))
+            })
+            .collect::<Result<Vec<(QueueId, OrgId, BodyRef)>, StoreError>>()?;
+        drop(rows);
+        for (id, org, body) in todo {
+            let kek_id = body.kek.clone().unwrap_or_default();
+            let plain = match self.load_body(org, id, body).await {
                 Ok(p) => p,
                 Err(e) => {
                     report.unopenable.push(crate::keys::Unopenable {
                         key_id: 0,
-                        kek_id: r
-                            .try_get::<Option<String>, _>("body_kek")?
-                            .unwrap_or_default(),
+                        kek_id,
                         reason: format!("queued message {id}: {e}"),
                     });
                     continue;
@@ -625,16 +658,72 @@ impl Tx<'_> {
             if plain.is_empty() {
                 continue;
             }
-            sqlx::query("UPDATE queue_messages SET body = $1, body_kek = $2 WHERE id = $3")
-                .bind(new.seal(&body_aad(org), &plain)?)
-                .bind(new.id())
+            sqlx::query("DELETE FROM queue_body_chunks WHERE message_id = $1")
                 .bind(id)
                 .execute(&mut *self.tx)
                 .await?;
+            let mut n = 0i64;
+            for (seq, chunk) in (0i64..).zip(plain.chunks(BODY_CHUNK)) {
+                sqlx::query(
+                    "INSERT INTO queue_body_chunks (message_id, seq, sealed) VALUES ($1, $2, $3)",
+                )
+                .bind(id)
+                .bind(seq)
+                .bind(new.seal(&chunk_aad(org, id, seq), chunk)?)
+                .execute(&mut *self.tx)
+                .await?;
+                n = seq + 1;
+            }
+            sqlx::query(
+                "UPDATE queue_messages SET body = $1, body_kek = $2, body_chunks = $3 WHERE id = $4",
+            )
+            .bind(Vec::<u8>::new())
+            .bind(new.id())
+            .bind(n)
+            .bind(id)
+            .execute(&mut *self.tx)
+            .await?;
         }
         Ok(())
     }
 
+    /// The body of message `id`: its sealed chunks opened in order into
+    /// one buffer of its size, a body stored in clear before bodies were
+    /// sealed as it is, empty once dropped.
+    async fn load_body(
+        &mut self,
+        org: OrgId,
+        id: QueueId,
+        r: BodyRef,
+    ) -> Result<Vec<u8>, StoreError> {
+        let Some(kek_id) = r.kek else {
+            return Ok(r.clear);
+        };
+        let kek = self.store.kek(&kek_id).ok_or_else(|| {
+            StoreError::Seal(format!(
+                "queued message {id} is sealed under master key {kek_id}, which this process does \
+                 not hold: give it in {}",
+                crate::seal::EXTRA_MASTER_KEYS_ENV
+            ))
+        })?;
+        let mut out = Vec::with_capacity(usize::try_from(r.size).unwrap_or(0));
+        // One chunk at a time: at most one sealed chunk besides the result.
+        for seq in 0..r.chunks {
+            let row = sqlx::query(
+                "SELECT sealed FROM queue_body_chunks WHERE message_id = $1 AND seq = $2",
+            )
+            .bind(id)
+            .bind(seq)
+            .fetch_optional(&mut *self.tx)
+            .await?
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!("queued message {id}: chunk {seq} is missing"))
+            })?;
+            let sealed: Vec<u8> = row.try_get("sealed")?;
+            out.extend_from_slice(&kek.unseal(&chunk_aad(org, id, seq), &sealed)?);
+        }
+        Ok(out)
+    }
     /// `org`'s queued messages, oldest first, at most `limit`; done ones
     /// only with `include_done`.
     pub async fn queue_list(
@@ -703,7 +792,8 @@ impl Tx<'_> {
     pub async fn queue_show(&mut self, org: OrgId, id: QueueId) -> Result<QueueDetail, StoreError> {
         let r = sqlx::query(
             "SELECT id, direction, state, mail_from, envid, ret, client, received_at, \
-             next_attempt, attempts, size, note, lease_owner, lease_until, done_at, body, body_kek \
+             next_attempt, attempts, size, note, lease_owner, lease_until, done_at, body, body_kek, \
+             body_chunks \
              FROM queue_messages WHERE org_id = $1 AND id = $2",
         )
         .bind(org.0)
@@ -718,6 +808,8 @@ impl Tx<'_> {
         .bind(id)
         .fetch_all(&mut *self.tx)
         .await?;
+        let body = BodyRef::of(&r)?;
+        let body = self.load_body(org, id, body).await?;
         Ok(QueueDetail {
             id: r.try_get("id")?,
             direction: parse(&r, "direction")?,
@@ -749,7 +841,7 @@ impl Tx<'_> {
                     })
                 })
                 .collect::<Result<_, StoreError>>()?,
-            body: self.store.open_body(org, &r)?,
+            body,
         })
     }
 
@@ -876,6 +968,14 @@ impl Tx<'_> {
     /// returns false.
     pub async fn queue_delete(&mut self, org: OrgId, id: QueueId) -> Result<(), StoreError> {
         sqlx::query(
+            "DELETE FROM queue_body_chunks WHERE message_id IN \
+             (SELECT id FROM queue_messages WHERE org_id = $1 AND id = $2)",
+        )
+        .bind(org.0)
+        .bind(id)
+        .execute(&mut *self.tx)
+        .await?;
+        sqlx::query(
             "DELETE FROM queue_recipients WHERE message_id IN \
              (SELECT id FROM queue_messages WHERE org_id = $1 AND id = $2)",
         )
@@ -935,6 +1035,11 @@ impl Tx<'_> {
             .execute(&mut *self.tx)
             .await?;
             sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM queue_body_chunks WHERE message_id IN ({list})"
+            )))
+            .execute(&mut *self.tx)
+            .await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
                 "DELETE FROM queue_messages WHERE id IN ({list})"
             )))
             .execute(&mut *self.tx)
@@ -945,29 +1050,35 @@ impl Tx<'_> {
     }
 }
 
-/// The associated data a queued body is sealed with: it opens only as a
-/// body of the same organisation.
-fn body_aad(org: OrgId) -> String {
-    format!("queue-body:{}", org.0)
+/// Bodies are stored in sealed chunks of this size at most.
+const BODY_CHUNK: usize = 1024 * 1024;
+
+/// The associated data a body chunk is sealed with: it opens only as that
+/// chunk of that message of that organisation.
+fn chunk_aad(org: OrgId, id: QueueId, seq: i64) -> String {
+    format!("queue-body:{}:{id}:{seq}", org.0)
 }
 
-impl Store {
-    /// The body of a queue row (columns `body`, `body_kek`): opened when
-    /// sealed, as it is when stored in clear (before bodies were sealed),
-    /// empty once dropped.
-    fn open_body(&self, org: OrgId, r: &AnyRow) -> Result<Vec<u8>, StoreError> {
-        let body: Vec<u8> = r.try_get("body")?;
-        let Some(kek_id) = r.try_get::<Option<String>, _>("body_kek")? else {
-            return Ok(body);
-        };
-        let kek = self.kek(&kek_id).ok_or_else(|| {
-            StoreError::Seal(format!(
-                "a queued body is sealed under master key {kek_id}, which this process does not \
-                 hold: give it in {}",
-                crate::seal::EXTRA_MASTER_KEYS_ENV
-            ))
-        })?;
-        kek.unseal(&body_aad(org), &body)
+/// Where a queue row's body is: its columns `body`, `body_kek`,
+/// `body_chunks` and `size`.
+#[derive(Debug)]
+struct BodyRef {
+    /// A body stored in clear before bodies were sealed (else empty).
+    clear: Vec<u8>,
+    /// The master key its chunks are sealed under; None: not sealed.
+    kek: Option<String>,
+    chunks: i64,
+    size: i64,
+}
+
+impl BodyRef {
+    fn of(r: &AnyRow) -> Result<BodyRef, StoreError> {
+        Ok(BodyRef {
+            clear: r.try_get("body")?,
+            kek: r.try_get("body_kek")?,
+            chunks: r.try_get("body_chunks")?,
+            size: r.try_get("size")?,
+        })
     }
 }
 

@@ -745,7 +745,10 @@ async fn bodies_are_sealed_resealed_by_rotation_and_dropped_when_done() {
         let old = Kek::generate().unwrap();
         let s = Store::open(&db.url, master(&old)).await.unwrap();
         let org = s.create_organisation("A", "11111111").await.unwrap();
-        let secret = b"Link: https://firma.dk/activate/SECRET-TOKEN-4711";
+        // Three chunks and a bit: every chunk sealed, read back in order.
+        let mut secret = b"Link: https://firma.dk/activate/SECRET-TOKEN-4711\r\n".to_vec();
+        secret.extend((0..3 * 1024 * 1024 + 17).map(|i| b"SECRET-TOKEN"[i % 12]));
+        let secret = &secret[..];
         let id = s.enqueue(&msg(org, ONE, secret), 100).await.unwrap();
         let mut c = sqlx::AnyConnection::connect(&db.url).await.unwrap();
         let row = sqlx::query("SELECT body, body_kek FROM queue_messages WHERE id = $1")
@@ -795,6 +798,15 @@ async fn bodies_are_sealed_resealed_by_rotation_and_dropped_when_done() {
             .try_get("body")
             .unwrap();
         assert!(raw.is_empty());
+        let chunks: i64 =
+            sqlx::query("SELECT COUNT(*) AS n FROM queue_body_chunks WHERE message_id = $1")
+                .bind(id)
+                .fetch_one(&mut c)
+                .await
+                .unwrap()
+                .try_get("n")
+                .unwrap();
+        assert_eq!(chunks, 0, "the sealed chunks are gone too");
         c.close().await.unwrap();
         after.close().await;
         drop_db(&db).await;
