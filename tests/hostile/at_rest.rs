@@ -7,6 +7,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+use crate::client::http;
 use crate::common::{Sink, free_port, peer};
 use crate::serve::Serve;
 use crate::site::Site;
@@ -113,5 +114,95 @@ fn queued_plaintext_is_sealed_dropped_after_delivery_and_every_file_is_private()
     // Every file and directory the gateway made is its owner's alone.
     let l = loose(&site.dir);
     assert!(l.is_empty(), "readable by group or others: {l:?}");
+    serve.stop();
+}
+
+/// The token of the first `/{kind}/TOKEN` link in a mail (its text may be
+/// quoted-printable or base64).
+fn link_token(mail: &str, kind: &str) -> Option<String> {
+    let mut text = mail.replace("=\n", "").replace("=3D", "=");
+    for part in mail.split("\n\n") {
+        let b64: String = part.split_whitespace().collect();
+        if let Ok(d) = openssl::base64::decode_block(&b64) {
+            text.push_str(&String::from_utf8_lossy(&d));
+        }
+    }
+    let pat = format!("/{kind}/");
+    let at = text.find(&pat)?;
+    let rest = &text[at + pat.len()..];
+    let end = rest
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+        .unwrap_or(rest.len());
+    Some(rest[..end].to_string())
+}
+
+#[test]
+fn link_tokens_mailed_through_the_queue_are_never_readable_in_the_database() {
+    if !peer("smtp-sink") {
+        return;
+    }
+    let site = Site::new(false).unwrap();
+    let d = site.dir.parent().unwrap().to_path_buf();
+    firm(&site);
+    let pw = "Driftens-kodeord-2026";
+    let o = site.run_env(
+        &[
+            "admin",
+            "create",
+            "drift",
+            "--role",
+            "org-admin",
+            "--password-env",
+            "PW",
+        ],
+        &[("PW", pw)],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let sink = Sink::start(&d.join("sink"));
+    // The activation e-mails go through the gateway's own outbound
+    // listener (the default), so through the queue, to the relay.
+    let serve = Serve::start(
+        &site,
+        &format!(
+            "[organisation]\ndomains = [\"advokat.test\"]\n[admin]\nmail_from = \"post@advokat.test\"\n\
+             [outbound]\nrelay = \"127.0.0.1:{}\"\nrelay_tls = \"none\"\n",
+            sink.port
+        ),
+    );
+    let login = http(
+        serve.http,
+        "POST",
+        "/api/v1/login",
+        &[("Content-Type", "application/json")],
+        &format!("{{\"name\":\"drift\",\"password\":\"{pw}\"}}"),
+    );
+    assert_eq!(login.status, 200, "{}", login.body);
+    let bearer = format!("Bearer {}", login.json()["token"].as_str().unwrap());
+    let import = http(
+        serve.http,
+        "POST",
+        "/api/v1/users/import",
+        &[("Content-Type", "text/csv"), ("Authorization", &bearer)],
+        "Navn;E-mail;CPR;Fødselsdato\nJens Jensen;jens@advokat.test;;1970-05-01\n",
+    );
+    assert_eq!(import.status, 200, "{}", import.body);
+    let id = import.json()["imported"][0]["id"].as_i64().unwrap();
+    let act = http(
+        serve.http,
+        "POST",
+        "/api/v1/users/activate",
+        &[
+            ("Content-Type", "application/json"),
+            ("Authorization", &bearer),
+        ],
+        &format!("{{\"users\":[{id}],\"ident_means\":\"mitid-app\"}}"),
+    );
+    assert_eq!(act.status, 200, "{}", act.body);
+    let got = sink.wait_for(1, 60, || serve.logs());
+    let token = link_token(&got[0].1, "activate")
+        .unwrap_or_else(|| panic!("no activation link in {}", got[0].1));
+    assert!(token.len() > 20, "{token}");
+    let hits = anywhere(&site.dir, token.as_bytes());
+    assert!(hits.is_empty(), "the link token is readable in {hits:?}");
     serve.stop();
 }
