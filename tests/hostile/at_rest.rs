@@ -7,7 +7,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use crate::client::http;
+use crate::client::{http, link_token};
 use crate::common::{Sink, free_port, peer};
 use crate::serve::Serve;
 use crate::site::Site;
@@ -115,25 +115,6 @@ fn queued_plaintext_is_sealed_dropped_after_delivery_and_every_file_is_private()
     let l = loose(&site.dir);
     assert!(l.is_empty(), "readable by group or others: {l:?}");
     serve.stop();
-}
-
-/// The token of the first `/{kind}/TOKEN` link in a mail (its text may be
-/// quoted-printable or base64).
-fn link_token(mail: &str, kind: &str) -> Option<String> {
-    let mut text = mail.replace("=\n", "").replace("=3D", "=");
-    for part in mail.split("\n\n") {
-        let b64: String = part.split_whitespace().collect();
-        if let Ok(d) = openssl::base64::decode_block(&b64) {
-            text.push_str(&String::from_utf8_lossy(&d));
-        }
-    }
-    let pat = format!("/{kind}/");
-    let at = text.find(&pat)?;
-    let rest = &text[at + pat.len()..];
-    let end = rest
-        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
-        .unwrap_or(rest.len());
-    Some(rest[..end].to_string())
 }
 
 #[test]

@@ -160,3 +160,22 @@ pub fn status_kb(pid: u32, field: &str) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
 }
+
+/// The token of the first `/{kind}/TOKEN` link in a mail (its text may be
+/// quoted-printable or base64).
+pub fn link_token(mail: &str, kind: &str) -> Option<String> {
+    let mut text = mail.replace("=\n", "").replace("=3D", "=");
+    for part in mail.split("\n\n") {
+        let b64: String = part.split_whitespace().collect();
+        if let Ok(d) = openssl::base64::decode_block(&b64) {
+            text.push_str(&String::from_utf8_lossy(&d));
+        }
+    }
+    let pat = format!("/{kind}/");
+    let at = text.find(&pat)?;
+    let rest = &text[at + pat.len()..];
+    let end = rest
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+        .unwrap_or(rest.len());
+    Some(rest[..end].to_string())
+}

@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::client::{Answer, http, http_from, status_kb};
+use crate::client::{Answer, http, http_from, link_token, status_kb};
+use crate::common::{Sink, peer};
 use crate::firm;
 use crate::serve::Serve;
 use crate::site::{Site, sites};
@@ -64,93 +65,28 @@ fn parallel<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
     })
 }
 
-/// A minimal SMTP server that keeps every message: where the admin API's
-/// e-mails (activation and certificate links) go.
-struct Catcher {
-    port: u16,
-    mails: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-impl Catcher {
-    fn start() -> Catcher {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        let mails = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let keep = mails.clone();
-        std::thread::spawn(move || {
-            for c in l.incoming() {
-                let Ok(c) = c else { break };
-                let keep = keep.clone();
-                std::thread::spawn(move || {
-                    let mut w = c.try_clone().unwrap();
-                    let mut r = BufReader::new(c);
-                    let _ = w.write_all(b"220 catcher\r\n");
-                    let mut data: Option<String> = None;
-                    loop {
-                        let mut line = String::new();
-                        if r.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if let Some(d) = data.as_mut() {
-                            if line == ".\r\n" {
-                                keep.lock().unwrap().push(data.take().unwrap());
-                                let _ = w.write_all(b"250 ok\r\n");
-                            } else {
-                                d.push_str(&line);
-                            }
-                            continue;
-                        }
-                        let u = line.to_ascii_uppercase();
-                        let reply: &[u8] = if u.starts_with("EHLO") {
-                            b"250-catcher\r\n250 8BITMIME\r\n"
-                        } else if u.starts_with("DATA") {
-                            data = Some(String::new());
-                            b"354 go on\r\n"
-                        } else if u.starts_with("QUIT") {
-                            let _ = w.write_all(b"221 bye\r\n");
-                            return;
-                        } else {
-                            b"250 ok\r\n"
-                        };
-                        let _ = w.write_all(reply);
-                    }
-                });
+/// The token of the newest `/kind/TOKEN` link smtp-sink got for `to`;
+/// waits up to 30 s.
+fn mailed_link(sink: &Sink, to: &str, kind: &str) -> String {
+    for _ in 0..300 {
+        let mails = sink.messages();
+        for (_, m) in mails
+            .iter()
+            .rev()
+            .filter(|(r, _)| r.iter().any(|r| r == to))
+        {
+            if let Some(t) = link_token(m, kind) {
+                return t;
             }
-        });
-        Catcher { port, mails }
-    }
-
-    /// The token of the newest `/kind/TOKEN` link mailed to `to` (quoted-
-    /// printable or base64 parts decoded); waits up to 30 s.
-    fn link(&self, to: &str, kind: &str) -> String {
-        for _ in 0..300 {
-            let mails = self.mails.lock().unwrap().clone();
-            for m in mails.iter().rev().filter(|m| m.contains(to)) {
-                let mut text = m.replace("=\r\n", "");
-                for part in m.split("\r\n\r\n") {
-                    let b64: String = part.split_whitespace().collect();
-                    if let Ok(d) = openssl::base64::decode_block(&b64) {
-                        text.push_str(&String::from_utf8_lossy(&d));
-                    }
-                }
-                let pat = format!("/{kind}/");
-                if let Some(at) = text.find(&pat) {
-                    let rest = &text[at + pat.len()..];
-                    let end = rest
-                        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
-                        .unwrap_or(rest.len());
-                    return rest[..end].to_string();
-                }
-            }
-            std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("no {kind} link mailed to {to}")
+        std::thread::sleep(Duration::from_millis(100));
     }
+    panic!("no {kind} link mailed to {to}")
 }
 
 /// The test firm with administrator `anna`, served; the admin API's
 /// e-mails go to `mail` when given.
-fn serving_with(site: &Site, mail: Option<&Catcher>) -> Serve {
+fn serving_with(site: &Site, mail: Option<&Sink>) -> Serve {
     firm(site);
     let o = site.run_env(
         &[
@@ -189,7 +125,7 @@ fn token(addr: SocketAddr) -> String {
 
 /// Imports `csv` and activates everyone in it: (user id, link token) per
 /// user, in the CSV's order (the links from the e-mails).
-fn import_and_activate(addr: SocketAddr, t: &str, csv: &str, mail: &Catcher) -> Vec<(i64, String)> {
+fn import_and_activate(addr: SocketAddr, t: &str, csv: &str, mail: &Sink) -> Vec<(i64, String)> {
     let auth = format!("Bearer {t}");
     let a = http(
         addr,
@@ -220,7 +156,7 @@ fn import_and_activate(addr: SocketAddr, t: &str, csv: &str, mail: &Catcher) -> 
     assert_eq!(a.status, 200, "{}", a.body);
     users
         .into_iter()
-        .map(|(id, email)| (id, mail.link(&email, "activate")))
+        .map(|(id, email)| (id, mailed_link(mail, &email, "activate")))
         .collect()
 }
 
@@ -357,7 +293,10 @@ fn an_attacker_cannot_lock_out_the_administrator() {
 #[test]
 fn parallel_wrong_activation_codes_then_the_right_one_is_refused() {
     for site in sites() {
-        let mail = Catcher::start();
+        if !peer("smtp-sink") {
+            return;
+        }
+        let mail = Sink::start(&site.dir.parent().unwrap().join("sink"));
         let serve = serving_with(&site, Some(&mail));
         let a = serve.http;
         let t = token(a);
@@ -430,7 +369,10 @@ fn parallel_wrong_activation_codes_then_the_right_one_is_refused() {
 #[test]
 fn parallel_wrong_download_passwords_then_the_right_one_is_refused() {
     for site in sites() {
-        let mail = Catcher::start();
+        if !peer("smtp-sink") {
+            return;
+        }
+        let mail = Sink::start(&site.dir.parent().unwrap().join("sink"));
         let serve = serving_with(&site, Some(&mail));
         let a = serve.http;
         let t = token(a);
@@ -467,7 +409,7 @@ fn parallel_wrong_download_passwords_then_the_right_one_is_refused() {
             &json!({}),
         );
         assert_eq!(r.status, 201, "{}", r.body);
-        let cert_link = mail.link("jens@advokat.test", "certificate");
+        let cert_link = mailed_link(&mail, "jens@advokat.test", "certificate");
         let got = parallel(30, |i| {
             let r = post_json(
                 a,
