@@ -16,13 +16,15 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+mod serve;
+mod site;
 
 use common::Sink;
+use serve::{Serve, bin};
 use std::fs;
-use std::io::{BufRead, BufReader, Read};
-use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 fn peers_required() -> bool {
@@ -53,17 +55,6 @@ fn peer(tool: &str) -> bool {
     present(found, &format!("peer `{tool}`"))
 }
 
-/// The binary, without the SIKKERMAIL_* variables of the caller.
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_sikkermail"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("SIKKERMAIL_") && k != "SIKKERMAIL_REQUIRE_PEERS" {
-            c.env_remove(k);
-        }
-    }
-    c
-}
-
 /// Runs the binary; panics with its output unless it succeeds.
 fn sikkermail(args: &[&str]) -> String {
     let o = bin().args(args).output().unwrap();
@@ -74,109 +65,6 @@ fn sikkermail(args: &[&str]) -> String {
         String::from_utf8_lossy(&o.stderr)
     );
     String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// A running `sikkermail serve`.
-struct Serve {
-    child: Child,
-    http: SocketAddr,
-    bootstrap: String,
-    log: PathBuf,
-}
-
-impl Serve {
-    fn start(config: &Path, log: &Path) -> Serve {
-        let err = fs::File::create(log).unwrap();
-        let mut child = bin()
-            .arg("serve")
-            .arg("--config")
-            .arg(config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(err))
-            .spawn()
-            .unwrap();
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut lines = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(l) if l == "ready" => break,
-                Ok(l) => lines.push(l),
-                Err(_) => panic!(
-                    "serve did not get ready: {lines:?}\n{}",
-                    fs::read_to_string(log).unwrap_or_default()
-                ),
-            }
-        }
-        let word = |what: &str| -> String {
-            let l = lines
-                .iter()
-                .find(|l| l.trim_start().starts_with(what))
-                .unwrap_or_else(|| panic!("no {what} line in {lines:?}"));
-            l.split_whitespace()
-                .find(|w| w.starts_with("http://"))
-                .unwrap_or_else(|| panic!("no URL in {l:?}"))
-                .to_string()
-        };
-        let http = word("HTTP")
-            .trim_start_matches("http://")
-            .trim_end_matches("/metrics")
-            .parse()
-            .unwrap();
-        // The bootstrap link is a secret: serve names the 0600 file that
-        // holds it, never the link itself (stdout is no terminal here).
-        let note = lines
-            .iter()
-            .find(|l| l.contains("bootstrap link"))
-            .unwrap_or_else(|| panic!("no bootstrap line in {lines:?}"));
-        assert!(!note.contains("/bootstrap/"), "{note}");
-        let file = note.split_whitespace().last().unwrap();
-        let bootstrap = fs::read_to_string(file).unwrap().trim().to_string();
-        Serve {
-            bootstrap,
-            http,
-            child,
-            log: log.to_path_buf(),
-        }
-    }
-
-    fn base(&self) -> String {
-        format!("http://{}", self.http)
-    }
-
-    fn logs(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// A plain GET (no cookies): the status code.
-    fn get_status(&self, path: &str) -> u16 {
-        use std::io::Write;
-        let mut s = TcpStream::connect(self.http).unwrap();
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out[9..12].parse().unwrap()
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// What flow.mjs printed: `RESULT key<TAB>value` lines, in order.
@@ -375,12 +263,13 @@ fn full_flow_in_chromium() {
         ),
     )
     .unwrap();
-    let serve = Serve::start(&config, &tmp.join("serve.log"));
+    let serve = Serve::with_config(&config, &tmp.join("serve.log"));
+    let bootstrap = serve.bootstrap_link();
     let base = serve.base();
     assert!(
-        serve.bootstrap.starts_with(&format!("{base}/bootstrap/")),
+        bootstrap.starts_with(&format!("{base}/bootstrap/")),
         "{}",
-        serve.bootstrap
+        bootstrap
     );
 
     // The plan flow.mjs follows: the data entered, owned here.
@@ -415,7 +304,7 @@ fn full_flow_in_chromium() {
          \"admin_name\":\"kanal-admin\",\"admin_password\":\"Kanal-Admin-Kode-2\"}},\
          \"operator\":{{\"bin\":{},\"data_dir\":{},\"config\":{}}},\
          \"csv_file\":{},\"means\":\"mitid-app\",\"employees\":[{}]}}",
-        js(&serve.bootstrap),
+        js(&bootstrap),
         js(env!("CARGO_BIN_EXE_sikkermail")),
         js(&data_s),
         js(&config.display().to_string()),
@@ -579,7 +468,7 @@ fn full_flow_in_chromium() {
             format!("{base}{href}")
         );
         assert_eq!(r.get(&format!("collect.{m}.download_again_status")), "404");
-        assert_eq!(serve.get_status(href), 404, "the download is served once");
+        assert_eq!(serve.http_get(href).0, 404, "the download is served once");
         assert_eq!(r.get(&format!("collect.{m}.link_again_status")), "404");
         assert_eq!(
             r.get(&format!("collect.{m}.link_again_title")),

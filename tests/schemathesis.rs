@@ -14,13 +14,14 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+mod serve;
+mod site;
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::Receiver;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::peers_required;
@@ -32,6 +33,7 @@ use openssl::nid::Nid;
 use openssl::pkey::PKey;
 use openssl::x509::extension::SubjectAlternativeName;
 use openssl::x509::{X509Builder, X509NameBuilder};
+use serve::{Serve, bin};
 
 /// Test cases per operation and phase (schemathesis' default is 100): the
 /// whole run takes about a minute on two busy cores.
@@ -93,18 +95,6 @@ fn schemathesis() -> Option<Vec<String>> {
     None
 }
 
-/// The binary, without the `SIKKERMAIL_*` settings of the environment.
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_sikkermail"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("SIKKERMAIL_") && k != "SIKKERMAIL_REQUIRE_PEERS" {
-            c.env_remove(k);
-        }
-    }
-    c.stdin(Stdio::null());
-    c
-}
-
 /// Runs the binary; panics unless it succeeds.
 fn run_ok(c: &mut Command) {
     let out = c.output().unwrap();
@@ -148,71 +138,7 @@ fn partner_certificate() -> Vec<u8> {
     b.build().to_pem().unwrap()
 }
 
-/// A running `sikkermail serve`.
-struct Serve {
-    child: Child,
-    http: SocketAddr,
-    log: PathBuf,
-    _stdout: Receiver<String>,
-}
-
 impl Serve {
-    /// Starts `serve --config cfg` and waits for `ready`.
-    fn start(cfg: &Path, log: &Path) -> Serve {
-        let err = fs::File::create(log).unwrap();
-        let mut child = bin()
-            .arg("serve")
-            .arg("--config")
-            .arg(cfg)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(err))
-            .spawn()
-            .unwrap();
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut lines = Vec::new();
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(l) if l == "ready" => break,
-                Ok(l) => lines.push(l),
-                Err(_) => panic!(
-                    "serve did not get ready: {lines:?}\n{}",
-                    fs::read_to_string(log).unwrap_or_default()
-                ),
-            }
-        }
-        // "  HTTP           http://127.0.0.1:PORT/metrics  /healthz"
-        let http = lines
-            .iter()
-            .find(|l| l.trim_start().starts_with("HTTP "))
-            .and_then(|l| l.split_whitespace().find(|w| w.starts_with("http://")))
-            .unwrap_or_else(|| panic!("no HTTP line in {lines:?}"))
-            .trim_start_matches("http://")
-            .trim_end_matches("/metrics")
-            .parse()
-            .unwrap();
-        Serve {
-            child,
-            http,
-            log: log.to_path_buf(),
-            _stdout: rx,
-        }
-    }
-
-    fn logs(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
     /// One request (`body` with its content type); (status, body).
     fn request(
         &self,
@@ -357,34 +283,6 @@ impl Serve {
             201,
         );
     }
-
-    /// SIGTERM; must exit 0 within 10 seconds.
-    fn stop(mut self) {
-        let pid = self.child.id() as i32;
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let t0 = Instant::now();
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                assert!(st.success(), "serve exited {st}: {}", self.logs());
-                break;
-            }
-            assert!(
-                t0.elapsed() < Duration::from_secs(10),
-                "serve did not stop within 10 s of SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 /// Runs schemathesis in `dir` (it writes `.hypothesis/` and
@@ -495,7 +393,7 @@ fn admin_api_conforms_to_its_openapi_document() {
         ),
     )
     .unwrap();
-    let serve = Serve::start(&cfg, &dir.join("serve.log"));
+    let serve = Serve::with_config(&cfg, &dir.join("serve.log"));
     let url = format!("http://{}/api/v1/openapi.json", serve.http);
 
     // 3. Two sessions, both taken before schemathesis makes the login rate

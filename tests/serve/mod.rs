@@ -77,6 +77,14 @@ impl Serve {
         Self::spawn(c, &parent.join(format!("serve-{}.log", free_port())))
     }
 
+    /// Starts `serve --config CONFIG` as it is (the configuration names
+    /// every listener).
+    pub fn with_config(config: &Path, log: &Path) -> Serve {
+        let mut c = bin();
+        c.arg("serve").arg("--config").arg(config);
+        Self::spawn(c, log)
+    }
+
     pub fn spawn(mut c: Command, log: &Path) -> Serve {
         let err = fs::File::create(log).unwrap();
         let mut child = c
@@ -177,6 +185,25 @@ impl Serve {
             std::thread::sleep(Duration::from_millis(100));
         };
         fs::read_to_string(file).unwrap().replace("\r\n", "\n")
+    }
+
+    /// `http://` and the HTTP listener's address.
+    pub fn base(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
+    /// The one-time bootstrap link: a secret, so serve names the 0600 file
+    /// that holds it and never prints the link itself (its standard output
+    /// is no terminal here).
+    pub fn bootstrap_link(&self) -> String {
+        let note = self
+            .banner
+            .iter()
+            .find(|l| l.contains("bootstrap link"))
+            .unwrap_or_else(|| panic!("no bootstrap line in {:?}", self.banner));
+        assert!(!note.contains("/bootstrap/"), "{note}");
+        let file = note.split_whitespace().last().unwrap();
+        fs::read_to_string(file).unwrap().trim().to_string()
     }
 
     pub fn logs(&self) -> String {
