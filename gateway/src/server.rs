@@ -172,8 +172,10 @@ fn http_budget(cfg: &Config, nofile: Option<u64>) -> Result<usize> {
     let Some(limit) = nofile else {
         return Ok(cfg.http_max_connections);
     };
-    let smtp =
-        (cfg.inbound.max_connections as u64).saturating_add(cfg.outbound.max_connections as u64);
+    // Each SMTP session may hold its socket and a spool file.
+    let smtp = (cfg.inbound.max_connections as u64)
+        .saturating_add(cfg.outbound.max_connections as u64)
+        .saturating_mul(2);
     let room = limit.saturating_sub(FD_RESERVE.saturating_add(smtp));
     if room < HTTP_MIN_CONNECTIONS {
         return Err(Error::Start(format!(
@@ -1142,12 +1144,13 @@ mod tests {
     #[test]
     fn the_http_budget_leaves_room_for_smtp() {
         let cfg = Config::embedded_default();
-        // 256 + 64 SMTP + 256 reserve: 4096 leaves the configured 512.
+        // (256 + 64) SMTP sessions with a socket and a spool file each,
+        // and 256 reserve: 4096 leaves the configured 512.
         assert_eq!(http_budget(&cfg, Some(4096)).ok(), Some(512));
         assert_eq!(http_budget(&cfg, None).ok(), Some(512));
-        // 1024: lowered to what is left.
-        assert_eq!(http_budget(&cfg, Some(1024)).ok(), Some(1024 - 256 - 320));
+        // 1280: lowered to what is left.
+        assert_eq!(http_budget(&cfg, Some(1280)).ok(), Some(1280 - 256 - 640));
         // Not even 16 left: serve refuses to start.
-        assert!(http_budget(&cfg, Some(256 + 320 + 15)).is_err());
+        assert!(http_budget(&cfg, Some(256 + 640 + 15)).is_err());
     }
 }
