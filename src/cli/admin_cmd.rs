@@ -85,7 +85,22 @@ pub fn admin(cmd: AdminCommand) -> Result<ExitCode, Fail> {
         AdminCommand::Bootstrap { store, public_url } => {
             let ctx = open(&store)?;
             match ctx.rt.block_on(ctx.svc.bootstrap_token())? {
-                Some(token) => outln!("{}/bootstrap/{token}", public_url.trim_end_matches('/')),
+                Some(token) => {
+                    let link = format!("{}/bootstrap/{token}", public_url.trim_end_matches('/'));
+                    // Where `serve` looks for a live link, so that a restart
+                    // keeps this one instead of making another.
+                    outln!("{link}");
+                    let file = ctx.svc.location().data_dir.join("bootstrap-link");
+                    let written = super::io::create_private(&file).and_then(|mut f| {
+                        std::io::Write::write_all(&mut f, format!("{link}\n").as_bytes())
+                    });
+                    if let Err(e) = written {
+                        errln!(
+                            "sikkermail: cannot write {} ({e}): a restarted serve makes another link",
+                            file.display()
+                        );
+                    }
+                }
                 None => {
                     return Err(usage(
                         "an administrator exists already: log in, or use `sikkermail admin create`",

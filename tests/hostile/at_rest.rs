@@ -115,6 +115,25 @@ fn queued_plaintext_is_sealed_dropped_after_delivery_and_every_file_is_private()
     let l = loose(&site.dir);
     assert!(l.is_empty(), "readable by group or others: {l:?}");
     serve.stop();
+    // A new link on demand replaces the file's, and a restart keeps it.
+    let made = site.ok(&["admin", "bootstrap"]);
+    let made = made.trim();
+    assert!(
+        made.contains("/bootstrap/") && !made.contains(&token),
+        "{made}"
+    );
+    assert_eq!(fs::read_to_string(&link).unwrap().trim(), made);
+    let again = Serve::start(&site, "");
+    assert!(
+        again
+            .banner
+            .iter()
+            .any(|l| l.contains("bootstrap link is in")),
+        "{:?}",
+        again.banner
+    );
+    assert_eq!(fs::read_to_string(&link).unwrap().trim(), made);
+    again.stop();
 }
 
 #[test]
