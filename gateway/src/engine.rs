@@ -74,6 +74,9 @@ pub struct Gateway {
     pub accept_budget: tokio::sync::Semaphore,
     /// Woken when messages are queued.
     pub wake: Notify,
+    /// The next hop's answers to recipient verification
+    /// (`[inbound] verify_recipients`): address -> (taken, when asked).
+    pub verified: std::sync::Mutex<std::collections::HashMap<String, (bool, Instant)>>,
     crypto: RwLock<Arc<Crypto>>,
     writer: mpsc::Sender<(Incoming, Reply)>,
     _serve_lock: store::DirLock,
@@ -135,6 +138,7 @@ impl Gateway {
             owner,
             accept_budget: tokio::sync::Semaphore::new(ACCEPT_BUDGET_KIB as usize),
             wake: Notify::new(),
+            verified: Default::default(),
             crypto: RwLock::new(Arc::new(crypto)),
             writer: tx,
             _serve_lock: serve_lock,

@@ -491,6 +491,66 @@ impl GatewayHandler {
         Ok(Some((name.clone(), send_as)))
     }
 
+    /// Asks the next hop whether it takes mail for `rcpt` (cached: an
+    /// address taken for an hour, one refused for 10 minutes); a next hop
+    /// that cannot say is a temporary refusal, so nothing is accepted that
+    /// would bounce later.
+    async fn verify_recipient(&self, rcpt: &str) -> std::result::Result<(), Reply> {
+        use crate::deliver::smtp_client::{NextHop, RcptOutcome, verify};
+        const TAKEN: Duration = Duration::from_secs(3600);
+        const REFUSED: Duration = Duration::from_secs(600);
+        let fresh =
+            |ok: bool, at: &std::time::Instant| at.elapsed() < if ok { TAKEN } else { REFUSED };
+        let key = rcpt.to_ascii_lowercase();
+        let refused = || {
+            Reply::new(
+                550,
+                Some(EnhancedCode::new(5, 1, 1)),
+                "no such mailbox here (the firm's mail server refuses it)",
+            )
+        };
+        let cached = {
+            let mut m = self.gw.verified.lock().unwrap_or_else(|p| p.into_inner());
+            if m.len() > 100_000 {
+                m.retain(|_, (ok, at)| fresh(*ok, at));
+            }
+            m.get(&key)
+                .filter(|(ok, at)| fresh(*ok, at))
+                .map(|(ok, _)| *ok)
+        };
+        match cached {
+            Some(true) => return Ok(()),
+            Some(false) => return Err(refused()),
+            None => {}
+        }
+        let Some((host, port)) = &self.gw.cfg.inbound.next_hop else {
+            return Ok(());
+        };
+        let mut hop = NextHop::new(host.clone(), *port);
+        hop.tls = self.gw.cfg.inbound.next_hop_tls;
+        hop.helo = self.gw.cfg.hostname.clone();
+        hop.command_timeout = Duration::from_secs(30);
+        let taken = match verify(&hop, rcpt).await {
+            Ok(RcptOutcome::Accepted) => true,
+            Ok(RcptOutcome::Permanent(_)) => false,
+            Ok(RcptOutcome::Temporary(why)) => {
+                tracing::info!(rcpt, why, "recipient verification deferred");
+                return Err(unverified());
+            }
+            Err(e) => {
+                tracing::warn!(rcpt, error = %e, "recipient verification failed");
+                self.gw.metrics.fail("recipient_verification");
+                return Err(unverified());
+            }
+        };
+        self.gw
+            .verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, (taken, std::time::Instant::now()));
+        if taken { Ok(()) } else { Err(refused()) }
+    }
+
     fn sender_domains(&self) -> Vec<String> {
         senders::sender_domains(&self.gw.cfg.domains, &self.gw.crypto().keys)
     }
@@ -517,7 +577,7 @@ impl Handler for GatewayHandler {
         })
     }
 
-    fn check_rcpt(
+    async fn check_rcpt(
         &self,
         _info: &SessionInfo,
         _from: &str,
@@ -544,6 +604,12 @@ impl Handler for GatewayHandler {
                 Some(EnhancedCode::new(5, 1, 1)),
                 "no such mailbox here",
             ));
+        }
+        if self.direction == SessionDirection::Inbound
+            && !postmaster
+            && self.gw.cfg.inbound.verify_recipients
+        {
+            return self.verify_recipient(rcpt).await;
         }
         Ok(())
     }
@@ -672,6 +738,15 @@ impl Handler for GatewayHandler {
             .map(|id| id.to_string())
             .map_err(AcceptError::Temporary)
     }
+}
+
+/// The next hop could not say whether it takes a recipient: try later.
+fn unverified() -> Reply {
+    Reply::new(
+        450,
+        Some(EnhancedCode::new(4, 1, 1)),
+        "recipient address verification failed for now, try again later",
+    )
 }
 
 /// The accept budget's permits (KiB) for a message of `len` octets: at

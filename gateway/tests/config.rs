@@ -74,6 +74,30 @@ fn applications_are_a_setting_off_by_default() {
 }
 
 #[test]
+fn recipient_lists_and_verification() {
+    let load = |t: &str| Config::load(Some(("t.toml", t)), &[]);
+    let c = load("[organisation]\ndomains = [\"firma.dk\"]\n[inbound]\nrecipients = [\"Post@Firma.dk\", \"@sag.firma.dk\"]\n").unwrap();
+    assert!(c.is_mailbox("post@firma.dk"));
+    assert!(c.is_mailbox("x@sag.firma.dk"));
+    assert!(!c.is_mailbox("other@firma.dk"));
+    assert!(!c.is_mailbox("post@evil.dk"));
+    assert!(!c.inbound.verify_recipients);
+    // Verification needs a server to ask.
+    let errs = load("[inbound]\nverify_recipients = true\n").unwrap_err();
+    assert!(
+        errs.iter()
+            .any(|e| e.0.contains("verify_recipients") && e.0.contains("next_hop")),
+        "{errs:?}"
+    );
+    assert!(
+        load("[inbound]\nnext_hop = \"10.0.0.5:25\"\nverify_recipients = true\n")
+            .unwrap()
+            .inbound
+            .verify_recipients
+    );
+}
+
+#[test]
 fn public_url_and_secure_cookie() {
     let c = Config::load(
         Some((

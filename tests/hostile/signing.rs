@@ -149,3 +149,64 @@ fn a_bounce_of_inbound_mail_carries_headers_only_and_is_never_signed() {
     assert!(!dsn.contains("ATTACKER TEXT"), "the body went back: {dsn}");
     assert!(!signed(dsn), "a bounce to an outsider is signed: {dsn}");
 }
+
+/// `[inbound] verify_recipients`: the firm's server is asked at RCPT (as
+/// Postfix's `reject_unverified_recipient`), so a mailbox it refuses is
+/// refused during the transaction and never bounced to a forged sender; a
+/// next hop that cannot answer makes it a temporary refusal.
+#[test]
+fn recipients_are_verified_against_the_next_hop_before_acceptance() {
+    if !peer("smtp-sink") {
+        return;
+    }
+    let site = sites().into_iter().next().unwrap();
+    let d = site.dir.parent().unwrap().to_path_buf();
+    firm(&site);
+    let refusing = Sink::start_with(&d.join("refusing"), free_port(), &["-f", "RCPT"]);
+    let config = |port: u16| {
+        format!(
+            "[organisation]\ndomains = [\"advokat.test\"]\n\
+             [inbound]\nnext_hop = \"127.0.0.1:{port}\"\nnext_hop_tls = \"none\"\nverify_recipients = true\n"
+        )
+    };
+    let serve = Serve::start(&site, &config(refusing.port));
+    let (mut c, _) = Smtp::connect(serve.inbound);
+    assert!(c.cmd("EHLO attacker.test").starts_with("250"));
+    assert!(
+        c.cmd("MAIL FROM:<victim@elsewhere.test>")
+            .starts_with("250")
+    );
+    let r = c.cmd("RCPT TO:<post@advokat.test>");
+    assert!(r.starts_with("550 5.1.1"), "{r}");
+    // Asked once: the answer is cached.
+    let r = c.cmd("RCPT TO:<POST@advokat.test>");
+    assert!(r.starts_with("550 5.1.1"), "{r}");
+    c.cmd("QUIT");
+    serve.stop();
+    // The next hop down: a temporary refusal, nothing accepted.
+    let serve = Serve::start(&site, &config(free_port()));
+    let (mut c, _) = Smtp::connect(serve.inbound);
+    assert!(c.cmd("EHLO attacker.test").starts_with("250"));
+    assert!(
+        c.cmd("MAIL FROM:<victim@elsewhere.test>")
+            .starts_with("250")
+    );
+    let r = c.cmd("RCPT TO:<post@advokat.test>");
+    assert!(r.starts_with("450 4.1.1"), "{r}");
+    c.cmd("QUIT");
+    serve.stop();
+    // A next hop that takes the mailbox: accepted and delivered.
+    let taking = Sink::start(&d.join("taking"));
+    let serve = Serve::start(&site, &config(taking.port));
+    let (mut c, _) = Smtp::connect(serve.inbound);
+    let r = c.send(
+        "dommer@domstol.dk",
+        &["post@advokat.test"],
+        b"From: dommer@domstol.dk\r\nSubject: Dom\r\n\r\nDom.\r\n",
+    );
+    assert!(r.starts_with("250"), "{r}");
+    c.cmd("QUIT");
+    let got = taking.wait_for(1, 30, || serve.logs());
+    assert!(got[0].1.contains("Subject: Dom"), "{}", got[0].1);
+    serve.stop();
+}

@@ -191,6 +191,30 @@ pub async fn send(
     result
 }
 
+/// Whether `hop` takes mail for `rcpt`, without sending any (address
+/// verification, as Postfix's `reject_unverified_recipient`): `MAIL
+/// FROM:<>`, `RCPT TO`, `RSET`, `QUIT`. The outcome of the RCPT.
+pub async fn verify(hop: &NextHop, rcpt: &str) -> Result<RcptOutcome, DeliveryError> {
+    check_envelope(hop, "", &[Recipient::new(rcpt)])?;
+    let mut s = Session::connect(hop).await?;
+    let result = async {
+        s.open().await?;
+        let t = hop.command_timeout;
+        let m = s.command("MAIL FROM:<>", t).await?;
+        if m.class() != 2 {
+            return Err(m.error("MAIL FROM"));
+        }
+        let outcome = s.command(&format!("RCPT TO:<{rcpt}>"), t).await?.outcome();
+        if s.command("RSET", t).await.is_err() {
+            s.broken = true;
+        }
+        Ok(outcome)
+    }
+    .await;
+    s.quit().await;
+    result
+}
+
 /// Refuses envelopes that could inject commands or that no server would take.
 fn check_envelope(
     hop: &NextHop,
@@ -416,49 +440,7 @@ impl<'h> Session<'h> {
         ret: Option<&str>,
     ) -> Result<Vec<RcptOutcome>, DeliveryError> {
         let t = self.hop.command_timeout;
-        let greeting = self.read_reply(t, "greeting").await?;
-        if greeting.code != 220 {
-            return Err(greeting.error("greeting"));
-        }
-        let mut ext = self.hello().await?;
-
-        match self.hop.tls {
-            TlsMode::None => {}
-            TlsMode::Opportunistic if !ext.starttls => {
-                debug!(host = %self.hop.host, "smtp: STARTTLS not offered, continuing in plain text");
-            }
-            TlsMode::Required if !ext.starttls => {
-                return Err(DeliveryError::Temporary(format!(
-                    "TLS required but {} does not offer STARTTLS",
-                    self.hop.host
-                )));
-            }
-            mode => {
-                let r = self.command("STARTTLS", t).await?;
-                if r.code == 220 {
-                    self.start_tls(mode).await?;
-                    ext = self.hello().await?;
-                } else if mode == TlsMode::Required {
-                    return Err(DeliveryError::Temporary(format!(
-                        "TLS required but STARTTLS refused: {}",
-                        r.text()
-                    )));
-                } else {
-                    debug!(reply = %r.text(), "smtp: STARTTLS refused, continuing in plain text");
-                }
-            }
-        }
-
-        if let Some((user, pass)) = &self.hop.auth {
-            if ext.auth.iter().any(|m| m == "PLAIN") {
-                self.auth_plain(user, pass).await?;
-            } else {
-                debug!(
-                    "smtp: credentials configured but AUTH PLAIN not offered; not authenticating"
-                );
-            }
-        }
-
+        let ext = self.open().await?;
         let data = encode_data(body);
         let eight_bit = body.iter().any(|&b| b >= 0x80);
         let needs_utf8 = !mail_from.is_ascii() || recipients.iter().any(|r| !r.address.is_ascii());
@@ -578,6 +560,56 @@ impl<'h> Session<'h> {
             }
         }
         Ok(outcomes)
+    }
+
+    /// The greeting, EHLO, STARTTLS as the hop says and AUTH when
+    /// configured: the server's extensions, ready for a transaction.
+    async fn open(&mut self) -> Result<Extensions, DeliveryError> {
+        let t = self.hop.command_timeout;
+        let greeting = self.read_reply(t, "greeting").await?;
+        if greeting.code != 220 {
+            return Err(greeting.error("greeting"));
+        }
+        let mut ext = self.hello().await?;
+
+        match self.hop.tls {
+            TlsMode::None => {}
+            TlsMode::Opportunistic if !ext.starttls => {
+                debug!(host = %self.hop.host, "smtp: STARTTLS not offered, continuing in plain text");
+            }
+            TlsMode::Required if !ext.starttls => {
+                return Err(DeliveryError::Temporary(format!(
+                    "TLS required but {} does not offer STARTTLS",
+                    self.hop.host
+                )));
+            }
+            mode => {
+                let r = self.command("STARTTLS", t).await?;
+                if r.code == 220 {
+                    self.start_tls(mode).await?;
+                    ext = self.hello().await?;
+                } else if mode == TlsMode::Required {
+                    return Err(DeliveryError::Temporary(format!(
+                        "TLS required but STARTTLS refused: {}",
+                        r.text()
+                    )));
+                } else {
+                    debug!(reply = %r.text(), "smtp: STARTTLS refused, continuing in plain text");
+                }
+            }
+        }
+
+        if let Some((user, pass)) = &self.hop.auth {
+            if ext.auth.iter().any(|m| m == "PLAIN") {
+                self.auth_plain(user, pass).await?;
+            } else {
+                debug!(
+                    "smtp: credentials configured but AUTH PLAIN not offered; not authenticating"
+                );
+            }
+        }
+
+        Ok(ext)
     }
 
     /// EHLO, falling back to HELO when EHLO gets a 5xx.

@@ -221,7 +221,12 @@ pub trait Handler: Send + Sync {
 
     /// Called for each RCPT; Err(reply) refuses that recipient (e.g. 550
     /// 5.7.1 relaying denied; 550 5.1.1 unknown).
-    fn check_rcpt(&self, info: &SessionInfo, from: &str, rcpt: &str) -> Result<(), Reply>;
+    fn check_rcpt(
+        &self,
+        info: &SessionInfo,
+        from: &str,
+        rcpt: &str,
+    ) -> impl Future<Output = Result<(), Reply>> + Send;
 
     /// AUTH PLAIN / LOGIN credentials from the client `info`: Ok(true)
     /// when valid, Ok(false) when not (535), Err(reply) when they could

@@ -54,7 +54,7 @@ impl TestHandler {
 }
 
 impl Handler for TestHandler {
-    fn check_rcpt(&self, _info: &SessionInfo, _from: &str, rcpt: &str) -> Result<(), Reply> {
+    async fn check_rcpt(&self, _info: &SessionInfo, _from: &str, rcpt: &str) -> Result<(), Reply> {
         if rcpt.ends_with(&format!("@{REFUSED_DOMAIN}")) {
             Err(Reply::new(
                 550,

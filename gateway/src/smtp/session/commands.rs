@@ -403,7 +403,7 @@ impl<'a, H: Handler> Session<'a, H> {
                 Flow::Continue
             }
             Request::Mail { from, params } => self.mail(from, params).await,
-            Request::Rcpt { to, params } => self.rcpt(&to, params),
+            Request::Rcpt { to, params } => self.rcpt(&to, params).await,
             Request::Data => self.data(),
             Request::Bdat { size, last } => self.bdat(size, last),
             Request::Rset => {
@@ -521,7 +521,7 @@ impl<'a, H: Handler> Session<'a, H> {
         Flow::Continue
     }
 
-    fn rcpt(&mut self, to: &ForwardPath, params: RcptParams) -> Flow {
+    async fn rcpt(&mut self, to: &ForwardPath, params: RcptParams) -> Flow {
         let Some(tx) = &self.tx else {
             return self.error(&Reply::new(503, code(5, 5, 1), "Need MAIL command"));
         };
@@ -543,7 +543,8 @@ impl<'a, H: Handler> Session<'a, H> {
             self.say(452, code(4, 5, 3), "Too many recipients");
             return Flow::Continue;
         }
-        if let Err(reply) = self.handler.check_rcpt(&self.info, &tx.from, &rcpt) {
+        let from = tx.from.clone();
+        if let Err(reply) = self.handler.check_rcpt(&self.info, &from, &rcpt).await {
             return self.error(&reply);
         }
         if let Some(tx) = &mut self.tx {
