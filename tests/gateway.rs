@@ -1407,3 +1407,71 @@ fn undecryptable_mail_is_quarantined_by_policy_and_released_by_an_administrator(
     assert!(site.ok(&["audit"]).contains("queue.release"));
     serve.stop();
 }
+
+/// `/readyz`: ready while mail flows; 503 saying why when every attempt at
+/// the next hop has failed for `[health] hop_down` and when the oldest
+/// queued message is older than `[health] max_queue_age`; ready again once
+/// the next hop takes the mail. `/healthz` (liveness) says ok throughout.
+#[test]
+fn readyz_says_why_mail_waits() {
+    if !peers(&["swaks", "smtp-sink"]) {
+        return;
+    }
+    let site = Site::new(false).unwrap();
+    let d = site.dir.parent().unwrap().to_path_buf();
+    site.ok(&["init", "--test"]);
+    let port = free_port();
+    let serve = Serve::start(
+        &site,
+        &format!(
+            "[organisation]\ndomains = [\"advokat.test\"]\n[inbound]\nnext_hop = \"127.0.0.1:{port}\"\nnext_hop_tls = \"none\"\n\
+             [health]\nhop_down = \"2s\"\nmax_queue_age = \"4s\"\n"
+        ),
+    );
+    assert_eq!(serve.http_get("/readyz"), (200, "ready\n".to_string()));
+    fs::write(
+        d.join("m.eml"),
+        "From: a@b.test\r\nSubject: x\r\n\r\nHej.\r\n",
+    )
+    .unwrap();
+    swaks(
+        serve.inbound,
+        "a@b.test",
+        "post@advokat.test",
+        &d.join("m.eml"),
+    );
+    let wait_for = |want: &dyn Fn(u16, &str) -> bool, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (code, body) = serve.http_get("/readyz");
+            if want(code, &body) {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: /readyz {code} {body}\n{}",
+                serve.logs()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let body = wait_for(
+        &|c, b| {
+            c == 503 && b.contains("every attempt failed") && b.contains("oldest queued inbound")
+        },
+        "the next hop down and the mail waiting",
+    );
+    assert!(
+        body.contains(&format!("inbound next hop 127.0.0.1:{port}")),
+        "{body}"
+    );
+    assert_eq!(
+        serve.http_get("/healthz").0,
+        200,
+        "liveness is not readiness"
+    );
+    let sink = Sink::start_on(&d.join("sink"), port);
+    sink.wait_for(1, 60, || serve.logs());
+    wait_for(&|c, b| c == 200 && b == "ready\n", "ready again");
+    serve.stop();
+}

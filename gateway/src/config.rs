@@ -71,6 +71,8 @@ const KEYS: &[(&str, &str, &str)] = &[
     ("http", "max_connections_per_address", "count"),
     ("http", "header_timeout", "duration"),
     ("http", "request_timeout", "duration"),
+    ("health", "max_queue_age", "duration"),
+    ("health", "hop_down", "duration"),
     ("admin", "mail_relay", "host:port"),
     ("admin", "mail_from", "e-mail address"),
     ("admin", "applications", "true|false"),
@@ -290,6 +292,12 @@ pub struct Config {
     /// How long finished messages stay in the queue for `queue list --all`
     /// (default 7 days). Quarantined ones stay until released or deleted.
     pub keep_done: Duration,
+    /// `/readyz` answers 503 when the oldest queued message is older than
+    /// this (default 1 hour).
+    pub ready_max_queue_age: Duration,
+    /// `/readyz` answers 503 when every attempt at a next hop or relay has
+    /// failed for this long (default 10 minutes).
+    pub ready_hop_down: Duration,
     /// HTTP listener for /metrics and /healthz (default 127.0.0.1:8080).
     pub http_listen: SocketAddr,
     /// Where users reach the pages, for links in e-mails (None: `http://`
@@ -501,6 +509,8 @@ impl Config {
         let retry_base = t.duration("queue", "retry_base", "1m");
         let workers = t.int("queue", "workers", 4, 1) as usize;
         let keep_done = t.duration("queue", "keep_done", "7d");
+        let ready_max_queue_age = t.duration("health", "max_queue_age", "1h");
+        let ready_hop_down = t.duration("health", "hop_down", "10m");
         let http_listen = t.addr("http", "listen", "127.0.0.1:8080");
         let public_url = t
             .opt_string("http", "public_url")
@@ -595,6 +605,8 @@ impl Config {
             retry_base,
             workers,
             keep_done,
+            ready_max_queue_age,
+            ready_hop_down,
             http_listen,
             public_url,
             secure_cookie,

@@ -74,6 +74,8 @@ pub struct Gateway {
     pub accept_budget: tokio::sync::Semaphore,
     /// Woken when messages are queued.
     pub wake: Notify,
+    /// How each next hop or relay did lately, for `/readyz`.
+    pub hops: std::sync::Mutex<std::collections::HashMap<String, HopHealth>>,
     /// The next hop's answers to recipient verification
     /// (`[inbound] verify_recipients`): address -> (taken, when asked).
     pub verified: std::sync::Mutex<std::collections::HashMap<String, (bool, Instant)>>,
@@ -83,6 +85,18 @@ pub struct Gateway {
     /// When this process answered 250 for a queue id (for the latency
     /// histogram with sub-second precision; the store keeps seconds).
     accepted_at: std::sync::Mutex<std::collections::HashMap<i64, Instant>>,
+}
+
+/// How a next hop or relay did: when it last answered, and since when
+/// every attempt failed (None while it answers).
+#[derive(Debug, Clone, Default)]
+pub struct HopHealth {
+    /// When a session with it last got as far as the recipients.
+    pub last_ok: Option<Instant>,
+    /// The first of the failures since then.
+    pub failing_since: Option<Instant>,
+    /// The last failure.
+    pub last_error: String,
 }
 
 /// Most accepted-at times remembered (older messages fall back to seconds).
@@ -139,6 +153,7 @@ impl Gateway {
             accept_budget: tokio::sync::Semaphore::new(ACCEPT_BUDGET_KIB as usize),
             wake: Notify::new(),
             verified: Default::default(),
+            hops: Default::default(),
             crypto: RwLock::new(Arc::new(crypto)),
             writer: tx,
             _serve_lock: serve_lock,
@@ -232,6 +247,23 @@ impl Gateway {
             .recipient_certs(address, store::now())
             .await
             .map_err(|e| format!("recipient certificate lookup failed: {e}"))
+    }
+
+    /// Records how an attempt at `hop` went: `Err` when no session got as
+    /// far as the recipients.
+    pub fn hop_result(&self, hop: &str, r: std::result::Result<(), String>) {
+        let mut m = self.hops.lock().unwrap_or_else(|p| p.into_inner());
+        let h = m.entry(hop.to_string()).or_default();
+        match r {
+            Ok(()) => {
+                h.last_ok = Some(Instant::now());
+                h.failing_since = None;
+            }
+            Err(e) => {
+                h.failing_since.get_or_insert_with(Instant::now);
+                h.last_error = e;
+            }
+        }
     }
 
     /// Where inbound mail goes when no next hop is configured.

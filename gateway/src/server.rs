@@ -814,9 +814,11 @@ async fn http_loop(
     use axum::routing::get;
     let g1 = gw.clone();
     let g2 = gw.clone();
+    let g3 = gw.clone();
     let ours = axum::Router::new()
         .route("/metrics", get(move || metrics(g1.clone())))
-        .route("/healthz", get(move || healthz(g2.clone())));
+        .route("/healthz", get(move || healthz(g2.clone())))
+        .route("/readyz", get(move || readyz(g3.clone())));
     let router = match app {
         Some(app) => app.merge(ours),
         None => ours,
@@ -1079,6 +1081,60 @@ async fn metrics(gw: Arc<Gateway>) -> axum::response::Response {
         gw.metrics.render(active, held),
     )
         .into_response()
+}
+
+/// Readiness (`/readyz`): 200 `ready`, or 503 with one reason a line when
+/// the store does not answer, when every attempt at a next hop or relay has
+/// failed for `[health] hop_down`, or when the oldest queued message is
+/// older than `[health] max_queue_age`. `/healthz` stays liveness.
+async fn readyz(gw: Arc<Gateway>) -> axum::response::Response {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    let mut reasons = Vec::new();
+    match gw.svc.store().oldest_active(Some(gw.svc.org().id)).await {
+        Ok(oldest) => {
+            let now = store::now();
+            for (direction, at) in oldest {
+                let age = (now - at).max(0) as u64;
+                if age >= gw.cfg.ready_max_queue_age.as_secs() {
+                    reasons.push(format!(
+                        "the oldest queued {} message waits for {age} s (limit {} s)",
+                        direction.as_str(),
+                        gw.cfg.ready_max_queue_age.as_secs()
+                    ));
+                }
+            }
+        }
+        Err(e) => reasons.push(format!("store unavailable: {e}")),
+    }
+    {
+        let hops = gw.hops.lock().unwrap_or_else(|p| p.into_inner());
+        let mut names: Vec<&String> = hops.keys().collect();
+        names.sort();
+        for name in names {
+            let h = &hops[name];
+            if let Some(since) = h.failing_since
+                && since.elapsed() >= gw.cfg.ready_hop_down
+            {
+                reasons.push(format!(
+                    "{name}: every attempt failed for {} s (last: {})",
+                    since.elapsed().as_secs(),
+                    h.last_error
+                ));
+            }
+        }
+    }
+    let text = [(axum::http::header::CONTENT_TYPE, "text/plain")];
+    if reasons.is_empty() {
+        (text, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            text,
+            reasons.join("\n") + "\n",
+        )
+            .into_response()
+    }
 }
 
 async fn healthz(gw: Arc<Gateway>) -> axum::response::Response {

@@ -371,6 +371,15 @@ async fn deliver(
                 m.ret.as_deref(),
             )
             .await;
+            let name = format!(
+                "{} {host}:{port}",
+                if inbound {
+                    "inbound next hop"
+                } else {
+                    "outbound relay"
+                }
+            );
+            gw.hop_result(&name, res.as_ref().map(|_| ()).map_err(|e| e.to_string()));
             match res {
                 Ok(outcomes) => rcpts
                     .iter()

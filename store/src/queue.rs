@@ -1008,6 +1008,24 @@ impl Tx<'_> {
         Ok((r.try_get("active")?, r.try_get("held")?))
     }
 
+    /// When the oldest active message of each direction was received
+    /// (of `org`, or of the whole installation with `None`).
+    pub async fn oldest_active(
+        &mut self,
+        org: Option<OrgId>,
+    ) -> Result<Vec<(Direction, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT direction, MIN(received_at) AS oldest FROM queue_messages \
+             WHERE state = 'active' AND ($1 IS NULL OR org_id = $1) GROUP BY direction",
+        )
+        .bind(org.map(|o| o.0))
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((parse(r, "direction")?, r.try_get("oldest")?)))
+            .collect()
+    }
+
     /// Deletes the done messages (of every organisation) that became done
     /// before `older_than`; returns how many.
     pub async fn purge_done(&mut self, older_than: i64) -> Result<i64, StoreError> {
@@ -1142,4 +1160,6 @@ in_tx! { begin_read:
     fn queue_show(&self, org: OrgId, id: QueueId) -> QueueDetail;
     /// How many messages are (active, held).
     fn queue_depth(&self, org: Option<OrgId>) -> (i64, i64);
+    /// When the oldest active message of each direction was received.
+    fn oldest_active(&self, org: Option<OrgId>) -> Vec<(Direction, i64)>;
 }
