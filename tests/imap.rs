@@ -341,7 +341,15 @@ fn a_thousand_messages_decrypted_in_place_and_a_second_run_changes_nothing() {
         out.contains("mailbox post: decrypted 600, skipped 300 (not encrypted 150, signed only 150), failed 100"),
         "{out}"
     );
-    assert_eq!(o.status.code(), Some(1), "failures exit 1: {out}");
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "undecryptable messages left exit 3: {out}"
+    );
+    assert!(
+        out.contains("\"INBOX\": 100 still undecryptable (UIDs ") && out.contains(" and 50 more)"),
+        "{out}"
+    );
     let failed: Vec<&str> = out
         .lines()
         .filter(|l| l.contains("failed: INBOX uid"))
@@ -374,14 +382,18 @@ fn a_thousand_messages_decrypted_in_place_and_a_second_run_changes_nothing() {
         assert_eq!(copies.get(t), Some(when), "{t}: INTERNALDATE not kept");
     }
 
-    // A second run changes nothing.
+    // A second run changes nothing, and still says what does not open.
     let inbox = dc.messages("INBOX");
     let archive = dc.messages(ARCHIVE);
     let o = decrypt(&site, &cfg, &[]);
     let out = text(&o);
-    assert!(o.status.success(), "{out}");
+    assert_eq!(o.status.code(), Some(3), "{out}");
     assert!(
         out.contains("mailbox post: decrypted 0, skipped 0, failed 0"),
+        "{out}"
+    );
+    assert!(
+        out.contains("\"INBOX\": 100 still undecryptable (UIDs "),
         "{out}"
     );
     assert_eq!(dc.messages("INBOX"), inbox);
@@ -397,6 +409,74 @@ fn a_thousand_messages_decrypted_in_place_and_a_second_run_changes_nothing() {
         audit.contains("decrypted=600 skipped=300 failed=100"),
         "{audit}"
     );
+}
+
+/// What does not open stays reported, run after run, until it is gone
+/// from the folder (the checkpoint has passed it; the store keeps the
+/// list): exit 3 while any remains, 0 once none does.
+#[test]
+fn undecryptable_messages_are_reported_on_every_run_until_they_are_gone() {
+    if !dovecot::available() {
+        return;
+    }
+    for site in sites() {
+        let org = set_up_org(&site);
+        let dc = Dovecot::start(None);
+        deliver(&dc, &org, &[("oces3", 3), ("corrupt", 2)]);
+        let cfg = config(&site, dc.port, "tls = \"none\"");
+        let o = decrypt(&site, &cfg, &[]);
+        let out = text(&o);
+        assert_eq!(o.status.code(), Some(3), "{out}");
+        assert!(out.contains("decrypted 3, skipped 0, failed 2"), "{out}");
+        assert!(
+            out.contains("\"INBOX\": 2 still undecryptable (UIDs 4, 5)"),
+            "{out}"
+        );
+        // Again: nothing new fails, both are still there.
+        let o = decrypt(&site, &cfg, &[]);
+        let out = text(&o);
+        assert_eq!(o.status.code(), Some(3), "{out}");
+        assert!(out.contains("decrypted 0, skipped 0, failed 0"), "{out}");
+        assert!(
+            out.contains("\"INBOX\": 2 still undecryptable (UIDs 4, 5)"),
+            "{out}"
+        );
+        // A dry run reports the list too, and changes it in nothing.
+        let o = decrypt(&site, &cfg, &["--dry-run"]);
+        assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+        // Someone removes one from the folder: one left.
+        let remove = |token: &str| {
+            let mut gone = false;
+            for sub in ["cur", "new"] {
+                for e in fs::read_dir(dc.folder_dir("INBOX").join(sub))
+                    .unwrap()
+                    .flatten()
+                {
+                    let b = fs::read(e.path()).unwrap();
+                    if contains(&b, &format!("Sag {token}\r\n"))
+                        || contains(&b, &format!("Sag {token}\n"))
+                    {
+                        fs::remove_file(e.path()).unwrap();
+                        gone = true;
+                    }
+                }
+            }
+            assert!(gone, "{token} not found in INBOX");
+        };
+        remove("corrupt-0000");
+        let o = decrypt(&site, &cfg, &[]);
+        let out = text(&o);
+        assert_eq!(o.status.code(), Some(3), "{out}");
+        assert!(
+            out.contains("\"INBOX\": 1 still undecryptable (UIDs 5)"),
+            "{out}"
+        );
+        remove("corrupt-0001");
+        let o = decrypt(&site, &cfg, &[]);
+        let out = text(&o);
+        assert!(o.status.success(), "{out}");
+        assert!(out.contains("\"INBOX\": none undecryptable"), "{out}");
+    }
 }
 
 /// Shapes of encrypted mail beside the plain `application/pkcs7-mime`: an

@@ -1,10 +1,20 @@
-//! Counters and histograms for Prometheus (`/metrics`), in its text
-//! exposition format. Plain atomics: nothing here can block a session.
+//! `/metrics` for Prometheus, in its text exposition format: this
+//! process's counters and histograms (plain atomics: nothing here can
+//! block a session), and what every node must report alike read from the
+//! store at scrape time ([`scrape`]): the queue per direction, when each
+//! next hop last took mail, and when the certificates expire. Every label
+//! comes from a fixed set or from the configuration and the organisation's
+//! own certificates, so the number of series stays bounded.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use store::queue::Direction;
+use store::stats::{Expiry, HopDelivery, QueueStats};
+
+use crate::engine::Gateway;
 
 /// Upper bounds (seconds) of the latency histograms' buckets.
 const BUCKETS: &[f64] = &[
@@ -75,10 +85,13 @@ pub struct Metrics {
     pub received: PerDirection,
     /// Recipient deliveries that succeeded per direction.
     pub delivered: PerDirection,
-    /// Inbound messages decrypted.
+    /// Inbound messages decrypted (once per message, whatever the number
+    /// of attempts).
     pub decrypted: AtomicU64,
-    /// Inbound messages that could not be decrypted.
+    /// Inbound messages that could not be decrypted (once per message).
     pub undecryptable: AtomicU64,
+    /// Of those, by reason ([`DECRYPTION_FAILURE_REASONS`]).
+    decryption_failures: [AtomicU64; DECRYPTION_FAILURE_REASONS.len()],
     /// Outbound copies signed.
     pub signed: AtomicU64,
     /// Outbound copies encrypted.
@@ -101,7 +114,52 @@ pub struct Metrics {
     pub commit_latency: Histogram,
 }
 
+/// Why an encrypted message did not open: the label values of
+/// `sikkermail_decryption_failures_total` (see [`decryption_failure_reason`]).
+pub const DECRYPTION_FAILURE_REASONS: [&str; 5] = [
+    "no_key",
+    "decrypt_failed",
+    "malformed",
+    "unsupported",
+    "other",
+];
+
+/// The reason label of a decryption error: no key of ours is a recipient;
+/// a key matched but the content did not open; the MIME or CMS is broken;
+/// an algorithm or structure is not supported; anything else.
+pub fn decryption_failure_reason(e: &smime::Error) -> &'static str {
+    use smime::Error as E;
+    match e {
+        E::NoMatchingKey { .. } => "no_key",
+        E::DecryptFailed(_) => "decrypt_failed",
+        E::Mime(_) | E::TransferEncoding { .. } | E::MalformedCms(_) | E::NotSmime { .. } => {
+            "malformed"
+        }
+        E::Unsupported(_) => "unsupported",
+        _ => "other",
+    }
+}
+
 impl Metrics {
+    /// Counts one inbound message's decryption: `None` when it opened,
+    /// else the reason label ([`decryption_failure_reason`]).
+    pub fn count_decryption(&self, failure: Option<&str>) {
+        match failure {
+            None => {
+                self.decrypted.fetch_add(1, Ordering::Relaxed);
+            }
+            Some(reason) => {
+                self.undecryptable.fetch_add(1, Ordering::Relaxed);
+                let i = DECRYPTION_FAILURE_REASONS
+                    .iter()
+                    .position(|r| *r == reason)
+                    .unwrap_or(DECRYPTION_FAILURE_REASONS.len() - 1);
+                self.decryption_failures[i].fetch_add(1, Ordering::Relaxed);
+                self.fail("undecryptable");
+            }
+        }
+    }
+
     /// Counts a failure.
     pub fn fail(&self, reason: &'static str) {
         let mut m = match self.failures.lock() {
@@ -111,8 +169,9 @@ impl Metrics {
         *m.entry(reason).or_default() += 1;
     }
 
-    /// The text exposition, with the queue depth read by the caller.
-    pub fn render(&self, queue_active: i64, queue_held: i64) -> String {
+    /// The text exposition: the counters, and `store` as read by
+    /// [`scrape`].
+    pub fn render(&self, store: &StoreView) -> String {
         let mut out = String::new();
         let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let dir = |out: &mut String, name: &str, help: &str, c: &PerDirection| {
@@ -191,18 +250,18 @@ impl Metrics {
         for (reason, n) in failures {
             let _ = writeln!(out, "sikkermail_failures_total{{reason=\"{reason}\"}} {n}");
         }
+        let name = "sikkermail_decryption_failures_total";
         let _ = writeln!(
             out,
-            "# HELP sikkermail_queue_messages Messages in the queue.\n# TYPE sikkermail_queue_messages gauge"
+            "# HELP {name} Inbound messages that could not be decrypted, by reason (once per message).\n# TYPE {name} counter"
         );
-        let _ = writeln!(
-            out,
-            "sikkermail_queue_messages{{state=\"active\"}} {queue_active}"
-        );
-        let _ = writeln!(
-            out,
-            "sikkermail_queue_messages{{state=\"held\"}} {queue_held}"
-        );
+        for (reason, c) in DECRYPTION_FAILURE_REASONS
+            .iter()
+            .zip(&self.decryption_failures)
+        {
+            let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {}", l(c));
+        }
+        store.render(&mut out);
         let name = "sikkermail_delivery_latency_seconds";
         let _ = writeln!(
             out,
@@ -220,4 +279,199 @@ impl Metrics {
         self.commit_latency.render(&mut out, name, "");
         out
     }
+}
+
+/// What `/metrics` reads from the store (and the readiness check) at
+/// scrape time.
+#[derive(Debug, Clone, Default)]
+pub struct StoreView {
+    /// Seconds since the epoch, when read.
+    pub now: i64,
+    /// The store answered every query.
+    pub up: bool,
+    /// `/readyz`'s reasons (empty: ready).
+    pub not_ready: Vec<String>,
+    /// The queue per direction.
+    pub queue: Vec<(Direction, QueueStats)>,
+    /// When each hop last took mail.
+    pub hops: Vec<HopDelivery>,
+    /// The watched certificates.
+    pub expiries: Vec<Expiry>,
+}
+
+impl StoreView {
+    /// Reads everything from the store; a query that fails leaves its
+    /// series out and `up` false.
+    pub async fn read(gw: &Gateway) -> StoreView {
+        let store = gw.svc.store();
+        let org = gw.svc.org().id;
+        let mut v = StoreView {
+            now: store::now(),
+            up: true,
+            not_ready: crate::server::not_ready(gw).await,
+            ..StoreView::default()
+        };
+        match store.queue_stats(org).await {
+            Ok(q) => v.queue = q,
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics: reading the queue failed");
+                v.up = false;
+            }
+        }
+        // Only the hops configured now: one replaced keeps its row in the
+        // store, and must not look like a hop that stopped taking mail.
+        let inbound = match &gw.cfg.inbound.next_hop {
+            Some((host, port)) => format!("{host}:{port}"),
+            None => "maildir".into(),
+        };
+        let outbound = gw
+            .cfg
+            .outbound
+            .relay
+            .as_ref()
+            .map(|(host, port)| format!("{host}:{port}"));
+        match store.hop_deliveries(org).await {
+            Ok(h) => {
+                v.hops = h
+                    .into_iter()
+                    .filter(|h| match h.direction {
+                        Direction::Inbound => h.hop == inbound,
+                        Direction::Outbound => outbound.as_ref() == Some(&h.hop),
+                    })
+                    .collect();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics: reading the deliveries failed");
+                v.up = false;
+            }
+        }
+        match store.expiries(org).await {
+            Ok(c) => v.expiries = c,
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics: reading the certificates failed");
+                v.up = false;
+            }
+        }
+        v
+    }
+
+    fn render(&self, out: &mut String) {
+        let gauge = |out: &mut String, name: &str, help: &str| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        };
+        gauge(
+            out,
+            "sikkermail_store_up",
+            "1 when the store answered this scrape's queries.",
+        );
+        let _ = writeln!(out, "sikkermail_store_up {}", u8::from(self.up));
+        gauge(
+            out,
+            "sikkermail_ready",
+            "1 when /readyz answers 200 (the store answers, the next hops take mail, no message waits too long).",
+        );
+        let _ = writeln!(
+            out,
+            "sikkermail_ready {}",
+            u8::from(self.not_ready.is_empty())
+        );
+        if !self.queue.is_empty() {
+            let name = "sikkermail_queue_messages";
+            gauge(
+                out,
+                name,
+                "Messages in the queue: active (waiting or being delivered) or held by an administrator.",
+            );
+            for (d, s) in &self.queue {
+                let d = d.as_str();
+                let _ = writeln!(
+                    out,
+                    "{name}{{direction=\"{d}\",state=\"active\"}} {}",
+                    s.active
+                );
+                let _ = writeln!(out, "{name}{{direction=\"{d}\",state=\"held\"}} {}", s.held);
+            }
+            let name = "sikkermail_queue_deferred_messages";
+            gauge(out, name, "Active messages already tried at least once.");
+            for (d, s) in &self.queue {
+                let _ = writeln!(out, "{name}{{direction=\"{}\"}} {}", d.as_str(), s.deferred);
+            }
+            let name = "sikkermail_queue_quarantined_messages";
+            gauge(
+                out,
+                name,
+                "Messages with a recipient in quarantine (until released or deleted).",
+            );
+            for (d, s) in &self.queue {
+                let _ = writeln!(
+                    out,
+                    "{name}{{direction=\"{}\"}} {}",
+                    d.as_str(),
+                    s.quarantined
+                );
+            }
+            let name = "sikkermail_queue_oldest_age_seconds";
+            gauge(
+                out,
+                name,
+                "Seconds the oldest active message has waited (0: none).",
+            );
+            for (d, s) in &self.queue {
+                let age = s.oldest_active.map_or(0, |t| (self.now - t).max(0));
+                let _ = writeln!(out, "{name}{{direction=\"{}\"}} {age}", d.as_str());
+            }
+        }
+        let name = "sikkermail_last_delivery_timestamp_seconds";
+        gauge(
+            out,
+            name,
+            "When a next hop, relay or the Maildir last took mail (Unix time).",
+        );
+        for h in &self.hops {
+            let _ = writeln!(
+                out,
+                "{name}{{direction=\"{}\",hop=\"{}\"}} {}",
+                h.direction.as_str(),
+                escape(&h.hop),
+                h.at
+            );
+        }
+        let name = "sikkermail_certificate_expiry_seconds";
+        gauge(
+            out,
+            name,
+            "Seconds until a certificate expires (negative: expired): the organisation's own (kind root-ca, issuing-ca, organisation, user; id is the serial) and pinned recipient certificates (kind recipient; id is the SHA-256 fingerprint).",
+        );
+        for c in &self.expiries {
+            let _ = writeln!(
+                out,
+                "{name}{{kind=\"{}\",id=\"{}\",email=\"{}\"}} {}",
+                escape(&c.kind),
+                escape(&c.id),
+                escape(&c.email),
+                c.not_after - self.now
+            );
+        }
+    }
+}
+
+/// A label value as the text format wants it (backslash, quote, newline
+/// escaped).
+fn escape(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The whole of `/metrics`.
+pub async fn scrape(gw: &Gateway) -> String {
+    let view = StoreView::read(gw).await;
+    gw.metrics.render(&view)
 }

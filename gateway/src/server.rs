@@ -534,7 +534,7 @@ impl GatewayHandler {
             Ok(RcptOutcome::Accepted) => true,
             Ok(RcptOutcome::Permanent(_)) => false,
             Ok(RcptOutcome::Temporary(why)) => {
-                tracing::info!(rcpt, why, "recipient verification deferred");
+                tracing::warn!(rcpt, why, "recipient verification deferred");
                 return Err(unverified());
             }
             Err(e) => {
@@ -571,7 +571,7 @@ impl Handler for GatewayHandler {
         })?;
         let account = account.as_ref().map(|(n, s)| (n.as_str(), s));
         senders::check_envelope(from, &self.sender_domains(), account).map_err(|why| {
-            tracing::info!(peer = %info.peer, from, why, "sender refused");
+            tracing::warn!(peer = %info.peer, from, why, "sender refused");
             self.gw.metrics.fail("sender_refused");
             Reply::new(550, Some(EnhancedCode::new(5, 7, 1)), &why)
         })
@@ -680,7 +680,7 @@ impl Handler for GatewayHandler {
             if let Err(why) =
                 senders::check_from(&canonical, &envelope.mail_from, keys, account, store::now())
             {
-                tracing::info!(peer = %info.peer, from = %envelope.mail_from, why, "From: refused");
+                tracing::warn!(peer = %info.peer, from = %envelope.mail_from, why, "From: refused");
                 self.gw.metrics.fail("sender_refused");
                 return Err(AcceptError::Permanent(format!("5.7.1 {why}")));
             }
@@ -1067,18 +1067,12 @@ fn request_timed_out() -> axum::response::Response {
 
 async fn metrics(gw: Arc<Gateway>) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let (active, held) = gw
-        .svc
-        .store()
-        .queue_depth(Some(gw.svc.org().id))
-        .await
-        .unwrap_or((-1, -1));
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        gw.metrics.render(active, held),
+        crate::metrics::scrape(&gw).await,
     )
         .into_response()
 }
@@ -1090,6 +1084,23 @@ async fn metrics(gw: Arc<Gateway>) -> axum::response::Response {
 async fn readyz(gw: Arc<Gateway>) -> axum::response::Response {
     use axum::http::StatusCode;
     use axum::response::IntoResponse;
+    let reasons = not_ready(&gw).await;
+    let text = [(axum::http::header::CONTENT_TYPE, "text/plain")];
+    if reasons.is_empty() {
+        (text, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            text,
+            reasons.join("\n") + "\n",
+        )
+            .into_response()
+    }
+}
+
+/// Why `/readyz` answers 503 (empty: ready); `/metrics` reports it too
+/// (`sikkermail_ready`).
+pub(crate) async fn not_ready(gw: &Gateway) -> Vec<String> {
     let mut reasons = Vec::new();
     match gw.svc.store().oldest_active(Some(gw.svc.org().id)).await {
         Ok(oldest) => {
@@ -1124,17 +1135,7 @@ async fn readyz(gw: Arc<Gateway>) -> axum::response::Response {
             }
         }
     }
-    let text = [(axum::http::header::CONTENT_TYPE, "text/plain")];
-    if reasons.is_empty() {
-        (text, "ready\n").into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            text,
-            reasons.join("\n") + "\n",
-        )
-            .into_response()
-    }
+    reasons
 }
 
 async fn healthz(gw: Arc<Gateway>) -> axum::response::Response {

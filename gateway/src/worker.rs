@@ -89,33 +89,55 @@ async fn work(gw: &Arc<Gateway>, mut m: ClaimedMessage, owner: &str) {
     let body = Arc::new(std::mem::take(&mut m.body));
     let now = store::now();
     let expired = now - m.received_at > gw.cfg.max_age.as_secs() as i64;
-    let results = if expired {
-        m.recipients
-            .iter()
-            .map(|r| RcptResult {
-                idx: r.idx,
-                outcome: Outcome::Failed(format!(
-                    "4.4.7 expired after {} in the queue; last error: {}",
-                    human(gw.cfg.max_age),
-                    r.last_error.as_deref().unwrap_or("none")
-                )),
-            })
-            .collect()
+    let attempt = if expired {
+        Attempt::of(
+            m.recipients
+                .iter()
+                .map(|r| RcptResult {
+                    idx: r.idx,
+                    outcome: Outcome::Failed(format!(
+                        "4.4.7 expired after {} in the queue; last error: {}",
+                        human(gw.cfg.max_age),
+                        r.last_error.as_deref().unwrap_or("none")
+                    )),
+                })
+                .collect(),
+        )
     } else {
         match m.direction {
             Direction::Inbound => inbound_attempt(gw, &m, &body).await,
             Direction::Outbound => outbound_attempt(gw, &m, &body).await,
         }
     };
-    finish(gw, &m, &body, results, owner).await;
+    finish(gw, &m, &body, attempt, owner).await;
     gw.forget(m.id);
 }
 
-async fn inbound_attempt(
-    gw: &Arc<Gateway>,
-    m: &ClaimedMessage,
-    body: &Arc<Vec<u8>>,
-) -> Vec<RcptResult> {
+/// What one attempt came to: each recipient's outcome, and the hops that
+/// took mail (recorded with the outcomes, in one transaction).
+#[derive(Debug, Default)]
+struct Attempt {
+    results: Vec<RcptResult>,
+    /// The hops that took mail in this attempt (`host:port`, `maildir`).
+    hops: Vec<String>,
+}
+
+impl Attempt {
+    fn of(results: Vec<RcptResult>) -> Attempt {
+        Attempt {
+            results,
+            ..Attempt::default()
+        }
+    }
+
+    fn took(&mut self, hop: String) {
+        if !self.hops.contains(&hop) {
+            self.hops.push(hop);
+        }
+    }
+}
+
+async fn inbound_attempt(gw: &Arc<Gateway>, m: &ClaimedMessage, body: &Arc<Vec<u8>>) -> Attempt {
     let run = |crypto: Arc<crate::engine::Crypto>| {
         let body = Arc::clone(body);
         tokio::task::spawn_blocking(move || {
@@ -131,23 +153,30 @@ async fn inbound_attempt(
     let crypto = gw.crypto();
     let mut processed = match run(crypto.clone()).await {
         Ok(p) => p,
-        Err(e) => return defer_all(m, &format!("processing failed: {e}")),
+        Err(e) => return Attempt::of(defer_all(m, &format!("processing failed: {e}"))),
     };
     // A key imported since the keys were loaded: load them again, once.
     if processed.undecryptable.is_some() && crypto.loaded.elapsed() > Duration::from_secs(5) {
         match gw.reload_crypto().await {
             Ok(()) => match run(gw.crypto()).await {
                 Ok(p) => processed = p,
-                Err(e) => return defer_all(m, &format!("processing failed: {e}")),
+                Err(e) => return Attempt::of(defer_all(m, &format!("processing failed: {e}"))),
             },
             Err(e) => tracing::warn!(error = %e, "reloading keys failed"),
         }
     }
-    if processed.decrypted {
-        gw.metrics
-            .decrypted
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // Every attempt decrypts again; the message counts once, at its first
+    // attempt (a first attempt that is never recorded, its worker gone or
+    // its lease lost, is counted again by the one that takes over).
+    if m.attempts == 0 {
+        if processed.decrypted {
+            gw.metrics.count_decryption(None);
+        } else if processed.undecryptable.is_some() {
+            gw.metrics
+                .count_decryption(Some(processed.undecryptable_reason.unwrap_or("other")));
+        }
     }
+    let mut attempt = Attempt::default();
     for (addr, cert, caps) in &processed.harvest {
         match gw.svc.harvest(addr, cert, caps).await {
             Ok(_) => {
@@ -158,13 +187,9 @@ async fn inbound_attempt(
             Err(e) => tracing::warn!(queue_id = m.id, error = %e, "harvest failed"),
         }
     }
-    let mut results = Vec::new();
+    let results = &mut attempt.results;
     let mut deliver_to = Vec::new();
     if let Some(why) = &processed.undecryptable {
-        gw.metrics
-            .undecryptable
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        gw.metrics.fail("undecryptable");
         for r in &m.recipients {
             if !m.released
                 && gw.policy.undecryptable_for(&r.address) == policies::Undecryptable::Quarantine
@@ -189,18 +214,14 @@ async fn inbound_attempt(
         "inbound processed"
     );
     if deliver_to.is_empty() {
-        return results;
+        return attempt;
     }
     let message = Arc::new(processed.message);
-    results.extend(deliver(gw, m, &deliver_to, &message, true).await);
-    results
+    deliver(gw, m, &deliver_to, &message, true, &mut attempt).await;
+    attempt
 }
 
-async fn outbound_attempt(
-    gw: &Arc<Gateway>,
-    m: &ClaimedMessage,
-    body: &Arc<Vec<u8>>,
-) -> Vec<RcptResult> {
+async fn outbound_attempt(gw: &Arc<Gateway>, m: &ClaimedMessage, body: &Arc<Vec<u8>>) -> Attempt {
     let addrs: Vec<String> = m.recipients.iter().map(|r| r.address.clone()).collect();
     let mut certs = std::collections::HashMap::new();
     for a in &addrs {
@@ -210,7 +231,7 @@ async fn outbound_attempt(
             }
             // Never "no certificate" because the store did not answer:
             // that could bounce, or send in the clear.
-            Err(e) => return defer_all(m, &e),
+            Err(e) => return Attempt::of(defer_all(m, &e)),
         }
     }
     let crypto = gw.crypto();
@@ -233,9 +254,9 @@ async fn outbound_attempt(
     .await;
     let plan = match plan {
         Ok(p) => p,
-        Err(e) => return defer_all(m, &format!("processing failed: {e}")),
+        Err(e) => return Attempt::of(defer_all(m, &format!("processing failed: {e}"))),
     };
-    let mut results = Vec::new();
+    let mut attempt = Attempt::default();
     for r in &plan.refused {
         let rc = &m.recipients[r.recipient];
         gw.metrics.fail(if r.status.starts_with('4') {
@@ -243,8 +264,8 @@ async fn outbound_attempt(
         } else {
             "encryption_required"
         });
-        tracing::info!(queue_id = m.id, recipient = %rc.address, status = r.status, "refused by policy");
-        results.push(RcptResult {
+        tracing::warn!(queue_id = m.id, recipient = %rc.address, status = r.status, reason = %r.reason, "refused by policy");
+        attempt.results.push(RcptResult {
             idx: rc.idx,
             outcome: if r.status.starts_with('4') {
                 Outcome::Deferred(r.reason.clone())
@@ -273,20 +294,22 @@ async fn outbound_attempt(
         );
         let rcpts: Vec<&store::queue::QueuedRecipient> =
             copy.recipients.iter().map(|i| &m.recipients[*i]).collect();
-        results.extend(deliver(gw, m, &rcpts, &Arc::new(copy.message), false).await);
+        deliver(gw, m, &rcpts, &Arc::new(copy.message), false, &mut attempt).await;
     }
-    results
+    attempt
 }
 
 /// Delivers `message` to `rcpts`: inbound to the next hop or the Maildir,
-/// outbound to the relay.
+/// outbound to the relay; the outcomes and the hops that took mail go to
+/// `attempt`.
 async fn deliver(
     gw: &Arc<Gateway>,
     m: &ClaimedMessage,
     rcpts: &[&store::queue::QueuedRecipient],
     message: &Arc<Vec<u8>>,
     inbound: bool,
-) -> Vec<RcptResult> {
+    attempt: &mut Attempt,
+) {
     let hop = if inbound {
         gw.cfg
             .inbound
@@ -313,7 +336,6 @@ async fn deliver(
     match hop {
         None if inbound => {
             let root = gw.maildir_root();
-            let mut out = Vec::new();
             for r in rcpts {
                 let root = root.clone();
                 let addr = r.address.clone();
@@ -323,6 +345,7 @@ async fn deliver(
                 let outcome = match res {
                     Ok(Ok(path)) => {
                         delivered(gw);
+                        attempt.took("maildir".into());
                         Outcome::Delivered(format!("maildir {}", path.display()))
                     }
                     Ok(Err(e)) if e.kind() == std::io::ErrorKind::InvalidInput => {
@@ -334,22 +357,19 @@ async fn deliver(
                     }
                     Err(e) => Outcome::Deferred(format!("maildir task: {e}")),
                 };
-                out.push(RcptResult {
+                attempt.results.push(RcptResult {
                     idx: r.idx,
                     outcome,
                 });
             }
-            out
         }
-        None => rcpts
-            .iter()
-            .map(|r| RcptResult {
-                idx: r.idx,
-                outcome: Outcome::Deferred(
-                    "no outbound relay is configured ([outbound] relay) and MX lookup is not supported yet".into(),
-                ),
-            })
-            .collect(),
+        None => attempt.results.extend(rcpts.iter().map(|r| RcptResult {
+            idx: r.idx,
+            outcome: Outcome::Deferred(
+                "no outbound relay is configured ([outbound] relay) and MX lookup is not supported yet"
+                    .into(),
+            ),
+        })),
         Some(((host, port), tls)) => {
             let mut hop = NextHop::new(host.clone(), port);
             hop.tls = tls;
@@ -381,15 +401,14 @@ async fn deliver(
             );
             gw.hop_result(&name, res.as_ref().map(|_| ()).map_err(|e| e.to_string()));
             match res {
-                Ok(outcomes) => rcpts
-                    .iter()
-                    .zip(outcomes)
-                    .map(|(r, o)| RcptResult {
-                        idx: r.idx,
-                        outcome: match o {
+                Ok(outcomes) => {
+                    let hop = format!("{host}:{port}");
+                    for (r, o) in rcpts.iter().zip(outcomes) {
+                        let outcome = match o {
                             RcptOutcome::Accepted => {
                                 delivered(gw);
-                                Outcome::Delivered(format!("{host}:{port}"))
+                                attempt.took(hop.clone());
+                                Outcome::Delivered(hop.clone())
                             }
                             RcptOutcome::Temporary(s) => {
                                 gw.metrics.fail("next_hop_temporary");
@@ -399,9 +418,13 @@ async fn deliver(
                                 gw.metrics.fail("next_hop_permanent");
                                 Outcome::Failed(format!("{host}:{port} said: {s}"))
                             }
-                        },
-                    })
-                    .collect(),
+                        };
+                        attempt.results.push(RcptResult {
+                            idx: r.idx,
+                            outcome,
+                        });
+                    }
+                }
                 Err(e) => {
                     let (fail, why) = match &e {
                         DeliveryError::Permanent(s) => (true, s.clone()),
@@ -412,17 +435,16 @@ async fn deliver(
                     } else {
                         "next_hop_unreachable"
                     });
-                    rcpts
-                        .iter()
-                        .map(|r| RcptResult {
+                    attempt
+                        .results
+                        .extend(rcpts.iter().map(|r| RcptResult {
                             idx: r.idx,
                             outcome: if fail {
                                 Outcome::Failed(format!("{host}:{port}: {why}"))
                             } else {
                                 Outcome::Deferred(format!("{host}:{port}: {why}"))
                             },
-                        })
-                        .collect()
+                        }))
                 }
             }
         }
@@ -439,15 +461,10 @@ fn defer_all(m: &ClaimedMessage, why: &str) -> Vec<RcptResult> {
         .collect()
 }
 
-/// Records the attempt, and queues a DSN for the recipients that failed
-/// for good, in one transaction.
-async fn finish(
-    gw: &Arc<Gateway>,
-    m: &ClaimedMessage,
-    body: &[u8],
-    results: Vec<RcptResult>,
-    owner: &str,
-) {
+/// Records the attempt and the hops that took mail, and queues a DSN for
+/// the recipients that failed for good, in one transaction.
+async fn finish(gw: &Arc<Gateway>, m: &ClaimedMessage, body: &[u8], attempt: Attempt, owner: &str) {
+    let Attempt { results, hops } = attempt;
     let now = store::now();
     // Exponential backoff from `retry_base`, doubling, at most an hour.
     let base = gw.cfg.retry_base.as_secs().max(1) as i64;
@@ -479,6 +496,11 @@ async fn finish(
         let ok = tx
             .finish_attempt(m.id, owner, &results, next, note.as_deref(), now)
             .await?;
+        if ok {
+            for hop in &hops {
+                tx.hop_delivered(m.org, m.direction, hop, now).await?;
+            }
+        }
         if ok && let Some(b) = &bounce {
             let rc = [NewRecipient {
                 address: &m.mail_from,
@@ -530,7 +552,13 @@ async fn finish(
                     .find(|q| q.idx == r.idx)
                     .map(|q| q.address.as_str())
                     .unwrap_or("");
-                tracing::info!(queue_id = m.id, recipient = %rcpt, state, detail, "delivery attempt");
+                // What an operator must see is WARN: mail that waits
+                // (deferred), bounces (failed) or is kept back (quarantined).
+                if let Outcome::Delivered(_) = r.outcome {
+                    tracing::info!(queue_id = m.id, recipient = %rcpt, state, detail, "delivery attempt");
+                } else {
+                    tracing::warn!(queue_id = m.id, recipient = %rcpt, state, detail, attempts = m.attempts + 1, "delivery attempt");
+                }
             }
         }
         Ok(false) => tracing::warn!(

@@ -22,8 +22,12 @@ pub enum MailboxCommand {
     /// each decrypted copy is appended to the same folder (flags and date
     /// kept, X-Sikkermail-* headers added), and only then the original is
     /// moved to the archive folder. Resumes where a killed run stopped.
-    /// Exit status 0: done, every encrypted message decrypted; 1: some
-    /// could not be decrypted (listed), or the run stopped on an error.
+    /// Prints, per folder, the encrypted messages still there that no key
+    /// opened (in this run or an earlier one: the checkpoint has passed
+    /// them; after importing a key, run again with --rescan).
+    /// Exit status 0: done, no undecryptable message left in the folders;
+    /// 1: the run stopped on an error, or a decrypted copy could not be
+    /// appended; 3: done, but undecryptable messages remain (listed).
     Decrypt {
         /// Configuration file with the [mailbox.NAME] table.
         #[arg(long, value_name = "FILE", env = "SIKKERMAIL_CONFIG")]
@@ -275,6 +279,12 @@ fn decrypt(cfg: &Config, name: &str, opts: &RunOptions) -> Result<ExitCode, Fail
         let result = worker.run(opts, &mut summary).await;
         bar.bar.finish_and_clear();
         print_summary(name, opts.dry_run, &summary);
+        let folders = if opts.folders.is_empty() {
+            &mb.folders
+        } else {
+            &opts.folders
+        };
+        let remaining = still_undecryptable(&svc, name, folders).await?;
         if !opts.dry_run {
             let detail = match &result {
                 Ok(()) => summary.line(),
@@ -284,15 +294,64 @@ fn decrypt(cfg: &Config, name: &str, opts: &RunOptions) -> Result<ExitCode, Fail
                 errln!("sikkermail: warning: audit entry not written: {e}");
             }
         }
+        // Failures other than a message that does not open (a refused
+        // APPEND) are retried by the next run.
+        let other_failures = summary.failed().len() > summary.undecryptable().len();
         match result {
             Err(e) => Err(Fail {
                 code: 1,
                 msg: format!("mailbox {name}: {e}"),
             }),
-            Ok(()) if summary.failed().is_empty() => Ok(ExitCode::SUCCESS),
-            Ok(()) => Ok(ExitCode::from(1)),
+            Ok(()) if other_failures => Ok(ExitCode::from(1)),
+            Ok(()) if remaining > 0 => Ok(ExitCode::from(EXIT_UNDECRYPTABLE)),
+            Ok(()) => Ok(ExitCode::SUCCESS),
         }
     })
+}
+
+/// `mailbox decrypt`'s exit status when undecryptable messages remain.
+const EXIT_UNDECRYPTABLE: u8 = 3;
+
+/// Most UIDs listed per folder.
+const UIDS_LISTED: usize = 50;
+
+/// Prints, per folder, the encrypted messages still in it that no key
+/// opened (the store's list, which every run and `serve` keep); returns
+/// how many in all.
+async fn still_undecryptable(svc: &Service, name: &str, folders: &[String]) -> Result<usize, Fail> {
+    let all = svc
+        .store()
+        .mailbox_undecryptable(svc.org().id, name)
+        .await
+        .map_err(|e| Fail {
+            code: 1,
+            msg: format!("mailbox {name}: reading the undecryptable messages failed: {e}"),
+        })?;
+    let mut total = 0;
+    for folder in folders {
+        let uids: Vec<String> = all
+            .iter()
+            .filter(|u| &u.folder == folder)
+            .map(|u| u.uid.to_string())
+            .collect();
+        total += uids.len();
+        if uids.is_empty() {
+            outln!("  {folder:?}: none undecryptable");
+            continue;
+        }
+        let more = uids.len().saturating_sub(UIDS_LISTED);
+        outln!(
+            "  {folder:?}: {} still undecryptable (UIDs {}{})",
+            uids.len(),
+            uids[..uids.len().min(UIDS_LISTED)].join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(total)
 }
 
 fn print_summary(name: &str, dry_run: bool, s: &Summary) {

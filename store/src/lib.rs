@@ -28,6 +28,7 @@ pub mod records;
 pub mod revocation;
 pub mod seal;
 pub mod smtp_users;
+pub mod stats;
 pub mod users;
 
 use std::path::Path;

@@ -44,6 +44,9 @@ pub struct Summary {
     pub messages: BTreeMap<(String, u32, u32), Outcome>,
     /// Reconnections after a dropped connection.
     pub reconnects: u32,
+    /// Of the failed messages, those that did not open (the others, a
+    /// refused APPEND, are tried again by the next run).
+    pub not_opened: std::collections::BTreeSet<(String, u32, u32)>,
 }
 
 impl Summary {
@@ -70,6 +73,18 @@ impl Summary {
     pub fn failed(&self) -> Vec<(String, u32, String)> {
         self.messages
             .iter()
+            .filter_map(|((f, _, uid), o)| match o {
+                Outcome::Failed(why) => Some((f.clone(), *uid, why.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Messages that did not open in this run: (folder, UID, why).
+    pub fn undecryptable(&self) -> Vec<(String, u32, String)> {
+        self.messages
+            .iter()
+            .filter(|(k, _)| self.not_opened.contains(*k))
             .filter_map(|((f, _, uid), o)| match o {
                 Outcome::Failed(why) => Some((f.clone(), *uid, why.clone())),
                 _ => None,
@@ -342,7 +357,11 @@ impl Worker<'_> {
         };
         if mbx.exists == 0 {
             self.progress.start(folder, 0);
-            return self.checkpoint(folder, uv, last, dry_run).await;
+            self.checkpoint(folder, uv, last, dry_run).await?;
+            if !dry_run {
+                self.note_undecryptable(c, folder, uv, &[], summary).await?;
+            }
+            return Ok(());
         }
         // Copies made by earlier runs (an interrupted one's included).
         let (copies, copy_uids) = self.copies(c, last).await?;
@@ -421,6 +440,7 @@ impl Worker<'_> {
             enc: &enc,
             archive: &archive,
             dry_run,
+            undecryptable: std::sync::Mutex::new(Vec::new()),
         };
         let mut hold: Option<u32> = None; // a refused APPEND: the checkpoint stays below it
         let mut pending: Option<(&[Meta], Decrypting)> = None;
@@ -459,6 +479,76 @@ impl Worker<'_> {
         if hold.is_none() {
             self.checkpoint(folder, uv, max_seen, dry_run).await?;
         }
+        if !dry_run {
+            let noted = std::mem::take(&mut *lock(&p.undecryptable));
+            self.note_undecryptable(c, folder, uv, &noted, summary)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Keeps the store's list of the folder's undecryptable messages true
+    /// (the checkpoint passes them, so a later run would not see them
+    /// again): adds `noted`, drops what this run decrypted, what is no
+    /// longer in the folder (expunged, moved, marked deleted) and what
+    /// belongs to another UIDVALIDITY. The folder is selected.
+    async fn note_undecryptable(
+        &self,
+        c: &mut Conn,
+        folder: &str,
+        uv: u32,
+        noted: &[(u32, String)],
+        summary: &Summary,
+    ) -> Result<(), ImapError> {
+        let store = self.svc.store();
+        let org = self.svc.org().id;
+        let st = |e: store::StoreError| ImapError::Store(e.to_string());
+        let now = store::now();
+        for (uid, why) in noted {
+            store
+                .mailbox_undecryptable_add(
+                    org,
+                    &self.mb.name,
+                    folder,
+                    i64::from(uv),
+                    i64::from(*uid),
+                    why,
+                    now,
+                )
+                .await
+                .map_err(st)?;
+        }
+        let known: Vec<u32> = store
+            .mailbox_undecryptable(org, &self.mb.name)
+            .await
+            .map_err(st)?
+            .into_iter()
+            .filter(|u| u.folder == folder && u.uidvalidity == i64::from(uv))
+            .filter_map(|u| u32::try_from(u.uid).ok())
+            .collect();
+        let mut gone: Vec<i64> = Vec::new();
+        let mut present: HashSet<u32> = HashSet::new();
+        for part in known.chunks(500) {
+            let found = timed(
+                c.session
+                    .uid_search(format!("UID {} UNDELETED", detect::uid_set(part))),
+            )
+            .await?;
+            present.extend(found);
+        }
+        for uid in &known {
+            let decrypted = matches!(
+                summary.messages.get(&(folder.to_string(), uv, *uid)),
+                Some(Outcome::Decrypted)
+            );
+            if decrypted || !present.contains(uid) {
+                gone.push(i64::from(*uid));
+            }
+        }
+        store
+            .mailbox_undecryptable_remove(org, &self.mb.name, folder, i64::from(uv), &gone)
+            .await
+            .map_err(st)?;
         Ok(())
     }
 
@@ -500,6 +590,10 @@ impl Worker<'_> {
                 }
                 Some(Work::Archive) => to_move.push(m.uid),
                 Some(Work::Leave(o)) => {
+                    if let Outcome::Failed(why) = &o {
+                        lock(&p.undecryptable).push((m.uid, why.clone()));
+                        summary.not_opened.insert(key.clone());
+                    }
                     summary.messages.insert(key, o);
                 }
             }
@@ -664,6 +758,13 @@ struct PassCtx<'a> {
     /// The archive folder's name as sent.
     archive: &'a str,
     dry_run: bool,
+    /// Encrypted messages left in the folder because they did not open:
+    /// (UID, why), for the store's list.
+    undecryptable: std::sync::Mutex<Vec<(u32, String)>>,
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Consecutive runs of at most `n` messages and `bytes` bytes (a message

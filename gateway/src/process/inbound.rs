@@ -30,6 +30,9 @@ pub struct InboundResult {
     pub decrypted: bool,
     /// The message was encrypted and could not be opened (why).
     pub undecryptable: Option<String>,
+    /// Why, as a metrics label
+    /// ([`crate::metrics::decryption_failure_reason`]).
+    pub undecryptable_reason: Option<&'static str>,
     /// `valid`, `untrusted` (valid, but breaks a trust rule of the policy),
     /// `unknown` (revocation required and unavailable), `invalid` or `none`.
     pub signature: &'static str,
@@ -74,6 +77,7 @@ pub fn process(
     let mut reports: Vec<SignatureReport> = Vec::new();
     let mut decrypted = false;
     let mut undecryptable = None;
+    let mut undecryptable_reason = None;
     let message = match smime::decrypt(&clean, &keys.decrypt, Some(trust)) {
         Ok(opened) => {
             for layer in &opened.layers {
@@ -127,6 +131,7 @@ pub fn process(
             let why = e.to_string();
             info.push(("X-Sikkermail-Error", format!("not decrypted: {why}")));
             undecryptable = Some(why);
+            undecryptable_reason = Some(crate::metrics::decryption_failure_reason(&e));
             clean
         }
     };
@@ -214,6 +219,7 @@ pub fn process(
                 message: prepend_fields(&message, &info),
                 decrypted,
                 undecryptable,
+                undecryptable_reason,
                 signature: "unknown",
                 harvest,
             };
@@ -260,6 +266,7 @@ pub fn process(
         message: prepend_fields(&message, &info),
         decrypted,
         undecryptable,
+        undecryptable_reason,
         signature,
         harvest,
     }
