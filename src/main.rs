@@ -44,6 +44,9 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "sikkermail", version, about)]
 struct Cli {
+    /// --config, --data-dir, --database-url before the command's name.
+    #[command(flatten)]
+    store: cli::context::StoreArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -113,6 +116,7 @@ fn main() -> ExitCode {
         Command::Init(a) => cli::ca_cmd::init(a),
         Command::Ca(c) => cli::ca_cmd::ca(c),
         Command::Cert(c) => cli::ca_cmd::cert(c),
+    cli::context::set_before(cli.store);
         Command::Key(c) => cli::keys_cmd::key(c),
         Command::Recipient(c) => cli::keys_cmd::recipient(c),
         Command::Audit(a) => cli::keys_cmd::audit(a),

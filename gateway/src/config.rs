@@ -276,6 +276,10 @@ pub struct Config {
     pub org_name: String,
     /// See `org_name`.
     pub org_cvr: String,
+    /// The configuration names the organisation (`[organisation] name` or
+    /// `cvr`): it belongs to a real installation, so `serve` never makes a
+    /// fresh one for it (`sikkermail init` does, on purpose).
+    pub org_named: bool,
     /// The organisation's mail domains: inbound mail is accepted for these
     /// (and their subdomains) only; empty accepts any recipient.
     pub domains: Vec<String>,
@@ -336,6 +340,11 @@ pub struct Config {
     pub log_level: String,
     /// `[mailbox.NAME]` tables: shared IMAP mailboxes, by name.
     pub mailboxes: Vec<MailboxConfig>,
+    /// Not a key: set by `sikkermail serve` when it must not make a new
+    /// installation (the configuration names an organisation, or one
+    /// exists elsewhere), with the reason [`crate::start`] then gives
+    /// instead of initialising an empty data directory or database.
+    pub refuse_fresh: Option<String>,
 }
 
 /// One configuration error.
@@ -443,6 +452,7 @@ impl Config {
                 &format!("{hostname:?} is not a host name (letters, digits, dots and hyphens)"),
             );
         }
+        let org_named = t.has("organisation", "name") || t.has("organisation", "cvr");
         let org_name = t.string("organisation", "name", "Testorganisation");
         let org_cvr = t.string("organisation", "cvr", "00000000");
         let domains: Vec<String> = t
@@ -598,6 +608,7 @@ impl Config {
             hostname,
             org_name,
             org_cvr,
+            org_named,
             domains,
             inbound,
             outbound,
@@ -621,6 +632,7 @@ impl Config {
             log_json: format == "json",
             log_level,
             mailboxes,
+            refuse_fresh: None,
         })
     }
 
@@ -747,6 +759,131 @@ fn mailboxes(t: &mut Typed) -> Vec<MailboxConfig> {
 }
 
 impl Config {
+    /// The policy file `serve` reads: `policy`, else
+    /// `<data_dir>/policy.toml` when it exists; `None`: the built-in
+    /// defaults. `policy explain` asks the same.
+    pub fn policy_file(&self) -> Option<PathBuf> {
+        self.policy.clone().or_else(|| {
+            let p = self.data_dir.join("policy.toml");
+            p.exists().then_some(p)
+        })
+    }
+
+    /// The keys whose change `new` brings that only a restart applies
+    /// (SIGHUP re-reads the policy, the trust anchors, the TLS certificate
+    /// and key and the log level; everything else was used at start).
+    pub fn needs_restart(&self, new: &Config) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        let mut differ = |changed: bool, what: &'static str| {
+            if changed {
+                out.push(what);
+            }
+        };
+        differ(self.data_dir != new.data_dir, "data_dir");
+        differ(self.database_url != new.database_url, "database_url");
+        differ(self.hostname != new.hostname, "hostname");
+        differ(
+            (&self.org_name, &self.org_cvr, &self.domains)
+                != (&new.org_name, &new.org_cvr, &new.domains),
+            "[organisation]",
+        );
+        let (a, b) = (&self.inbound, &new.inbound);
+        differ(
+            a.listen != b.listen || self.outbound.listen != new.outbound.listen,
+            "listen addresses",
+        );
+        differ(self.http_listen != new.http_listen, "[http] listen");
+        differ(
+            (
+                &a.next_hop,
+                a.next_hop_tls,
+                a.max_message_size,
+                a.max_recipients,
+                &a.recipients,
+                a.verify_recipients,
+                a.max_connections,
+                a.max_connections_per_address,
+                a.min_data_rate,
+                a.data_grace,
+            ) != (
+                &b.next_hop,
+                b.next_hop_tls,
+                b.max_message_size,
+                b.max_recipients,
+                &b.recipients,
+                b.verify_recipients,
+                b.max_connections,
+                b.max_connections_per_address,
+                b.min_data_rate,
+                b.data_grace,
+            ),
+            "[inbound] (other than trust_anchors)",
+        );
+        let (a, b) = (&self.outbound, &new.outbound);
+        differ(
+            (
+                &a.trusted_networks,
+                &a.relay,
+                a.relay_tls,
+                a.max_connections,
+                a.max_connections_per_address,
+            ) != (
+                &b.trusted_networks,
+                &b.relay,
+                b.relay_tls,
+                b.max_connections,
+                b.max_connections_per_address,
+            ),
+            "[outbound]",
+        );
+        differ(
+            (self.max_age, self.retry_base, self.workers, self.keep_done)
+                != (new.max_age, new.retry_base, new.workers, new.keep_done),
+            "[queue]",
+        );
+        differ(
+            (self.ready_max_queue_age, self.ready_hop_down)
+                != (new.ready_max_queue_age, new.ready_hop_down),
+            "[health]",
+        );
+        differ(
+            (
+                &self.public_url,
+                self.secure_cookie,
+                self.http_max_connections,
+                self.http_max_connections_per_address,
+                self.http_header_timeout,
+                self.http_request_timeout,
+            ) != (
+                &new.public_url,
+                new.secure_cookie,
+                new.http_max_connections,
+                new.http_max_connections_per_address,
+                new.http_header_timeout,
+                new.http_request_timeout,
+            ),
+            "[http]",
+        );
+        differ(
+            (
+                &self.admin_mail_relay,
+                &self.admin_mail_from,
+                self.admin_applications,
+            ) != (
+                &new.admin_mail_relay,
+                &new.admin_mail_from,
+                new.admin_applications,
+            ),
+            "[admin]",
+        );
+        differ(self.log_json != new.log_json, "[log] format");
+        differ(
+            format!("{:?}", self.mailboxes) != format!("{:?}", new.mailboxes),
+            "[mailbox.*]",
+        );
+        out
+    }
+
     /// The `[mailbox.NAME]` called `name`.
     pub fn mailbox(&self, name: &str) -> Option<&MailboxConfig> {
         self.mailboxes.iter().find(|m| m.name == name)

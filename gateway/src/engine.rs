@@ -64,8 +64,14 @@ pub struct Gateway {
     /// Counters.
     pub metrics: Metrics,
     /// The policy: outbound decisions, and the inbound trust rules
-    /// ([`Crypto::rules`] is the same one).
-    pub policy: Arc<Policy>,
+    /// ([`Crypto::rules`] is the same one); replaced by [`Gateway::reload`].
+    policy: RwLock<Arc<Policy>>,
+    /// `[inbound] trust_anchors` as last (re)loaded.
+    trust_anchors: RwLock<Vec<PathBuf>>,
+    /// The STARTTLS certificate and key of both SMTP listeners; replaced
+    /// by [`Gateway::reload`] (a session takes the one current when it
+    /// connects).
+    tls: TlsSlot,
     /// This node's name for queue leases.
     pub owner: String,
     /// KiB of whole messages that may be in memory between the end of their
@@ -142,13 +148,16 @@ impl Gateway {
         }
         let policy = Arc::new(policy);
         let crypto = load_crypto(&svc, &cfg, Arc::clone(&policy)).await?;
+        let trust_anchors = RwLock::new(cfg.inbound.trust_anchors.clone());
         let (tx, rx) = mpsc::channel(4096);
         let owner = format!("{node}/{}", std::process::id());
         let gw = Arc::new(Gateway {
             cfg,
             svc,
             metrics: Metrics::default(),
-            policy,
+            policy: RwLock::new(policy),
+            trust_anchors,
+            tls: TlsSlot(RwLock::new(None)),
             owner,
             accept_budget: tokio::sync::Semaphore::new(ACCEPT_BUDGET_KIB as usize),
             wake: Notify::new(),
@@ -174,12 +183,74 @@ impl Gateway {
     /// Reloads keys and trust anchors from the store (after an import, a
     /// renewal, a rotation).
     pub async fn reload_crypto(&self) -> Result<()> {
-        let c = load_crypto(&self.svc, &self.cfg, Arc::clone(&self.policy)).await?;
-        match self.crypto.write() {
-            Ok(mut g) => *g = Arc::new(c),
-            Err(p) => *p.into_inner() = Arc::new(c),
-        }
+        let anchors = read_lock(&self.trust_anchors).clone();
+        let c = load_crypto_with(&self.svc, &anchors, self.policy()).await?;
+        *write_lock(&self.crypto) = Arc::new(c);
         Ok(())
+    }
+
+    /// The policy now.
+    pub fn policy(&self) -> Arc<Policy> {
+        read_lock(&self.policy).clone()
+    }
+
+    /// The STARTTLS acceptor now (`None` before the listeners start).
+    pub fn tls(&self) -> Option<Arc<openssl::ssl::SslAcceptor>> {
+        read_lock(&self.tls.0).clone()
+    }
+
+    /// Replaces the STARTTLS acceptor (sessions that connect from now on
+    /// present its certificate).
+    pub fn set_tls(&self, tls: Arc<openssl::ssl::SslAcceptor>) {
+        *write_lock(&self.tls.0) = Some(tls);
+    }
+
+    /// What SIGHUP re-reads from `new` (the configuration read again):
+    /// the policy file, the trust anchors, the TLS certificate and key.
+    /// Each is replaced only when it loads whole; one that does not is
+    /// refused with the reason and the one in use is kept. Returns what
+    /// was reloaded and the errors.
+    pub async fn reload(&self, new: &Config) -> (Vec<String>, Vec<String>) {
+        let (mut done, mut errors) = (Vec::new(), Vec::new());
+        let old_policy = self.policy();
+        match crate::load_policy(new) {
+            Ok((p, file)) => {
+                *write_lock(&self.policy) = Arc::new(p);
+                done.push(match file {
+                    Some(f) => format!("policy {}", f.display()),
+                    None => "policy: built-in defaults".into(),
+                });
+            }
+            Err(e) => errors.push(format!("{e}; the policy in use is kept")),
+        }
+        let old_anchors = read_lock(&self.trust_anchors).clone();
+        *write_lock(&self.trust_anchors) = new.inbound.trust_anchors.clone();
+        match self.reload_crypto().await {
+            Ok(()) => done.push(format!(
+                "trust anchors ({} file(s))",
+                new.inbound.trust_anchors.len()
+            )),
+            Err(e) => {
+                // The new anchors (or the policy's rules with them) do not
+                // load: keep what was in use.
+                *write_lock(&self.trust_anchors) = old_anchors;
+                errors.push(format!("{e}; the trust anchors in use are kept"));
+                if self.reload_crypto().await.is_err() {
+                    *write_lock(&self.policy) = old_policy;
+                }
+            }
+        }
+        match crate::server::tls_acceptor(new) {
+            Ok(a) => {
+                self.set_tls(Arc::new(a));
+                done.push(match &new.tls {
+                    Some((c, _)) => format!("TLS certificate {}", c.display()),
+                    None => "TLS certificate: the self-signed one".into(),
+                });
+            }
+            Err(e) => errors.push(format!("{e}; the TLS certificate in use is kept")),
+        }
+        (done, errors)
     }
 
     /// Makes `m` durable (committed and synced) and returns its queue id.
@@ -379,6 +450,15 @@ async fn writer(gw: std::sync::Weak<Gateway>, mut rx: mpsc::Receiver<(Incoming, 
 /// Loads the organisation's keys and the trust anchors (the internal root
 /// and `[inbound] trust_anchors`), under the data directory's shared lock.
 pub async fn load_crypto(svc: &Service, cfg: &Config, rules: Arc<Policy>) -> Result<Crypto> {
+    load_crypto_with(svc, &cfg.inbound.trust_anchors, rules).await
+}
+
+/// [`load_crypto`] with these trust anchor files (SIGHUP's).
+pub async fn load_crypto_with(
+    svc: &Service,
+    trust_anchors: &[PathBuf],
+    rules: Arc<Policy>,
+) -> Result<Crypto> {
     // The data directory's lock is taken for this operation only (shared:
     // a rotation waits for it, and it waits for a rotation).
     let lock = {
@@ -398,7 +478,7 @@ pub async fn load_crypto(svc: &Service, cfg: &Config, rules: Arc<Policy>) -> Res
     }
     let mut anchors: Vec<X509> = keys.ca.first().cloned().into_iter().collect();
     let mut pool: Vec<X509> = keys.ca.iter().skip(1).cloned().collect();
-    for f in &cfg.inbound.trust_anchors {
+    for f in trust_anchors {
         for c in read_certs(f)? {
             let self_signed = c.issued(&c) == openssl::x509::X509VerifyResult::OK;
             if self_signed {
@@ -422,9 +502,28 @@ pub async fn load_crypto(svc: &Service, cfg: &Config, rules: Arc<Policy>) -> Res
     })
 }
 
+/// The STARTTLS acceptor in use (OpenSSL's has no `Debug`).
+struct TlsSlot(RwLock<Option<Arc<openssl::ssl::SslAcceptor>>>);
+
+impl std::fmt::Debug for TlsSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsSlot")
+    }
+}
+
+/// A read guard, also when a writer panicked (the value is replaced whole,
+/// never left half-made).
+fn read_lock<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write_lock<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Every certificate in a PEM file, or in every `.pem`/`.crt`/`.cer` file
 /// of a directory.
-fn read_certs(path: &Path) -> Result<Vec<X509>> {
+pub fn read_certs(path: &Path) -> Result<Vec<X509>> {
     let mut files = Vec::new();
     if path.is_dir() {
         let rd = std::fs::read_dir(path)

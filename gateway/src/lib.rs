@@ -96,6 +96,9 @@ pub async fn start_with(cfg: Config, make_app: Option<MakeApp>) -> Result<(Runni
             if !fresh {
                 return Err(Error::Start(first.to_string()));
             }
+            if let Some(why) = &cfg.refuse_fresh {
+                return Err(Error::Start(why.clone()));
+            }
             let req = service::InitRequest {
                 org_name: ca::DisplayName::parse("organisation name", &cfg.org_name)
                     .map_err(|e| Error::Start(format!("[organisation] name: {e}")))?,
@@ -153,10 +156,7 @@ pub async fn start_with(cfg: Config, make_app: Option<MakeApp>) -> Result<(Runni
 /// directory when it exists) parsed, with its path; the built-in policy
 /// when there is none.
 pub fn load_policy(cfg: &Config) -> Result<(policies::Policy, Option<std::path::PathBuf>)> {
-    let policy_file = cfg.policy.clone().or_else(|| {
-        let p = cfg.data_dir.join("policy.toml");
-        p.exists().then_some(p)
-    });
+    let policy_file = cfg.policy_file();
     let policy = match &policy_file {
         None => policies::Policy::default(),
         Some(p) => {

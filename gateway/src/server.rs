@@ -267,7 +267,8 @@ impl Running {
             http: http.local_addr().map_err(|e| Error::Start(e.to_string()))?,
         };
         let app = app.map(|(svc, make)| make(svc, &bound));
-        let tls = Some(Arc::new(tls_acceptor(cfg)?));
+        gw.set_tls(Arc::new(tls_acceptor(cfg)?));
+        let tls = gw.tls();
         {
             use std::os::unix::fs::DirBuilderExt;
             let spool = cfg.data_dir.join("spool");
@@ -393,7 +394,7 @@ async fn accept_loop(
     sessions: Arc<Sessions>,
     budget: Arc<Budget>,
 ) {
-    let scfg = Arc::new(scfg);
+    let mut scfg = Arc::new(scfg);
     let what = match scfg.direction {
         SessionDirection::Inbound => "inbound SMTP",
         SessionDirection::Outbound => "outbound SMTP",
@@ -434,6 +435,15 @@ async fn accept_loop(
             }
         };
         let _ = stream.set_nodelay(true);
+        // A certificate reloaded (SIGHUP) since the last connection: this
+        // session and the next ones present the new one.
+        if let Some(t) = gw.tls()
+            && !scfg.tls.as_ref().is_some_and(|c| Arc::ptr_eq(c, &t))
+        {
+            let mut c = (*scfg).clone();
+            c.tls = Some(t);
+            scfg = Arc::new(c);
+        }
         let trusted = scfg.direction == SessionDirection::Outbound
             && gw
                 .cfg
@@ -1153,7 +1163,10 @@ async fn healthz(gw: Arc<Gateway>) -> axum::response::Response {
 
 /// The STARTTLS acceptor: the configured certificate, or a self-signed one
 /// made at first start in `<data-dir>/tls/`.
-fn tls_acceptor(cfg: &Config) -> Result<SslAcceptor> {
+/// The STARTTLS acceptor of `cfg`: `[tls] cert` and `key` (which must
+/// match), or the self-signed pair in `<data_dir>/tls/` (made when
+/// missing).
+pub fn tls_acceptor(cfg: &Config) -> Result<SslAcceptor> {
     let (cert, key) = match &cfg.tls {
         Some((c, k)) => (c.clone(), k.clone()),
         None => self_signed(&cfg.data_dir.join("tls"), &cfg.hostname)?,

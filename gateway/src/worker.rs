@@ -192,7 +192,7 @@ async fn inbound_attempt(gw: &Arc<Gateway>, m: &ClaimedMessage, body: &Arc<Vec<u
     if let Some(why) = &processed.undecryptable {
         for r in &m.recipients {
             if !m.released
-                && gw.policy.undecryptable_for(&r.address) == policies::Undecryptable::Quarantine
+                && gw.policy().undecryptable_for(&r.address) == policies::Undecryptable::Quarantine
             {
                 results.push(RcptResult {
                     idx: r.idx,
@@ -245,7 +245,7 @@ async fn outbound_attempt(gw: &Arc<Gateway>, m: &ClaimedMessage, body: &Arc<Vec<
             &body,
             &from,
             &a2,
-            &gw2.policy,
+            &gw2.policy(),
             &crypto.keys,
             &lookup,
             store::now(),

@@ -166,7 +166,7 @@ pub fn init(a: InitArgs) -> Result<ExitCode, Fail> {
         ocsp_url: None,
     };
     policy.validate()?;
-    let loc = a.store.location();
+    let loc = a.store.location()?;
     let rt = runtime()?;
     let dir = loc.data_dir.clone();
     let out = rt.block_on(service::init(

@@ -145,7 +145,7 @@ pub fn key(cmd: KeyCommand) -> Result<ExitCode, Fail> {
 
 /// `key rotate-master`: see [`service::rotate_master`].
 fn rotate(args: &StoreArgs) -> Result<ExitCode, Fail> {
-    let loc = args.location();
+    let loc = args.location()?;
     let rt = runtime()?;
     let dir = loc.data_dir.clone();
     let out = rt.block_on(service::rotate_master(&loc, Actor::from_process(), || {

@@ -3,7 +3,6 @@
 //! that `serve` reads (`--config`, or SIKKERMAIL_CONFIG).
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -14,7 +13,6 @@ use service::{Actor, Service};
 
 use super::context::{StoreArgs, date};
 use super::io::{Fail, usage};
-use super::serve::load_config;
 
 #[derive(Debug, Subcommand)]
 pub enum MailboxCommand {
@@ -29,9 +27,7 @@ pub enum MailboxCommand {
     /// 1: the run stopped on an error, or a decrypted copy could not be
     /// appended; 3: done, but undecryptable messages remain (listed).
     Decrypt {
-        /// Configuration file with the [mailbox.NAME] table.
-        #[arg(long, value_name = "FILE", env = "SIKKERMAIL_CONFIG")]
-        config: Option<PathBuf>,
+        /// With the [mailbox.NAME] table in the configuration (--config).
         #[command(flatten)]
         store: StoreArgs,
         /// The mailbox ([mailbox.NAME] in the configuration).
@@ -51,8 +47,6 @@ pub enum MailboxCommand {
     /// Store the mailbox's IMAP password sealed in the store (read from
     /// the environment variable named by --password-env).
     Password {
-        #[arg(long, value_name = "FILE", env = "SIKKERMAIL_CONFIG")]
-        config: Option<PathBuf>,
         #[command(flatten)]
         store: StoreArgs,
         /// The mailbox.
@@ -67,8 +61,6 @@ pub enum MailboxCommand {
     },
     /// The configured mailboxes and each folder's checkpoint and lease.
     Status {
-        #[arg(long, value_name = "FILE", env = "SIKKERMAIL_CONFIG")]
-        config: Option<PathBuf>,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -78,14 +70,13 @@ pub enum MailboxCommand {
 pub fn mailbox(cmd: MailboxCommand) -> Result<ExitCode, Fail> {
     match cmd {
         MailboxCommand::Decrypt {
-            config,
             store,
             mailbox,
             folders,
             dry_run,
             rescan,
         } => {
-            let cfg = config_with(config.as_ref(), &store)?;
+            let cfg = store.resolve()?.cfg;
             let opts = RunOptions {
                 folders,
                 dry_run,
@@ -95,13 +86,12 @@ pub fn mailbox(cmd: MailboxCommand) -> Result<ExitCode, Fail> {
             decrypt(&cfg, &mailbox, &opts)
         }
         MailboxCommand::Password {
-            config,
             store,
             mailbox,
             password_env,
             remove,
         } => {
-            let cfg = config_with(config.as_ref(), &store)?;
+            let cfg = store.resolve()?.cfg;
             let rt = super::context::runtime()?;
             rt.block_on(async {
                 let svc = open(&cfg).await?;
@@ -121,8 +111,8 @@ pub fn mailbox(cmd: MailboxCommand) -> Result<ExitCode, Fail> {
                 Ok(ExitCode::SUCCESS)
             })
         }
-        MailboxCommand::Status { config, store } => {
-            let cfg = config_with(config.as_ref(), &store)?;
+        MailboxCommand::Status { store } => {
+            let cfg = store.resolve()?.cfg;
             let rt = super::context::runtime()?;
             rt.block_on(async {
                 let svc = open(&cfg).await?;
@@ -161,18 +151,6 @@ pub fn mailbox(cmd: MailboxCommand) -> Result<ExitCode, Fail> {
             })
         }
     }
-}
-
-/// The configuration, with `--data-dir` and `--database-url` over it.
-fn config_with(file: Option<&PathBuf>, store: &StoreArgs) -> Result<Config, Fail> {
-    let mut cfg = load_config(file)?;
-    if let Some(d) = &store.data_dir {
-        cfg.data_dir = d.clone();
-    }
-    if let Some(u) = &store.database_url {
-        cfg.database_url = Some(u.clone());
-    }
-    Ok(cfg)
 }
 
 async fn open(cfg: &Config) -> Result<Service, Fail> {

@@ -4,7 +4,6 @@
 //! ledelsesrepræsentant's approval e-mail is queued and `serve` delivers
 //! it (signed as the policy says). Each decision is audited.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
@@ -12,7 +11,6 @@ use service::OrgId;
 
 use super::context::{StoreArgs, open};
 use super::io::{Fail, usage};
-use super::serve::load_config;
 
 #[derive(Debug, Subcommand)]
 pub enum OrgCommand {
@@ -28,10 +26,6 @@ pub enum OrgCommand {
         store: StoreArgs,
         /// The application's id (from `org pending`).
         id: i64,
-        /// The configuration `serve` reads: `[admin] mail_from` and
-        /// `[http] public_url` (default: SIKKERMAIL_CONFIG, else defaults).
-        #[arg(long, value_name = "FILE", env = "SIKKERMAIL_CONFIG")]
-        config: Option<PathBuf>,
         /// The address users reach the pages at, for the link (overrides
         /// `[http] public_url`).
         #[arg(long, value_name = "URL")]
@@ -64,18 +58,11 @@ pub fn org(cmd: OrgCommand) -> Result<ExitCode, Fail> {
         OrgCommand::Accept {
             store,
             id,
-            config,
             public_url,
         } => {
-            let cfg = load_config(config.as_ref())?;
-            let store = if store.given() {
-                store
-            } else {
-                StoreArgs {
-                    data_dir: Some(cfg.data_dir.clone()),
-                    database_url: cfg.database_url.clone(),
-                }
-            };
+            // `[admin] mail_from` and `[http] public_url` of the
+            // configuration `serve` reads (`--config`).
+            let cfg = store.resolve()?.cfg;
             let public_url = public_url
                 .or(cfg.public_url.clone())
                 .unwrap_or_else(|| format!("http://{}", cfg.http_listen));

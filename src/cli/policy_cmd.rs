@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
+use super::context::StoreArgs;
 use super::io::{Fail, read_file, usage};
 
 #[derive(Debug, Subcommand)]
@@ -16,9 +17,13 @@ pub enum PolicyCommand {
     },
     /// The decision for a message, per recipient, and the rules that made it.
     Explain {
-        /// The policy file (default: built-in defaults when not given).
+        /// The policy file (default: the one `serve` uses: the
+        /// configuration's `policy`, else <data_dir>/policy.toml when it
+        /// exists, else the built-in defaults).
         #[arg(long, value_name = "FILE")]
         policy: Option<PathBuf>,
+        #[command(flatten)]
+        store: StoreArgs,
         /// The sender.
         #[arg(long, value_name = "ADDR")]
         from: String,
@@ -70,13 +75,25 @@ pub fn policy(cmd: PolicyCommand) -> Result<ExitCode, Fail> {
         }
         PolicyCommand::Explain {
             policy,
+            store,
             from,
             to,
             subject,
         } => {
-            let p = match &policy {
-                Some(f) => load(f)?,
-                None => policies::Policy::default(),
+            // The file `serve` would use, from the same configuration.
+            let file = match policy {
+                Some(f) => Some(f),
+                None => store.resolve()?.cfg.policy_file(),
+            };
+            let p = match &file {
+                Some(f) => {
+                    outln!("policy: {}", f.display());
+                    load(f)?
+                }
+                None => {
+                    outln!("policy: built-in defaults (no policy file configured)");
+                    policies::Policy::default()
+                }
             };
             let facts = policies::MessageFacts { from, to, subject };
             out!("{}", p.explain(&facts));

@@ -1,81 +1,96 @@
-//! `sikkermail serve`: the gateway. Reads the configuration, sets up logs,
-//! starts the gateway, prints what it listens on, and stops on SIGTERM or
-//! Ctrl-C.
+//! `sikkermail serve`: the gateway. Reads the configuration (the same one
+//! every command reads), sets up logs, starts the gateway, prints what it
+//! uses and listens on, re-reads what it can on SIGHUP, and stops on
+//! SIGTERM or Ctrl-C.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
 use gateway::Config;
 
+use super::context::{DEFAULT_DATA_DIR, Resolved, StoreArgs};
 use super::io::Fail;
 
 /// `serve` options. Everything else is in the configuration file or the
 /// environment (`SIKKERMAIL_<SECTION>_<KEY>`).
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Configuration file (TOML). Without one the embedded defaults apply:
-    /// ./sikkermail-data, loopback ports 2525, 2587 and 8080.
-    #[arg(long, value_name = "FILE", env = "SIKKERMAIL_CONFIG")]
-    config: Option<PathBuf>,
-    /// Check the configuration (and the policy file) and exit.
+    /// The configuration (--config; without one the embedded defaults:
+    /// ./sikkermail-data, loopback ports 2525, 2587 and 8080), the data
+    /// directory and the database.
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Load everything `serve` loads (configuration, policy, trust
+    /// anchors, TLS certificate and key, mailbox CA files, the database
+    /// and the master key, the listen ports), report every error, exit 2
+    /// if any, and do not start.
     #[arg(long)]
     check: bool,
 }
 
-/// Reads the configuration file and the environment: every error at once.
-pub fn load_config(file: Option<&PathBuf>) -> Result<Config, Fail> {
-    let text = match file {
-        Some(p) => Some((
-            p.display().to_string(),
-            std::fs::read_to_string(p).map_err(|e| Fail {
-                code: 2,
-                msg: format!("cannot read the configuration {}: {e}", p.display()),
-            })?,
-        )),
-        None => None,
+/// Where else an installation may be: the built-in data directory, the
+/// package's, and the configuration's (when `--data-dir` overrides it).
+const OTHER_DATA_DIRS: &[&str] = &[DEFAULT_DATA_DIR, "/var/lib/sikkermail"];
+
+/// Why `serve` must not make a fresh installation for `res` (it only ever
+/// makes a test organisation, for a first try): the configuration names
+/// an organisation, or an installation exists in another data directory,
+/// so an empty one here is a mistake in the configuration or the flags.
+fn fresh_refusal(res: &Resolved) -> Option<String> {
+    let cfg = &res.cfg;
+    let store = match &cfg.database_url {
+        Some(u) => format!("the database {}", super::context::hide_password(u)),
+        None => format!("the data directory {}", cfg.data_dir.display()),
     };
-    let env: Vec<(String, String)> = std::env::vars().collect();
-    Config::load(text.as_ref().map(|(n, t)| (n.as_str(), t.as_str())), &env).map_err(|errs| {
-        let lines: Vec<String> = errs.iter().map(|e| format!("  {e}")).collect();
-        Fail {
-            code: 2,
-            msg: format!(
-                "the configuration has {} error(s):\n{}",
-                errs.len(),
-                lines.join("\n")
-            ),
+    let file = res
+        .file
+        .as_ref()
+        .map(|(p, _)| p.display().to_string())
+        .unwrap_or_else(|| "FILE".into());
+    if cfg.org_named {
+        return Some(format!(
+            "{store} holds no installation, and the configuration {file} names the organisation {:?} (CVR {}): `serve` makes only test installations; make this one with `sikkermail init --config {file} --org-name NAME --cvr CVR`, or point data_dir (database_url) at the one that exists",
+            cfg.org_name, cfg.org_cvr
+        ));
+    }
+    let same = |a: &Path, b: &Path| {
+        let norm = |p: &Path| {
+            std::fs::canonicalize(p)
+                .or_else(|_| std::path::absolute(p))
+                .unwrap_or_else(|_| p.to_path_buf())
+        };
+        norm(a) == norm(b)
+    };
+    let others = OTHER_DATA_DIRS
+        .iter()
+        .map(PathBuf::from)
+        .chain(std::iter::once(res.configured_data_dir.clone()));
+    for other in others {
+        if !same(&other, &cfg.data_dir) && other.join("sikkermail.db").exists() {
+            let other = std::path::absolute(&other).unwrap_or(other);
+            return Some(format!(
+                "{store} holds no installation, but {} does: `serve` will not make a second one beside it; use --data-dir {} (or data_dir in the configuration), or move {} away to start afresh",
+                other.display(),
+                other.display(),
+                other.display()
+            ));
         }
-    })
+    }
+    None
 }
 
 /// `sikkermail serve`.
 pub fn serve(a: ServeArgs) -> Result<ExitCode, Fail> {
-    let cfg = load_config(a.config.as_ref())?;
+    let mut res = a.store.resolve()?;
     if a.check {
-        let default_policy = cfg.data_dir.join("policy.toml");
-        let policy = cfg
-            .policy
-            .clone()
-            .or_else(|| default_policy.exists().then_some(default_policy));
-        if let Some(p) = &policy {
-            let text = std::fs::read_to_string(p).map_err(|e| Fail {
-                code: 2,
-                msg: format!("policy {}: {e}", p.display()),
-            })?;
-            if let Err(errs) = policies::Policy::parse(&text) {
-                let lines: Vec<String> = errs.iter().map(|e| format!("  {e}")).collect();
-                return Err(Fail {
-                    code: 2,
-                    msg: format!("policy {}:\n{}", p.display(), lines.join("\n")),
-                });
-            }
-        }
-        outln!("configuration OK");
-        return Ok(ExitCode::SUCCESS);
+        return check(&res);
     }
-    init_logs(&cfg);
+    res.cfg.refuse_fresh = fresh_refusal(&res);
+    let logs = init_logs(&res.cfg);
+    outln!("sikkermail serve: {}", res.describe());
+    let cfg = res.cfg.clone();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -84,6 +99,8 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode, Fail> {
             msg: format!("cannot start the runtime: {e}"),
         })?;
     rt.block_on(async move {
+        // From here on SIGHUP no longer ends the process (its default).
+        let mut signals = Signals::new();
         let data_dir = cfg.data_dir.clone();
         let (secure_cookie, public_url) = (cfg.secure_cookie, cfg.public_url.clone());
         let (relay, from) = (cfg.admin_mail_relay.clone(), cfg.admin_mail_from.clone());
@@ -131,7 +148,6 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode, Fail> {
             None => "no relay configured (mail waits in the queue)".into(),
         };
         let b = &running.bound;
-        outln!("sikkermail serve: data directory {}", data_dir.display());
         outln!("  inbound SMTP   {} -> {inbound_to}", b.inbound);
         outln!("  outbound SMTP  {} -> {outbound_to}", b.outbound);
         outln!("  HTTP           http://{}/metrics  /healthz", b.http);
@@ -146,47 +162,350 @@ pub fn serve(a: ServeArgs) -> Result<ExitCode, Fail> {
             None => outln!("  policy         built-in defaults (no policy.toml)"),
         }
         outln!("ready");
-        wait_for_stop().await;
-        outln!("sikkermail serve: stopping");
+        let why = loop {
+            match signals.next().await {
+                Signal::Reload => reload(&a.store, &running, &logs).await,
+                Signal::Stop(why) => break why,
+            }
+        };
+        outln!("sikkermail serve: stopping ({why})");
         running.shutdown(Duration::from_secs(8)).await;
-        outln!("sikkermail serve: stopped; the queue is kept");
+        outln!("sikkermail serve: stopped ({why}); the queue is kept");
         Ok(ExitCode::SUCCESS)
     })
 }
 
-async fn wait_for_stop() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
+/// SIGHUP (`systemctl reload`): the configuration is read again and the
+/// policy file, the trust anchors, the TLS certificate and key and the log
+/// level are replaced; each that does not load is refused (an ERROR line)
+/// and the one in use kept. Other changes wait for a restart (a WARN line
+/// names them).
+async fn reload(args: &StoreArgs, running: &gateway::Running, logs: &LogHandle) {
+    tracing::info!("SIGHUP: reading the configuration again");
+    let new = match args.resolve() {
+        Ok(r) => r.cfg,
+        Err(e) => {
+            tracing::error!(
+                "reload refused, everything in use is kept: {}",
+                e.msg.replace('\n', " ")
+            );
+            return;
+        }
+    };
+    let gw = &running.gw;
+    let restart = gw.cfg.needs_restart(&new);
+    if !restart.is_empty() {
+        tracing::warn!(
+            changed = %restart.join(", "),
+            "these changes need a restart; the values in use are kept"
+        );
+    }
+    let (done, errors) = gw.reload(&new).await;
+    for e in &errors {
+        // One journal line each.
+        tracing::error!("reload: {}", e.replace('\n', "; "));
+    }
+    logs.set_level(&new.log_level);
+    tracing::info!(
+        reloaded = %done.join(", "),
+        log_level = %new.log_level,
+        errors = errors.len(),
+        "reloaded"
+    );
+}
+
+/// What a signal asks for.
+enum Signal {
+    /// SIGHUP.
+    Reload,
+    /// SIGTERM or SIGINT, named.
+    Stop(&'static str),
+}
+
+/// The signals `serve` listens for, registered once (none is lost
+/// between two waits).
+struct Signals {
+    term: Option<tokio::signal::unix::Signal>,
+    hup: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Signals {
+        use tokio::signal::unix::{SignalKind, signal};
+        Signals {
+            term: signal(SignalKind::terminate()).ok(),
+            hup: signal(SignalKind::hangup()).ok(),
+            int: signal(SignalKind::interrupt()).ok(),
+        }
+    }
+
+    async fn next(&mut self) -> Signal {
+        async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
             }
         }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+        tokio::select! {
+            _ = recv(&mut self.term) => Signal::Stop("SIGTERM"),
+            _ = recv(&mut self.hup) => Signal::Reload,
+            _ = recv(&mut self.int) => Signal::Stop("SIGINT"),
         }
     }
 }
 
-fn init_logs(cfg: &Config) {
-    use tracing_subscriber::fmt;
-    let level = match cfg.log_level.as_str() {
-        "error" => tracing::Level::ERROR,
-        "warn" => tracing::Level::WARN,
-        "debug" => tracing::Level::DEBUG,
-        "trace" => tracing::Level::TRACE,
-        _ => tracing::Level::INFO,
+/// How long `serve --check` waits for the database (the store's pool
+/// itself waits two minutes, for a server starting beside its database).
+const STORE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `serve --check`: everything `serve` loads, every error at once.
+fn check(res: &Resolved) -> Result<ExitCode, Fail> {
+    let cfg = &res.cfg;
+    let mut errors: Vec<String> = Vec::new();
+    if let Err(e) = gateway::load_policy(cfg) {
+        errors.push(e.to_string().replace(":\n", ": ").replace('\n', "; "));
+    }
+    for f in &cfg.inbound.trust_anchors {
+        match gateway::engine::read_certs(f) {
+            Ok(c) if c.is_empty() => errors.push(format!(
+                "[inbound] trust_anchors {}: no certificate in it",
+                f.display()
+            )),
+            Ok(_) => {}
+            Err(e) => errors.push(format!("[inbound] {e}")),
+        }
+    }
+    // The self-signed pair is made at the first start: checked only once
+    // it exists (--check writes nothing).
+    let self_signed = cfg.data_dir.join("tls/cert.pem");
+    let mut tls_readable = true;
+    if let Some((cert, key)) = &cfg.tls {
+        let c = std::fs::read(cert)
+            .map_err(|e| e.to_string())
+            .and_then(|b| {
+                openssl::x509::X509::from_pem(&b).map_err(|_| "no PEM certificate".into())
+            });
+        let k = std::fs::read(key).map_err(|e| e.to_string()).and_then(|b| {
+            openssl::pkey::PKey::private_key_from_pem(&b).map_err(|_| "no PEM private key".into())
+        });
+        if let Err(e) = &c {
+            errors.push(format!("[tls] cert {}: {e}", cert.display()));
+        }
+        if let Err(e) = &k {
+            errors.push(format!("[tls] key {}: {e}", key.display()));
+        }
+        match (c, k) {
+            (Ok(c), Ok(k)) if !c.public_key().is_ok_and(|p| p.public_eq(&k)) => {
+                errors.push(format!(
+                    "[tls] key {} does not match the certificate {}",
+                    key.display(),
+                    cert.display()
+                ));
+                tls_readable = false;
+            }
+            (Ok(_), Ok(_)) => {}
+            _ => tls_readable = false,
+        }
+    }
+    if tls_readable
+        && (cfg.tls.is_some() || self_signed.exists())
+        && let Err(e) = gateway::server::tls_acceptor(cfg)
+    {
+        errors.push(format!("[tls] {e}"));
+    }
+    for mb in &cfg.mailboxes {
+        let Some(ca) = &mb.ca else { continue };
+        let read = std::fs::read(ca)
+            .map_err(|e| e.to_string())
+            .and_then(|b| openssl::x509::X509::stack_from_pem(&b).map_err(|e| e.to_string()));
+        match read {
+            Ok(c) if c.is_empty() => errors.push(format!(
+                "[mailbox.{}] ca {}: no PEM certificate in it",
+                mb.name,
+                ca.display()
+            )),
+            Ok(_) => {}
+            Err(e) => errors.push(format!("[mailbox.{}] ca {}: {e}", mb.name, ca.display())),
+        }
+    }
+    // The store: reachable, initialised, its master key readable. An
+    // empty one is made at start unless that would be refused.
+    let fresh = match cfg.database_url {
+        None => !cfg.data_dir.join("sikkermail.db").exists(),
+        Some(_) => false,
     };
-    let builder = fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .with_target(false);
-    let _ = if cfg.log_json {
-        builder.json().try_init()
+    let mut note = None;
+    if fresh {
+        match fresh_refusal(res) {
+            Some(why) => errors.push(why),
+            None => {
+                note = Some(format!(
+                    "{} is made at start (a test organisation)",
+                    cfg.data_dir.display()
+                ))
+            }
+        }
     } else {
-        builder.with_ansi(false).try_init()
+        let opened = super::context::runtime().and_then(|rt| {
+            let loc = res.location();
+            let open = service::Service::open(&loc, service::Actor::from_process());
+            match rt.block_on(async { tokio::time::timeout(STORE_TIMEOUT, open).await }) {
+                Ok(r) => r.map(drop).map_err(Fail::from),
+                Err(_) => Err(super::io::usage(format!(
+                    "the database did not answer within {} s",
+                    STORE_TIMEOUT.as_secs()
+                ))),
+            }
+        });
+        match opened {
+            Ok(()) => {}
+            Err(e) if cfg.database_url.is_some() && e.msg.contains("no organisation") => {
+                match fresh_refusal(res) {
+                    Some(why) => errors.push(why),
+                    None => note = Some("the database is initialised at start".into()),
+                }
+            }
+            Err(e) => errors.push(format!("store: {}", e.msg)),
+        }
+    }
+    // Bound together, so one port named twice fails too; released at once.
+    let mut bound = Vec::new();
+    for (addr, what) in [
+        (cfg.inbound.listen, "inbound SMTP"),
+        (cfg.outbound.listen, "outbound SMTP"),
+        (cfg.http_listen, "HTTP"),
+    ] {
+        match std::net::TcpListener::bind(addr) {
+            Ok(l) => bound.push(l),
+            Err(e) => errors.push(format!("cannot listen on {addr} ({what}): {e}")),
+        }
+    }
+    drop(bound);
+    if !errors.is_empty() {
+        let lines: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
+        return Err(Fail {
+            code: 2,
+            msg: format!(
+                "{} error(s) ({}):\n{}",
+                errors.len(),
+                res.describe(),
+                lines.join("\n")
+            ),
+        });
+    }
+    outln!("configuration OK: {}", res.describe());
+    if let Some(n) = note {
+        outln!("  {n}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Changes the log level of a running `serve` (SIGHUP).
+struct LogHandle(
+    Option<
+        tracing_subscriber::reload::Handle<
+            tracing_subscriber::filter::LevelFilter,
+            tracing_subscriber::Registry,
+        >,
+    >,
+);
+
+impl LogHandle {
+    fn set_level(&self, level: &str) {
+        if let Some(h) = &self.0 {
+            let _ = h.modify(|f| *f = level_filter(level));
+        }
+    }
+}
+
+fn level_filter(level: &str) -> tracing_subscriber::filter::LevelFilter {
+    use tracing_subscriber::filter::LevelFilter;
+    match level {
+        "error" => LevelFilter::ERROR,
+        "warn" => LevelFilter::WARN,
+        "debug" => LevelFilter::DEBUG,
+        "trace" => LevelFilter::TRACE,
+        _ => LevelFilter::INFO,
+    }
+}
+
+/// True when systemd started this process with its output going to the
+/// journal (`JOURNAL_STREAM`, or `INVOCATION_ID` for any unit).
+fn under_systemd() -> bool {
+    ["JOURNAL_STREAM", "INVOCATION_ID"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|x| !x.is_empty()))
+}
+
+/// Logs to standard error: text, JSON lines, or under systemd lines the
+/// journal reads as they are meant (a `<N>` syslog priority prefix per
+/// sd-daemon(3), no timestamp: the journal keeps its own; no colours).
+fn init_logs(cfg: &Config) -> LogHandle {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::{Layer, fmt, reload};
+    type Boxed = Box<
+        dyn Layer<
+                tracing_subscriber::layer::Layered<
+                    reload::Layer<
+                        tracing_subscriber::filter::LevelFilter,
+                        tracing_subscriber::Registry,
+                    >,
+                    tracing_subscriber::Registry,
+                >,
+            > + Send
+            + Sync,
+    >;
+    let (filter, handle) = reload::Layer::new(level_filter(&cfg.log_level));
+    let base = fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(false);
+    let layer: Boxed = if cfg.log_json {
+        Box::new(base.json())
+    } else if under_systemd() {
+        Box::new(base.event_format(Journald))
+    } else {
+        Box::new(base)
     };
+    match tracing_subscriber::registry()
+        .with(filter)
+        .with(layer)
+        .try_init()
+    {
+        Ok(()) => LogHandle(Some(handle)),
+        Err(_) => LogHandle(None),
+    }
+}
+
+/// One journal line per event: `<3>` error, `<4>` warning, `<6>` info,
+/// `<7>` debug and trace, then the message and its fields.
+struct Journald;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for Journald
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut w: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let prio = match *event.metadata().level() {
+            tracing::Level::ERROR => 3,
+            tracing::Level::WARN => 4,
+            tracing::Level::INFO => 6,
+            _ => 7,
+        };
+        write!(w, "<{prio}>")?;
+        tracing_subscriber::fmt::FormatFields::format_fields(ctx, w.by_ref(), event)?;
+        writeln!(w)
+    }
 }
 
 /// The one-time link that creates the first administrator: a secret, so it

@@ -708,7 +708,7 @@ fn fetched_revocation(
     // Opened on this runtime: its connections belong to it.
     let svc = if store.given() {
         Some(rt.block_on(service::Service::open(
-            &store.location(),
+            &store.location()?,
             service::Actor::from_process(),
         ))?)
     } else {
