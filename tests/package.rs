@@ -86,12 +86,14 @@ fn package() -> &'static Path {
         fs::create_dir_all(&out).unwrap();
         let deb = out.join("sikkermail.deb");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        // --strip: the dev build's full debug info would be 200 MB to
-        // compress; --fast: quicker compression.
+        // The dev build's full debug info (200 MB) is stripped, not kept
+        // in /usr/lib/debug as the release's line tables are: a minute less
+        // of compressing. --fast: quicker compression.
         run(Command::new(cargo)
             .current_dir(ROOT_DIR)
             .env("CARGO_TARGET_DIR", target_dir)
-            .args(["deb", "--no-build", "--offline", "--strip", "--fast"])
+            .args(["deb", "--no-build", "--offline", "--fast", "--strip"])
+            .args(["--no-separate-debug-symbols", "--no-compress-debug-symbols"])
             .args(["--profile", profile, "--output"])
             .arg(&deb));
         deb
