@@ -143,7 +143,15 @@ fn package_holds_what_an_administrator_expects_and_lintian_is_clean() {
     }
     let info = text(&run(Command::new("dpkg-deb").arg("-I").arg(deb)).stdout);
     assert!(info.contains(&format!("Version: {}-1", env!("CARGO_PKG_VERSION"))));
-    assert!(info.contains("Depends: adduser"), "{info}");
+    // adduser for postinst, procps for the unit's /bin/kill.
+    let depends = info
+        .lines()
+        .find(|l| l.trim_start().starts_with("Depends:"));
+    let depends = depends.unwrap_or_default();
+    assert!(
+        depends.contains("adduser") && depends.contains("procps"),
+        "{info}"
+    );
     let dir = tempfile::tempdir().unwrap();
     unpack(dir.path());
     assert_eq!(
