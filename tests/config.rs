@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{Sink, peer, sh};
+use common::{Sink, peer, run_with_timeout, sh};
 use serve::{Serve, bin, config_file};
 use site::Site;
 
@@ -37,7 +37,8 @@ fn run(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     for (k, v) in env {
         c.env(k, v);
     }
-    c.output().unwrap()
+    // A `serve` that starts instead of refusing fails the test, never hangs it.
+    run_with_timeout(&mut c, 120)
 }
 
 fn ok(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
