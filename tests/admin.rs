@@ -352,12 +352,14 @@ fn legacy_oces2_key_opens_old_mail_through_the_store() {
         assert!(dec.ends_with("Dom i sag 2019-44.\r\n"), "{dec}");
 
         // A current organisation certificate from MitID Erhverv (here: an
-        // OCES3-shaped one from another CA) imports as OCES3, not legacy.
+        // OCES3-shaped one from another CA, with OCES3's policy OIDs)
+        // imports as OCES3, not legacy.
         sh(
             &d,
             "openssl req -x509 -newkey rsa:3072 -nodes -keyout mitid.key -out mitid.crt -days 1095 -sha256 -utf8 \
             -subj '/CN=Advokatfirma Jørgensen/serialNumber=UI:DK-O:G:a040fe26-ce78-4328-ac0e-29eeb12f46df/O=Advokatfirma Jørgensen/organizationIdentifier=NTRDK-12345678/C=DK' \
-            -addext subjectAltName=email:post@joergensen.dk 2>/dev/null",
+            -addext subjectAltName=email:post@joergensen.dk \
+            -addext certificatePolicies=0.4.0.2042.1.1,1.2.208.169.1.1.1.3.7 2>/dev/null",
         );
         sh(
             &d,

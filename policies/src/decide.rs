@@ -567,7 +567,7 @@ undecryptable = "quarantine"
                 true,
                 Cipher::Aes256Cbc,
                 false,
-                &[Generation::Oces3][..],
+                &[Generation::Oces3, Generation::Other][..],
                 Undecryptable::Deliver
             )
         );

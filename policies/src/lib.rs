@@ -18,7 +18,7 @@
 //! | `sign` | `true`, `false` | `true` |
 //! | `cipher` | `"aes256-cbc"`, `"aes128-cbc"`, `"aes256-gcm"`, `"aes128-gcm"` | `"aes256-cbc"` |
 //! | `oaep` | `true`, `false` | `false` |
-//! | `generations` | non-empty array of `"OCES2"`, `"OCES3"` | `["OCES3"]` |
+//! | `generations` | non-empty array of `"OCES2"`, `"OCES3"`, `"other"` (no OCES policy OID) | `["OCES3", "other"]` |
 //! | `subject_trigger` | text; `""` turns it off | `"[sikker]"` |
 //! | `undecryptable` | `"deliver"`, `"quarantine"` | `"deliver"` |
 //! | `signer_policies` | array of policy OIDs the signer's chain must assert (one of them) | `[]` (none required) |

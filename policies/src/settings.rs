@@ -75,12 +75,17 @@ named_enum!(
 );
 
 named_enum!(
-    /// A certificate generation a recipient may be encrypted to.
-    Generation, expected = r#""OCES2" or "OCES3""#, {
+    /// A certificate generation a recipient may be encrypted to, as read
+    /// from the certificate's own policy OIDs (OCES2 `1.2.208.169.1.1.1.x.1`
+    /// to `.6`, OCES3 `.7`).
+    Generation, expected = r#""OCES2", "OCES3" or "other""#, {
         /// NemID-era certificates (VOCES, MOCES, FOCES).
         Oces2 = "OCES2",
-        /// MitID Erhverv certificates (the built-in default).
+        /// MitID Erhverv certificates (in the built-in default).
         Oces3 = "OCES3",
+        /// Neither: no OCES policy OID (a partner abroad, a CA of its own;
+        /// in the built-in default). `["OCES3"]` leaves these out.
+        Other = "other",
     }
 );
 
@@ -167,10 +172,13 @@ pub mod defaults {
     pub const CIPHER: Cipher = Cipher::Aes256Cbc;
     /// `oaep = false`: RSA PKCS#1 v1.5 key transport, which every peer reads.
     pub const OAEP: bool = false;
-    /// `generations = ["OCES3"]`. NemID (OCES2) certificates expired with
-    /// NemID; the organisation's own legacy OCES2 keys are kept for
-    /// decryption only and are never encryption targets whatever this says.
-    pub const GENERATIONS: &[Generation] = &[Generation::Oces3];
+    /// `generations = ["OCES3", "other"]`: anything but OCES2. NemID
+    /// (OCES2) certificates expired with NemID; the organisation's own
+    /// legacy OCES2 keys are kept for decryption only and are never
+    /// encryption targets whatever this says. Certificates without an OCES
+    /// policy (partners abroad, CAs of their own) are `other`: a policy
+    /// that says `["OCES3"]` encrypts to real OCES3 certificates only.
+    pub const GENERATIONS: &[Generation] = &[Generation::Oces3, Generation::Other];
     /// `subject_trigger = "[sikker]"`.
     pub const SUBJECT_TRIGGER: &str = "[sikker]";
     /// `undecryptable = "deliver"`.

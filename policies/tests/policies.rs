@@ -38,7 +38,8 @@ fn example_policy_decides_as_documented() {
     let p = Policy::parse(EXAMPLE).unwrap();
     let gcm = Cipher::Aes256Gcm;
     let cbc = Cipher::Aes256Cbc;
-    const O3: &[Generation] = &[Generation::Oces3];
+    // The built-in default: anything but OCES2.
+    const O3: &[Generation] = &[Generation::Oces3, Generation::Other];
     const O23: &[Generation] = &[Generation::Oces2, Generation::Oces3];
     /// to, subject, encrypt, sign, cipher, oaep, generations, new subject
     struct Row(

@@ -125,13 +125,22 @@ pub fn cert_of(pem: &str) -> Result<X509> {
         .map_err(|e| Error::Invalid(format!("stored certificate unreadable: {e}")))
 }
 
-/// OCES2 subjects carry `serialNumber=CVR:<cvr>-RID|UID|FID:...`.
+/// The generation of a certificate nobody said anything about: OCES3 or
+/// OCES2 from its own policy OIDs, else `other` (see
+/// [`store::keys::decide_generation`]).
 pub fn generation_of(cert: &X509) -> &'static str {
-    let oces2 = cert
-        .subject_name()
-        .entries_by_nid(openssl::nid::Nid::SERIALNUMBER)
-        .any(|e| e.data().to_string().is_ok_and(|s| s.starts_with("CVR:")));
-    if oces2 { "OCES2" } else { "OCES3" }
+    store::keys::decide_generation(cert, false).generation
+}
+
+/// A certificate's status as an administrator needs it: `expired` for an
+/// active one past its end (kept for decryption), else the stored one
+/// (`active`, `revoked`, `superseded`).
+pub fn status_at(c: &store::CertRow, now: i64) -> &str {
+    if c.status == "active" && c.not_after < now {
+        "expired"
+    } else {
+        &c.status
+    }
 }
 
 /// Stores a certificate (and its key) in `tx` and returns its id.
@@ -164,9 +173,11 @@ pub(crate) async fn record(
     let (not_before, not_after) = validity(cert);
     let pem = String::from_utf8(cert.to_pem()?)
         .map_err(|e| Error::Invalid(format!("certificate PEM: {e}")))?;
+    let decided = store::keys::decide_recorded(cert, source, key.is_some_and(|(_, legacy)| legacy));
     let new = NewCert {
         kind: kind.to_string(),
-        generation: generation_of(cert).to_string(),
+        generation: decided.generation.to_string(),
+        generation_basis: decided.basis,
         source: source.to_string(),
         pem,
         subject: smime::keyring::name_to_string(cert.subject_name()),

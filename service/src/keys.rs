@@ -4,7 +4,7 @@
 use openssl::x509::X509;
 use store::{Kek, LockMode, MasterKeys, ResealReport, Store};
 
-use crate::certs::{fingerprint, generation_of, record, serial_hex, validity};
+use crate::certs::{cert_of, fingerprint, record, serial_hex, validity};
 use crate::{Actor, Error, Location, Result, Service};
 
 /// A PKCS#12 to import, already opened (so a wrong password fails before
@@ -24,12 +24,53 @@ pub struct ImportRequest {
 pub struct Imported {
     /// The certificate's id.
     pub id: i64,
-    /// OCES2 or OCES3.
+    /// OCES2, OCES3 or other.
     pub generation: &'static str,
+    /// What the generation was decided from.
+    pub generation_basis: String,
     /// imported or legacy.
     pub source: &'static str,
     /// Whether it has expired (kept for decryption anyway).
     pub expired: bool,
+}
+
+/// What [`Service::set_key_legacy`] did.
+#[derive(Debug)]
+pub struct KeyCorrected {
+    /// False when the key already was so (nothing changed, not audited).
+    pub changed: bool,
+    /// Its certificates: (id, generation, what it was decided from).
+    pub certificates: Vec<(i64, &'static str, String)>,
+}
+
+/// What [`Service::delete_key`] did.
+#[derive(Debug)]
+pub struct KeyDeleted {
+    /// Imported certificates removed with the key.
+    pub removed_certs: Vec<i64>,
+    /// Certificates this CA issued, kept without a key.
+    pub kept_certs: Vec<i64>,
+    /// Queued messages only this key opened (deleted with --force).
+    pub queued: Vec<i64>,
+}
+
+/// The recipients an S/MIME message (or its encrypted parts) is
+/// encrypted to, read without any key: a keyring that only takes note of
+/// what it is asked for.
+fn recipient_ids(message: &[u8]) -> Vec<smime::RecipientId> {
+    #[derive(Default)]
+    struct Probe(std::sync::Mutex<Vec<smime::RecipientId>>);
+    impl smime::Keyring for Probe {
+        fn find(&self, rid: &smime::RecipientId) -> Vec<std::sync::Arc<smime::KeyPair>> {
+            if let Ok(mut v) = self.0.lock() {
+                v.push(rid.clone());
+            }
+            Vec::new()
+        }
+    }
+    let probe = Probe::default();
+    let _ = smime::decrypt(message, &probe, None);
+    probe.0.into_inner().unwrap_or_default()
 }
 
 fn is_oces2_person(cert: &X509) -> bool {
@@ -44,7 +85,7 @@ impl Service {
     pub async fn import_key(&self, req: ImportRequest) -> Result<Imported> {
         let org = self.org.id;
         let cert = &req.p12.cert;
-        let generation = generation_of(cert);
+        let decided = store::keys::decide_generation(cert, req.legacy);
         let parsed = ca::ParsedEndEntity::from_x509(cert).ok();
         let kind = match &parsed {
             Some(p) => p.kind.as_str(),
@@ -56,10 +97,30 @@ impl Service {
         let serial = serial_hex(cert);
         let mut tx = self.store.begin().await?;
         if let Some(c) = tx.certificate_by_serial(org, &issuer, &serial).await? {
-            return Err(Error::Conflict(format!(
-                "this certificate is already imported as certificate {} ({}, {}): nothing was changed",
-                c.id, c.source, c.status
-            )));
+            let key = match c.key_id {
+                Some(k) => tx.list_keys(org).await?.into_iter().find(|i| i.id == k),
+                None => None,
+            };
+            return Err(Error::Conflict(match key {
+                // Imported before with the other --legacy: say how to
+                // correct that instead of importing it twice.
+                Some(k) if k.legacy != req.legacy => format!(
+                    "this certificate is already imported as certificate {} with key {}, {}: to correct that run `sikkermail key set-legacy {}{}`; nothing was changed",
+                    c.id,
+                    k.id,
+                    if k.legacy {
+                        "marked legacy"
+                    } else {
+                        "not marked legacy"
+                    },
+                    k.id,
+                    if req.legacy { "" } else { " --not-legacy" }
+                ),
+                _ => format!(
+                    "this certificate is already imported as certificate {} ({}, {}): nothing was changed",
+                    c.id, c.source, c.status
+                ),
+            }));
         }
         let id = record(
             &mut tx,
@@ -77,8 +138,8 @@ impl Service {
             "key.import",
             &id.to_string(),
             &format!(
-                "generation={generation} legacy={} serial={serial}",
-                req.legacy
+                "generation={} ({}) legacy={} serial={serial}",
+                decided.generation, decided.basis, req.legacy
             ),
         )
         .await?;
@@ -86,9 +147,163 @@ impl Service {
         let (_, not_after) = validity(cert);
         Ok(Imported {
             id,
-            generation,
+            generation: decided.generation,
+            generation_basis: decided.basis,
             source,
             expired: not_after < store::now(),
+        })
+    }
+
+    /// Marks key `key_id` legacy (an OCES2 or otherwise retired key: kept
+    /// for decrypting old mail, never signing) or, with `legacy` false,
+    /// current again; its certificates' source (`legacy`/`imported`) and
+    /// generation are decided again. Audited `key.set-legacy` or
+    /// `key.set-current`, one transaction. CA keys are refused.
+    pub async fn set_key_legacy(&self, key_id: i64, legacy: bool) -> Result<KeyCorrected> {
+        let org = self.org.id;
+        let mut tx = self.store.begin().await?;
+        let certs: Vec<store::CertRow> = tx
+            .list_certificates(org)
+            .await?
+            .into_iter()
+            .filter(|c| c.key_id == Some(key_id))
+            .collect();
+        if let Some(c) = certs.iter().find(|c| c.kind.ends_with("-ca")) {
+            return Err(Error::Invalid(format!(
+                "key {key_id} is the key of the internal CA ({} certificate {}): it signs, it is never legacy",
+                c.kind, c.id
+            )));
+        }
+        let changed = tx.set_key_legacy(org, key_id, legacy).await?;
+        let mut out = KeyCorrected {
+            changed,
+            certificates: Vec::new(),
+        };
+        for c in &certs {
+            let source = match c.source.as_str() {
+                "imported" | "legacy" if legacy => "legacy",
+                "imported" | "legacy" => "imported",
+                other => other,
+            };
+            let x = cert_of(&c.pem)?;
+            let d = store::keys::decide_recorded(&x, source, legacy);
+            tx.set_certificate_generation(org, c.id, d.generation, &d.basis, source)
+                .await?;
+            out.certificates.push((c.id, d.generation, d.basis));
+        }
+        if changed {
+            let certs: Vec<String> = out
+                .certificates
+                .iter()
+                .map(|(id, g, b)| format!("certificate {id}: generation={g} ({b})"))
+                .collect();
+            tx.audit(
+                Some(org),
+                self.actor.as_str(),
+                if legacy {
+                    "key.set-legacy"
+                } else {
+                    "key.set-current"
+                },
+                &key_id.to_string(),
+                &format!("legacy={legacy} {}", certs.join(", ")),
+            )
+            .await?;
+            tx.commit().await?;
+        }
+        Ok(out)
+    }
+
+    /// Deletes private key `key_id`: its imported certificates go with it
+    /// (so it can be imported again), certificates this CA issued stay
+    /// without a key. Mail is found by the certificate it names, so once a
+    /// key's certificates lose it, nothing opens mail encrypted to them:
+    /// refused unless `force` while it is the only key that opens queued
+    /// mail (waiting, held or quarantined messages encrypted to its
+    /// certificates and to no other held key, named) or archived mail. The
+    /// store cannot see into mailboxes and archive folders, so a key with
+    /// a certificate counts as opening archived mail; a key without one is
+    /// deleted at once. CA keys are refused always. Audited `key.delete`,
+    /// one transaction.
+    pub async fn delete_key(&self, key_id: i64, force: bool) -> Result<KeyDeleted> {
+        let org = self.org.id;
+        let mut tx = self.store.begin().await?;
+        let certs = tx.list_certificates(org).await?;
+        let own: Vec<&store::CertRow> = certs.iter().filter(|c| c.key_id == Some(key_id)).collect();
+        if let Some(c) = own.iter().find(|c| c.kind.ends_with("-ca")) {
+            return Err(Error::Invalid(format!(
+                "key {key_id} is the key of the internal CA ({} certificate {}): it is never deleted",
+                c.kind, c.id
+            )));
+        }
+        if !tx.list_keys(org).await?.iter().any(|k| k.id == key_id) {
+            return Err(Error::NotFound(format!("private key {key_id}")));
+        }
+        // The certificates of this key and of every other held key: mail
+        // names the certificate it was encrypted to.
+        let mut others: Vec<X509> = Vec::new();
+        let mut mine: Vec<X509> = Vec::new();
+        for c in &certs {
+            let Some(k) = c.key_id else { continue };
+            if c.kind.ends_with("-ca") {
+                continue;
+            }
+            let x = cert_of(&c.pem)?;
+            if k == key_id {
+                mine.push(x);
+            } else {
+                others.push(x);
+            }
+        }
+        let mut queued = Vec::new();
+        if !mine.is_empty() {
+            for id in tx.queue_ids_with_body(org).await? {
+                let m = tx.queue_show(org, id).await?;
+                let rids = recipient_ids(&m.body);
+                let opens = |x: &X509| rids.iter().any(|r| r.matches(x));
+                if mine.iter().any(opens) && !others.iter().any(opens) {
+                    queued.push(id);
+                }
+            }
+        }
+        let ids = |v: &[i64]| v.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+        if !mine.is_empty() && !force {
+            let names: Vec<String> = own
+                .iter()
+                .map(|c| format!("certificate {} ({})", c.id, c.subject))
+                .collect();
+            let waiting = if queued.is_empty() {
+                String::new()
+            } else {
+                format!("queued message(s) {} and ", ids(&queued))
+            };
+            return Err(Error::Conflict(format!(
+                "key {key_id} is the only key that opens {waiting}mail encrypted to {} in mailboxes and \
+                 archive folders: export it first (`sikkermail cert export {} --out-p12 FILE`), or give \
+                 --force; nothing was changed",
+                names.join(", "),
+                own.first().map_or(0, |c| c.id)
+            )));
+        }
+        let done = tx.delete_key(org, key_id).await?;
+        tx.audit(
+            Some(org),
+            self.actor.as_str(),
+            "key.delete",
+            &key_id.to_string(),
+            &format!(
+                "removed_certificates={} kept_certificates={} force={force} queued_only_it_opened={}",
+                ids(&done.removed_certs),
+                ids(&done.kept_certs),
+                ids(&queued)
+            ),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(KeyDeleted {
+            removed_certs: done.removed_certs,
+            kept_certs: done.kept_certs,
+            queued,
         })
     }
 

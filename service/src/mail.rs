@@ -55,8 +55,10 @@ pub struct KeyLabel {
     pub subject: String,
     /// Serial number (hex).
     pub serial: String,
-    /// `OCES2` or `OCES3`.
+    /// `OCES2`, `OCES3` or `other`.
     pub generation: String,
+    /// What the generation was decided from.
+    pub generation_basis: String,
 }
 
 impl MailKeys {
@@ -101,7 +103,7 @@ impl MailKeys {
 pub struct RecipientCert {
     /// The certificate.
     pub cert: X509,
-    /// `OCES2` or `OCES3`.
+    /// `OCES2`, `OCES3` or `other` (the certificate's policy OIDs).
     pub generation: &'static str,
     /// `imported` (by an administrator: pinned) or `harvested`.
     pub source: String,
@@ -133,17 +135,30 @@ impl Service {
                     subject: c.subject.clone(),
                     serial: c.serial.clone(),
                     generation: c.generation.clone(),
+                    generation_basis: c.generation_basis.clone(),
                 };
                 (store::keyring_label(c), info)
             })
             .collect();
+        let legacy_keys: Vec<i64> = tx
+            .list_keys(org)
+            .await?
+            .iter()
+            .filter(|k| k.legacy)
+            .map(|k| k.id)
+            .collect();
         let mut signers = Vec::new();
         for c in &certs {
+            // Legacy keys and OCES2 certificates never sign; OCES3 and
+            // certificates without an OCES policy (the internal CA's) do.
             let signing_kind = c.kind == "organisation" || c.kind == "user";
-            if !signing_kind || c.status != "active" || c.generation != "OCES3" {
+            if !signing_kind || c.status != "active" || c.generation == store::keys::OCES2 {
                 continue;
             }
             let Some(key_id) = c.key_id else { continue };
+            if legacy_keys.contains(&key_id) {
+                continue;
+            }
             let cert = cert_of(&c.pem)?;
             // A key that does not open is already named in `ring.skipped`.
             let Ok(key) = tx.private_key(org, key_id).await else {

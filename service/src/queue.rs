@@ -64,3 +64,37 @@ impl Service {
         Ok(())
     }
 }
+
+/// What [`Service::queue_retry_all`] did.
+#[derive(Debug, Default)]
+pub struct RetriedAll {
+    /// Messages made due now.
+    pub retried: Vec<QueueId>,
+    /// Messages an attempt is delivering right now: left to it.
+    pub busy: Vec<QueueId>,
+}
+
+impl Service {
+    /// Makes every waiting (active, not being delivered) message due now,
+    /// as `queue retry` does one; held messages stay held (release them
+    /// one by one). One audit entry, `queue.retry`, subject `queue all`,
+    /// naming the messages; nothing is audited when nothing waited.
+    pub async fn queue_retry_all(&self) -> Result<RetriedAll> {
+        let org = self.org.id;
+        let mut tx = self.store.begin().await?;
+        let (retried, busy) = tx.queue_retry_all(org, crate::now()).await?;
+        if !retried.is_empty() {
+            let ids: Vec<String> = retried.iter().map(|i| i.to_string()).collect();
+            tx.audit(
+                Some(org),
+                self.actor.as_str(),
+                QueueAction::Retry.name(),
+                "queue all",
+                &format!("messages={}", ids.join(",")),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(RetriedAll { retried, busy })
+    }
+}

@@ -421,6 +421,29 @@ pub fn cert_emails(cert: &X509Ref) -> Vec<String> {
     out
 }
 
+/// The certificate policy OIDs `cert` itself asserts (its
+/// certificatePolicies extension, RFC 5280 §4.2.1.4), dotted, in order;
+/// empty when it has none or the extension is unreadable.
+pub fn certificate_policies(cert: &X509Ref) -> Vec<String> {
+    use der::Decode;
+    use x509_cert::ext::pkix::CertificatePolicies;
+    let Ok(der) = cert.to_der() else {
+        return Vec::new();
+    };
+    let Ok(parsed) = x509_cert::Certificate::from_der(&der) else {
+        return Vec::new();
+    };
+    parsed
+        .tbs_certificate()
+        .extensions()
+        .into_iter()
+        .flatten()
+        .filter(|e| e.extn_id == const_oid::db::rfc5280::ID_CE_CERTIFICATE_POLICIES)
+        .filter_map(|e| CertificatePolicies::from_der(e.extn_value.as_bytes()).ok())
+        .flat_map(|p| p.0.into_iter().map(|i| i.policy_identifier.to_string()))
+        .collect()
+}
+
 /// True when `cert` is a CA certificate (basicConstraints cA = TRUE): mail
 /// is never meant to be encrypted to one, and a CA's key should not be
 /// reading it.

@@ -100,7 +100,9 @@ pub enum CertCommand {
         #[command(flatten)]
         p12: P12Out,
     },
-    /// One certificate per line: ID, kind, status, generation, expiry, serial, subject.
+    /// One certificate per line: ID, kind, status (active, expired,
+    /// revoked, superseded), generation (OCES3, OCES2, other), expiry,
+    /// serial, subject, what the generation was decided from.
     List {
         #[command(flatten)]
         store: StoreArgs,
@@ -385,19 +387,21 @@ pub fn cert(cmd: CertCommand) -> Result<ExitCode, Fail> {
         }
         CertCommand::List { store } => {
             let ctx = open(&store)?;
+            let now = store::now();
             for c in ctx
                 .rt
                 .block_on(ctx.store().list_certificates(ctx.org().id))?
             {
                 outln!(
-                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\tgeneration from: {}",
                     c.id,
                     c.kind,
-                    c.status,
+                    service::certs::status_at(&c, now),
                     c.generation,
                     date(c.not_after),
                     c.serial,
-                    c.subject
+                    c.subject,
+                    c.generation_basis
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -406,11 +410,12 @@ pub fn cert(cmd: CertCommand) -> Result<ExitCode, Fail> {
             let ctx = open(&store)?;
             let c = ctx.rt.block_on(ctx.store().certificate(ctx.org().id, id))?;
             outln!(
-                "id: {}\nkind: {}\nstatus: {}\ngeneration: {}\nsource: {}",
+                "id: {}\nkind: {}\nstatus: {}\ngeneration: {} ({})\nsource: {}",
                 c.id,
                 c.kind,
-                c.status,
+                service::certs::status_at(&c, store::now()),
                 c.generation,
+                c.generation_basis,
                 c.source
             );
             outln!(

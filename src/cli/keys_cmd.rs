@@ -7,6 +7,8 @@ use clap::Subcommand;
 use service::Actor;
 use service::keys::ImportRequest;
 
+use service::certs::status_at;
+
 use super::context::{StoreArgs, date, open, runtime};
 use super::io::{Fail, password, read_file, usage};
 
@@ -30,10 +32,37 @@ pub enum KeyCommand {
         #[arg(long, value_name = "ADDR")]
         mailbox: Option<String>,
     },
-    /// Every private key held, with its certificate.
+    /// Every private key held, with its certificate: id, algorithm,
+    /// legacy|current, master key, certificate (id, kind, status,
+    /// generation and what it was decided from, subject, expiry).
     List {
         #[command(flatten)]
         store: StoreArgs,
+    },
+    /// Mark a key legacy (a retired OCES2 key: kept for decrypting old mail
+    /// only, never signing), or with --not-legacy current again; its
+    /// certificates' generation is decided again. Audited.
+    SetLegacy {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Key id (`key list`).
+        id: i64,
+        /// Undo: the key is not legacy.
+        #[arg(long)]
+        not_legacy: bool,
+    },
+    /// Delete a key (and the certificates imported with it). Refused while
+    /// it is the only key that opens queued or archived mail, unless
+    /// --force. Audited.
+    Delete {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Key id (`key list`).
+        id: i64,
+        /// Delete even the only key that opens some mail (that mail will
+        /// never open again).
+        #[arg(long)]
+        force: bool,
     },
     /// Re-seal every private key under a new master key.
     RotateMaster {
@@ -58,6 +87,25 @@ pub enum RecipientCommand {
     List {
         #[command(flatten)]
         store: StoreArgs,
+    },
+    /// Remove an outside certificate (its id from `recipient list`). Audited.
+    Remove {
+        #[command(flatten)]
+        store: StoreArgs,
+        id: i64,
+    },
+    /// Pin an outside certificate: while any certificate of an address is
+    /// pinned, only pinned ones are used to encrypt to it. Audited.
+    Pin {
+        #[command(flatten)]
+        store: StoreArgs,
+        id: i64,
+    },
+    /// Unpin an outside certificate. Audited.
+    Unpin {
+        #[command(flatten)]
+        store: StoreArgs,
+        id: i64,
     },
 }
 
@@ -97,10 +145,11 @@ pub fn key(cmd: KeyCommand) -> Result<ExitCode, Fail> {
                 mailbox,
             }))?;
             outln!(
-                "{}\t{}\t{}\t{subject}{}",
+                "{}\t{}\t{}\t{subject}\tgeneration from: {}{}",
                 done.id,
                 done.generation,
                 done.source,
+                done.generation_basis,
                 if done.expired {
                     " (expired: kept for decryption)"
                 } else {
@@ -114,8 +163,8 @@ pub fn key(cmd: KeyCommand) -> Result<ExitCode, Fail> {
             let org = ctx.org().id;
             let certs = ctx.rt.block_on(ctx.store().list_certificates(org))?;
             let kr = ctx.rt.block_on(ctx.svc.keyring())?;
+            let now = store::now();
             for k in ctx.rt.block_on(ctx.store().list_keys(org))? {
-                let c = certs.iter().find(|c| c.key_id == Some(k.id));
                 let state = if !k.kek_loaded {
                     format!("UNOPENABLE (master key {} not loaded)", k.kek_id)
                 } else if kr.skipped.iter().any(|u| u.key_id == k.id) {
@@ -123,18 +172,77 @@ pub fn key(cmd: KeyCommand) -> Result<ExitCode, Fail> {
                 } else {
                     format!("master {}", k.kek_id)
                 };
+                let mine: Vec<String> = certs
+                    .iter()
+                    .filter(|c| c.key_id == Some(k.id))
+                    .map(|c| {
+                        format!(
+                            "cert {} {} {} {} ({}) {} until {}",
+                            c.id,
+                            c.kind,
+                            status_at(c, now),
+                            c.generation,
+                            c.generation_basis,
+                            c.subject,
+                            date(c.not_after)
+                        )
+                    })
+                    .collect();
                 outln!(
                     "{}\t{}\t{}\t{state}\t{}",
                     k.id,
                     k.algorithm,
                     if k.legacy { "legacy" } else { "current" },
-                    c.map_or("(no certificate)".to_string(), |c| format!(
-                        "cert {} {} {} until {}",
-                        c.id,
-                        c.kind,
-                        c.subject,
-                        date(c.not_after)
-                    ))
+                    if mine.is_empty() {
+                        "(no certificate)".to_string()
+                    } else {
+                        mine.join("; ")
+                    }
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        KeyCommand::SetLegacy {
+            store,
+            id,
+            not_legacy,
+        } => {
+            let ctx = open(&store)?;
+            let legacy = !not_legacy;
+            let done = ctx.rt.block_on(ctx.svc.set_key_legacy(id, legacy))?;
+            let what = if legacy { "legacy" } else { "current" };
+            if !done.changed {
+                outln!("{id}\talready {what}: nothing was changed");
+            }
+            for (cid, generation, basis) in &done.certificates {
+                outln!("{id}\t{what}\tcertificate {cid}\t{generation}\tgeneration from: {basis}");
+            }
+            if done.changed && done.certificates.is_empty() {
+                outln!("{id}\t{what}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        KeyCommand::Delete { store, id, force } => {
+            let ctx = open(&store)?;
+            let done = ctx.rt.block_on(ctx.svc.delete_key(id, force))?;
+            let ids = |v: &[i64]| v.iter().map(i64::to_string).collect::<Vec<_>>().join(", ");
+            outln!("{id}\tdeleted");
+            if !done.removed_certs.is_empty() {
+                outln!(
+                    "removed with it: certificate(s) {}",
+                    ids(&done.removed_certs)
+                );
+            }
+            if !done.kept_certs.is_empty() {
+                outln!(
+                    "kept without a key (issued here: the CRL names them): certificate(s) {}",
+                    ids(&done.kept_certs)
+                );
+            }
+            if !done.queued.is_empty() {
+                errln!(
+                    "warning: queued message(s) {} no longer open (--force)",
+                    ids(&done.queued)
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -229,17 +337,39 @@ pub fn recipient(cmd: RecipientCommand) -> Result<ExitCode, Fail> {
         RecipientCommand::List { store } => {
             let ctx = open(&store)?;
             for r in ctx.rt.block_on(ctx.store().list_recipients(ctx.org().id))? {
+                let generation = service::certs::cert_of(&r.cert_pem)
+                    .map(|c| service::certs::generation_of(&c))
+                    .unwrap_or("unreadable");
                 outln!(
-                    "{}\t{}\t{}\tuntil {}\t{}\t{}\t{}",
+                    "{}\t{}\t{}{}\tuntil {}\t{}\t{}\t{}\t{generation}",
                     r.id,
                     r.address,
                     r.source,
+                    if r.pinned { " (pinned)" } else { "" },
                     date(r.not_after),
                     &r.fingerprint[..16.min(r.fingerprint.len())],
                     r.subject,
                     r.capabilities.as_deref().unwrap_or("")
                 );
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        RecipientCommand::Remove { store, id } => {
+            let ctx = open(&store)?;
+            ctx.rt.block_on(ctx.svc.delete_recipient(id))?;
+            outln!("{id}\tremoved");
+            Ok(ExitCode::SUCCESS)
+        }
+        RecipientCommand::Pin { store, id } => {
+            let ctx = open(&store)?;
+            ctx.rt.block_on(ctx.svc.pin_recipient(id, true))?;
+            outln!("{id}\tpinned");
+            Ok(ExitCode::SUCCESS)
+        }
+        RecipientCommand::Unpin { store, id } => {
+            let ctx = open(&store)?;
+            ctx.rt.block_on(ctx.svc.pin_recipient(id, false))?;
+            outln!("{id}\tunpinned");
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -4,14 +4,18 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 use service::QueueAction;
+use store::queue::MessageState;
 
 use super::context::{StoreArgs, date, open};
-use super::io::Fail;
+use super::io::{Fail, usage};
 
 #[derive(Debug, Subcommand)]
 pub enum QueueCommand {
-    /// Messages waiting (or held), oldest first: id, direction, state,
-    /// received, next attempt, sender, recipients with their states, note.
+    /// Messages waiting (or held), oldest first, under a header line: id,
+    /// direction, state (queued: not tried yet; deferred: tried, waiting
+    /// for its next attempt; held; done), received, next attempt,
+    /// attempts, sender, recipients with their states, note. Nothing at
+    /// all when nothing is listed.
     List {
         #[command(flatten)]
         store: StoreArgs,
@@ -32,12 +36,17 @@ pub enum QueueCommand {
         #[arg(long)]
         body: bool,
     },
-    /// Try a message now (releases it if held).
+    /// Try a message now (releases it if held); with --all, every
+    /// waiting message (held ones stay held).
     Retry {
         #[command(flatten)]
         store: StoreArgs,
         /// Queue id.
-        id: i64,
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<i64>,
+        /// Every waiting message that no attempt is delivering now.
+        #[arg(long)]
+        all: bool,
     },
     /// Keep a message from being delivered until released.
     Hold {
@@ -68,7 +77,14 @@ pub fn queue(cmd: QueueCommand) -> Result<ExitCode, Fail> {
     let (store, id, action) = match cmd {
         QueueCommand::List { store, all, limit } => return list(&store, all, limit),
         QueueCommand::Show { store, id, body } => return show(&store, id, body),
-        QueueCommand::Retry { store, id } => (store, id, QueueAction::Retry),
+        QueueCommand::Retry {
+            store, all: true, ..
+        } => return retry_all(&store),
+        QueueCommand::Retry { store, id, .. } => (
+            store,
+            id.ok_or_else(|| usage("give a queue id, or --all"))?,
+            QueueAction::Retry,
+        ),
         QueueCommand::Hold { store, id } => (store, id, QueueAction::Hold),
         QueueCommand::Release { store, id } => (store, id, QueueAction::Release),
         QueueCommand::Delete { store, id } => (store, id, QueueAction::Delete),
@@ -85,9 +101,41 @@ pub fn queue(cmd: QueueCommand) -> Result<ExitCode, Fail> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `queue retry --all`: see [`service::Service::queue_retry_all`].
+fn retry_all(store: &StoreArgs) -> Result<ExitCode, Fail> {
+    let ctx = open(store)?;
+    let done = ctx.rt.block_on(ctx.svc.queue_retry_all())?;
+    for id in &done.retried {
+        outln!("{id}\tdue now");
+    }
+    for id in &done.busy {
+        outln!("{id}\tbeing delivered now: left to that attempt");
+    }
+    if done.retried.is_empty() && done.busy.is_empty() {
+        outln!("nothing waits (held messages stay held: `queue release ID`)");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The state column of `queue list`: `queued` (not tried yet), `deferred`
+/// (tried, waiting for its next attempt), `held`, `done`.
+fn state_word(m: &store::queue::QueueSummary) -> &'static str {
+    match m.state {
+        MessageState::Active if m.attempts > 0 => "deferred",
+        MessageState::Active => "queued",
+        MessageState::Held => "held",
+        MessageState::Done => "done",
+    }
+}
+
 fn list(store: &StoreArgs, all: bool, limit: i64) -> Result<ExitCode, Fail> {
     let ctx = open(store)?;
-    for m in ctx.rt.block_on(ctx.svc.queue_list(all, limit))? {
+    let now = store::now();
+    let items = ctx.rt.block_on(ctx.svc.queue_list(all, limit))?;
+    if !items.is_empty() {
+        outln!("ID\tDIRECTION\tSTATE\tRECEIVED\tNEXT ATTEMPT\tATTEMPTS\tFROM\tRECIPIENTS\tNOTE");
+    }
+    for m in items {
         let rcpts: Vec<String> = m
             .recipients
             .iter()
@@ -98,13 +146,18 @@ fn list(store: &StoreArgs, all: bool, limit: i64) -> Result<ExitCode, Fail> {
         } else {
             &m.mail_from
         };
+        let next = match m.state {
+            MessageState::Done => "-".to_string(),
+            MessageState::Held => "when released".to_string(),
+            MessageState::Active if m.next_attempt <= now => "now".to_string(),
+            MessageState::Active => date(m.next_attempt),
+        };
         outln!(
-            "{}\t{}\t{}\t{}\tnext {}\tattempts {}\t{}\t{}\t{}",
+            "{}\t{}\t{}\t{}\t{next}\t{}\t{}\t{}\t{}",
             m.id,
             m.direction.as_str(),
-            m.state.as_str(),
+            state_word(&m),
             date(m.received_at),
-            date(m.next_attempt),
             m.attempts,
             from,
             rcpts.join(","),

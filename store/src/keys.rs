@@ -74,6 +74,115 @@ pub struct ResealReport {
     pub unopenable: Vec<Unopenable>,
 }
 
+/// The generation of a certificate of the MitID Erhverv era.
+pub const OCES3: &str = "OCES3";
+/// The generation of a NemID-era certificate (VOCES, MOCES, FOCES).
+pub const OCES2: &str = "OCES2";
+/// Neither: no OCES policy, and nobody said it is a legacy OCES2 key (a
+/// partner's foreign certificate, the internal CA's own, a test).
+pub const OTHER: &str = "other";
+
+/// A certificate's generation and what it was decided from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenerationDecision {
+    /// [`OCES3`], [`OCES2`] or [`OTHER`].
+    pub generation: &'static str,
+    /// What it was decided from, one line without `;` (it goes into
+    /// `key=value; ...` headers): `policy OID 1.2.208.169.1.1.1.3.7`,
+    /// `administrator said --legacy`, `unknown: ...`.
+    pub basis: String,
+}
+
+/// The generation a certificate policy OID stands for: the OCES arcs
+/// `1.2.208.169.1.1.1.{1 POCES, 2 MOCES/person, 3 VOCES/organisation,
+/// 4 FOCES}.<version>` (version 7 is OCES3, 1 to 6 OCES2), and the NemID
+/// test CAs' `1.3.6.1.4.1.31313.2.4.6.{1..4}.<version>` (OCES2).
+pub fn policy_generation(oid: &str) -> Option<&'static str> {
+    let arc = |prefix: &str| {
+        let rest = oid.strip_prefix(prefix)?;
+        let (kind, version) = rest.split_once('.')?;
+        let kind: u32 = kind.parse().ok()?;
+        let version: u32 = version.parse().ok()?;
+        (1..=4).contains(&kind).then_some(version)
+    };
+    if let Some(v) = arc("1.2.208.169.1.1.1.") {
+        return match v {
+            1..=6 => Some(OCES2),
+            7 => Some(OCES3),
+            _ => None,
+        };
+    }
+    arc("1.3.6.1.4.1.31313.2.4.6.").map(|_| OCES2)
+}
+
+/// Decides the generation of `cert`: from its own certificate policy OIDs
+/// when one is an OCES policy; otherwise OCES2 when the administrator said
+/// the key is legacy (`--legacy`, `key set-legacy`); otherwise neither
+/// ([`OTHER`]). The subject's shape is never taken for a generation: an
+/// OCES2-looking `serialNumber=CVR:...` only adds a hint to the basis.
+pub fn decide_generation(cert: &openssl::x509::X509Ref, said_legacy: bool) -> GenerationDecision {
+    let policies = smime::keyring::certificate_policies(cert);
+    let by_policy = |g: &str| {
+        policies
+            .iter()
+            .find(|p| policy_generation(p) == Some(g))
+            .cloned()
+    };
+    for g in [OCES3, OCES2] {
+        if let Some(oid) = by_policy(g) {
+            return GenerationDecision {
+                generation: g,
+                basis: format!("policy OID {oid}"),
+            };
+        }
+    }
+    if said_legacy {
+        return GenerationDecision {
+            generation: OCES2,
+            basis: "administrator said --legacy, no OCES policy OID in the certificate".into(),
+        };
+    }
+    let cvr_subject = cert
+        .subject_name()
+        .entries_by_nid(openssl::nid::Nid::SERIALNUMBER)
+        .any(|e| e.data().to_string().is_ok_and(|s| s.starts_with("CVR:")));
+    GenerationDecision {
+        generation: OTHER,
+        basis: if cvr_subject {
+            "unknown: no OCES policy OID, though the subject looks like OCES2 \
+             (`key set-legacy` says it is)"
+                .into()
+        } else {
+            "unknown: no OCES policy OID, not a Danish OCES certificate".into()
+        },
+    }
+}
+
+/// [`decide_generation`] for a certificate the store records with this
+/// `source` (`issued` by the internal CA, `imported`, `legacy`).
+pub fn decide_recorded(
+    cert: &openssl::x509::X509Ref,
+    source: &str,
+    said_legacy: bool,
+) -> GenerationDecision {
+    let mut d = decide_generation(cert, said_legacy || source == "legacy");
+    if source == "issued" && d.generation == OTHER {
+        d.basis = "unknown: no OCES policy OID, the internal CA's own".into();
+    }
+    d
+}
+
+/// What [`Tx::delete_key`] did to the key's certificates.
+#[derive(Debug, Default)]
+pub struct DeletedKey {
+    /// Imported certificates removed with their key (so the key can be
+    /// imported again, correctly).
+    pub removed_certs: Vec<i64>,
+    /// Certificates this CA issued: kept (its CRL and OCSP answer for
+    /// them), without a key.
+    pub kept_certs: Vec<i64>,
+}
+
 fn algorithm(key: &PKey<Private>) -> String {
     match key.id() {
         openssl::pkey::Id::RSA => format!("RSA-{}", key.bits()),
@@ -212,6 +321,112 @@ impl Tx<'_> {
             &row.try_get::<String, _>("kek_id")?,
             &row.try_get::<Vec<u8>, _>("sealed")?,
         ))
+    }
+
+    /// Marks key `id` of `org` legacy (kept for decrypting old mail only)
+    /// or current again. The seal's associated data names the flag, so the
+    /// key is opened and sealed again under the current master key, in
+    /// this transaction. False when it already was so (nothing changed).
+    pub async fn set_key_legacy(
+        &mut self,
+        org: OrgId,
+        id: i64,
+        legacy: bool,
+    ) -> Result<bool, StoreError> {
+        let row =
+            sqlx::query("SELECT key_uid, legacy FROM private_keys WHERE org_id = $1 AND id = $2")
+                .bind(org.0)
+                .bind(id)
+                .fetch_optional(&mut *self.tx)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("private key {id}")))?;
+        if (row.try_get::<i64, _>("legacy")? != 0) == legacy {
+            return Ok(false);
+        }
+        let uid: String = row.try_get("key_uid")?;
+        let key = self.private_key(org, id).await?;
+        let der = zeroizing(
+            key.private_key_to_pkcs8()
+                .map_err(|e| StoreError::Seal(e.to_string()))?,
+        );
+        let kek = self.sealing_kek().await?;
+        let sealed = kek.seal(&aad(org.0, &uid, legacy), &der.0)?;
+        sqlx::query(
+            "UPDATE private_keys SET sealed = $1, kek_id = $2, legacy = $3 WHERE org_id = $4 AND id = $5",
+        )
+        .bind(sealed)
+        .bind(kek.id())
+        .bind(i64::from(legacy))
+        .bind(org.0)
+        .bind(id)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(true)
+    }
+
+    /// Records certificate `id`'s generation, what it was decided from, and
+    /// its source (`imported`/`legacy` follow the key's legacy flag).
+    pub async fn set_certificate_generation(
+        &mut self,
+        org: OrgId,
+        id: i64,
+        generation: &str,
+        basis: &str,
+        source: &str,
+    ) -> Result<(), StoreError> {
+        let done = sqlx::query(
+            "UPDATE certificates SET generation = $1, generation_basis = $2, source = $3 \
+             WHERE org_id = $4 AND id = $5",
+        )
+        .bind(generation)
+        .bind(basis)
+        .bind(source)
+        .bind(org.0)
+        .bind(id)
+        .execute(&mut *self.tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::NotFound(format!("certificate {id}")));
+        }
+        Ok(())
+    }
+
+    /// Deletes private key `id` of `org`. Its imported certificates go with
+    /// it; certificates this CA issued stay, without a key. The caller
+    /// decides whether it may go (mail that only it opens).
+    pub async fn delete_key(&mut self, org: OrgId, id: i64) -> Result<DeletedKey, StoreError> {
+        let mut out = DeletedKey::default();
+        for c in self.list_certificates(org).await? {
+            if c.key_id != Some(id) {
+                continue;
+            }
+            if c.source == "issued" {
+                out.kept_certs.push(c.id);
+            } else {
+                out.removed_certs.push(c.id);
+            }
+        }
+        sqlx::query("UPDATE certificates SET key_id = NULL WHERE org_id = $1 AND key_id = $2 AND source = 'issued'")
+            .bind(org.0)
+            .bind(id)
+            .execute(&mut *self.tx)
+            .await?;
+        sqlx::query(
+            "DELETE FROM certificates WHERE org_id = $1 AND key_id = $2 AND source <> 'issued'",
+        )
+        .bind(org.0)
+        .bind(id)
+        .execute(&mut *self.tx)
+        .await?;
+        let done = sqlx::query("DELETE FROM private_keys WHERE org_id = $1 AND id = $2")
+            .bind(org.0)
+            .bind(id)
+            .execute(&mut *self.tx)
+            .await?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::NotFound(format!("private key {id}")));
+        }
+        Ok(out)
     }
 
     /// Every key of `org` (not opened).
@@ -369,6 +584,8 @@ impl Store {
 in_tx! { begin:
     /// Seals and stores a private key of `org`.
     fn insert_key(&self, org: OrgId, k: NewKey<'_>) -> i64;
+    /// Marks key `id` legacy or current; false when it already was.
+    fn set_key_legacy(&self, org: OrgId, id: i64, legacy: bool) -> bool;
 }
 
 in_tx! { begin_read:

@@ -879,6 +879,55 @@ impl Tx<'_> {
         })
     }
 
+    /// Makes every active message of `org` that no attempt holds due at
+    /// `now` (held ones stay held, done ones done). Returns the ids made
+    /// due and the ids left alone because an attempt is delivering them.
+    pub async fn queue_retry_all(
+        &mut self,
+        org: OrgId,
+        now: i64,
+    ) -> Result<(Vec<QueueId>, Vec<QueueId>), StoreError> {
+        let due = sqlx::query(
+            "UPDATE queue_messages SET next_attempt = $1 WHERE org_id = $2 AND state = 'active' \
+             AND (lease_until IS NULL OR lease_until < $1) RETURNING id",
+        )
+        .bind(now)
+        .bind(org.0)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        let mut due = due
+            .iter()
+            .map(|r| Ok(r.try_get("id")?))
+            .collect::<Result<Vec<QueueId>, StoreError>>()?;
+        due.sort_unstable();
+        let busy = sqlx::query(
+            "SELECT id FROM queue_messages WHERE org_id = $1 AND state = 'active' \
+             AND lease_until >= $2 ORDER BY id",
+        )
+        .bind(org.0)
+        .bind(now)
+        .fetch_all(&mut *self.tx)
+        .await?
+        .iter()
+        .map(|r| Ok(r.try_get("id")?))
+        .collect::<Result<Vec<QueueId>, StoreError>>()?;
+        Ok((due, busy))
+    }
+
+    /// The messages of `org` that still hold their body: waiting, held,
+    /// or with recipients in quarantine (a release delivers the body).
+    pub async fn queue_ids_with_body(&mut self, org: OrgId) -> Result<Vec<QueueId>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id FROM queue_messages m WHERE org_id = $1 AND (state <> 'done' OR EXISTS \
+             (SELECT 1 FROM queue_recipients r WHERE r.message_id = m.id AND r.state = 'quarantined')) \
+             ORDER BY id",
+        )
+        .bind(org.0)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
+    }
+
     /// Holds message `id` of `org`: never claimed until released. An
     /// attempt in progress still finishes (and may leave it done).
     pub async fn queue_hold(&mut self, org: OrgId, id: QueueId) -> Result<(), StoreError> {

@@ -46,8 +46,11 @@ impl Organisation {
 pub struct NewCert {
     /// root-ca, issuing-ca, organisation, user.
     pub kind: String,
-    /// OCES2 or OCES3.
+    /// OCES2, OCES3 or other ([`crate::keys::decide_generation`]).
     pub generation: String,
+    /// What the generation was decided from (a policy OID, what the
+    /// administrator said, or why it is unknown).
+    pub generation_basis: String,
     /// issued, imported, legacy.
     pub source: String,
     /// PEM.
@@ -79,8 +82,10 @@ pub struct CertRow {
     pub id: i64,
     /// root-ca, issuing-ca, organisation, user.
     pub kind: String,
-    /// OCES2 or OCES3.
+    /// OCES2, OCES3 or other ([`crate::keys::decide_generation`]).
     pub generation: String,
+    /// What the generation was decided from.
+    pub generation_basis: String,
     /// issued, imported, legacy.
     pub source: String,
     /// active, revoked, superseded.
@@ -118,20 +123,34 @@ pub struct CertRow {
 /// The columns [`cert_row`] reads (a macro so queries stay `&'static str`).
 macro_rules! cert_columns {
     () => {
-        "id, kind, generation, source, status, pem, subject, issuer, serial, uuid, email, \
-         not_before, not_after, key_id, mailbox_id, revoked_at, revocation_reason, replaced_by, \
-         user_id"
+        "id, kind, generation, generation_basis, source, status, pem, subject, issuer, serial, \
+         uuid, email, not_before, not_after, key_id, mailbox_id, revoked_at, revocation_reason, \
+         replaced_by, user_id"
     };
 }
 
 fn cert_row(r: &AnyRow) -> Result<CertRow, StoreError> {
+    let source: String = r.try_get("source")?;
+    let pem: String = r.try_get("pem")?;
+    let mut generation: String = r.try_get("generation")?;
+    let mut generation_basis: String = r.try_get("generation_basis")?;
+    if generation_basis.is_empty() {
+        // Recorded before generations were decided (migration 0013): the
+        // stored one was guessed from the subject; decide it now.
+        if let Ok(c) = openssl::x509::X509::from_pem(pem.as_bytes()) {
+            let d = crate::keys::decide_recorded(&c, &source, false);
+            generation = d.generation.to_string();
+            generation_basis = d.basis;
+        }
+    }
     Ok(CertRow {
         id: r.try_get("id")?,
         kind: r.try_get("kind")?,
-        generation: r.try_get("generation")?,
-        source: r.try_get("source")?,
+        generation,
+        generation_basis,
+        source,
         status: r.try_get("status")?,
-        pem: r.try_get("pem")?,
+        pem,
         subject: r.try_get("subject")?,
         issuer: r.try_get("issuer")?,
         serial: r.try_get("serial")?,
@@ -380,13 +399,14 @@ impl Tx<'_> {
     /// Records a certificate.
     pub async fn insert_certificate(&mut self, org: OrgId, c: &NewCert) -> Result<i64, StoreError> {
         let row = sqlx::query(
-            "INSERT INTO certificates (org_id, kind, generation, source, status, pem, subject, issuer, serial, uuid, email, \
+            "INSERT INTO certificates (org_id, kind, generation, generation_basis, source, status, pem, subject, issuer, serial, uuid, email, \
              not_before, not_after, key_id, mailbox_id, created_at) \
-             VALUES ($1, $2, $3, $4, 'active', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) RETURNING id",
         )
         .bind(org.0)
         .bind(&c.kind)
         .bind(&c.generation)
+        .bind(&c.generation_basis)
         .bind(&c.source)
         .bind(&c.pem)
         .bind(&c.subject)

@@ -298,9 +298,14 @@ fn decrypted_value(d: &smime::DecryptReport, keys: &MailKeys) -> String {
     let mut v = d.content_algorithm.clone();
     match keys.labels.get(&d.key_label) {
         Some(k) => {
+            // The generation and what it was decided from (a policy OID,
+            // the administrator's --legacy, or unknown); never a `;`.
             v.push_str(&format!(
-                "; key={}; serial={}; generation={}",
-                k.subject, k.serial, k.generation
+                "; key={}; serial={}; generation={} ({})",
+                k.subject,
+                k.serial,
+                k.generation,
+                k.generation_basis.replace(';', ",")
             ));
         }
         None => v.push_str(&format!("; key={}", d.key_label)),
