@@ -351,16 +351,25 @@ impl Tx<'_> {
         );
         let kek = self.sealing_kek().await?;
         let sealed = kek.seal(&aad(org.0, &uid, legacy), &der.0)?;
-        sqlx::query(
-            "UPDATE private_keys SET sealed = $1, kek_id = $2, legacy = $3 WHERE org_id = $4 AND id = $5",
+        // Only from the state read above: a concurrent correction or
+        // deletion makes this one change nothing.
+        let done = sqlx::query(
+            "UPDATE private_keys SET sealed = $1, kek_id = $2, legacy = $3 \
+             WHERE org_id = $4 AND id = $5 AND legacy = $6",
         )
         .bind(sealed)
         .bind(kek.id())
         .bind(i64::from(legacy))
         .bind(org.0)
         .bind(id)
+        .bind(i64::from(!legacy))
         .execute(&mut *self.tx)
         .await?;
+        if done.rows_affected() != 1 {
+            return Err(StoreError::Conflict(format!(
+                "private key {id} was changed or deleted meanwhile: nothing was changed, try again"
+            )));
+        }
         Ok(true)
     }
 
