@@ -214,6 +214,39 @@ fn serve_takes_data_dir_and_says_what_it_uses() {
     );
     assert!(!said.contains("created"), "{said}");
     assert!(!d.join("conf-data").exists());
+    // --check beside the running serve (after an upgrade): its listen
+    // addresses are in use by it, not an error.
+    let addrs = [
+        ("SIKKERMAIL_INBOUND_LISTEN", serve.inbound.to_string()),
+        ("SIKKERMAIL_OUTBOUND_LISTEN", serve.outbound.to_string()),
+        ("SIKKERMAIL_HTTP_LISTEN", serve.http.to_string()),
+    ];
+    let env: Vec<(&str, &str)> = addrs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let out = ok(
+        d,
+        &[
+            "serve",
+            "--check",
+            "--config",
+            &conf,
+            "--data-dir",
+            &path("flag-data"),
+        ],
+        &env,
+    );
+    assert!(out.contains("a `serve` is running"), "{out}");
+    // Elsewhere the same addresses are refused.
+    ok(d, &["init", "--test", "--data-dir", &path("second")], &[]);
+    let err = fails(
+        d,
+        &["serve", "--check", "--data-dir", &path("second")],
+        &env,
+        2,
+    );
+    assert!(
+        err.contains(&format!("cannot listen on {} (HTTP)", serve.http)),
+        "{err}"
+    );
     serve.stop();
 }
 

@@ -371,19 +371,36 @@ fn check(res: &Resolved) -> Result<ExitCode, Fail> {
             Err(e) => errors.push(format!("store: {}", e.msg)),
         }
     }
-    // Bound together, so one port named twice fails too; released at once.
+    // A `serve` running on this data directory holds the addresses (an
+    // upgrade's check while it runs): not checked then. Bound together
+    // otherwise, so one port named twice fails too; released at once.
+    let lock = cfg.data_dir.join("serve.lock");
+    let running = lock.exists()
+        && matches!(
+            store::DirLock::try_acquire_file(&lock, store::LockMode::Shared),
+            Ok(None)
+        );
     let mut bound = Vec::new();
     for (addr, what) in [
         (cfg.inbound.listen, "inbound SMTP"),
         (cfg.outbound.listen, "outbound SMTP"),
         (cfg.http_listen, "HTTP"),
     ] {
+        if running {
+            break;
+        }
         match std::net::TcpListener::bind(addr) {
             Ok(l) => bound.push(l),
             Err(e) => errors.push(format!("cannot listen on {addr} ({what}): {e}")),
         }
     }
     drop(bound);
+    if running {
+        note = Some(
+            note.map_or(String::new(), |n| format!("{n}; "))
+                + "a `serve` is running on this data directory: the listen addresses are its, not checked",
+        );
+    }
     if !errors.is_empty() {
         let lines: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
         return Err(Fail {
