@@ -92,6 +92,10 @@ enum Command {
     /// Applications for new organisations: pending, accept, reject.
     #[command(subcommand)]
     Org(cli::org_cmd::OrgCommand),
+    /// Copy the SQLite store to a file while serve runs (never the master key).
+    Backup(cli::backup_cmd::BackupArgs),
+    /// Restore a backup into a new data directory, checking the master key opens it.
+    Restore(cli::backup_cmd::RestoreArgs),
 }
 
 fn main() -> ExitCode {
@@ -112,11 +116,11 @@ fn main() -> ExitCode {
             };
         }
     };
+    cli::context::set_before(cli.store);
     cli::io::finish(match cli.command {
         Command::Init(a) => cli::ca_cmd::init(a),
         Command::Ca(c) => cli::ca_cmd::ca(c),
         Command::Cert(c) => cli::ca_cmd::cert(c),
-    cli::context::set_before(cli.store);
         Command::Key(c) => cli::keys_cmd::key(c),
         Command::Recipient(c) => cli::keys_cmd::recipient(c),
         Command::Audit(a) => cli::keys_cmd::audit(a),
@@ -128,5 +132,7 @@ fn main() -> ExitCode {
         Command::Admin(c) => cli::admin_cmd::admin(c),
         Command::Mailbox(c) => cli::mailbox_cmd::mailbox(c),
         Command::Org(c) => cli::org_cmd::org(c),
+        Command::Backup(a) => cli::backup_cmd::backup(a),
+        Command::Restore(a) => cli::backup_cmd::restore(a),
     })
 }

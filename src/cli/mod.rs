@@ -3,6 +3,7 @@
 //! failed, 2 usage or unreadable input.
 
 pub mod admin_cmd;
+pub mod backup_cmd;
 pub mod ca_cmd;
 pub mod context;
 pub mod io;

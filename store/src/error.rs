@@ -10,6 +10,10 @@ pub enum StoreError {
     /// Migrations failed.
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database's schema is not one this build can use: newer than it
+    /// knows, or made by another build.
+    #[error("{0}")]
+    Schema(String),
     /// Sealing or unsealing a private key, or the master key itself.
     #[error("{0}")]
     Seal(String),

@@ -18,6 +18,7 @@
 
 pub mod admins;
 pub mod audit_chain;
+pub mod backup;
 pub mod error;
 pub mod keys;
 pub mod limits;
@@ -26,6 +27,7 @@ pub mod mailboxes;
 pub mod queue;
 pub mod records;
 pub mod revocation;
+pub mod schema;
 pub mod seal;
 pub mod smtp_users;
 pub mod stats;
@@ -175,7 +177,8 @@ impl Tx<'_> {
 
 impl Store {
     /// Connects to `url` (`sqlite://...` or `postgres://...`) and brings the
-    /// schema up to date.
+    /// schema up to date ([`schema::migrate`]); a database newer than this
+    /// build is refused ([`StoreError::Schema`]).
     ///
     /// A commit is durable when it returns: SQLite runs in WAL mode with
     /// `synchronous = FULL` (the log is synced at every commit), PostgreSQL
@@ -221,27 +224,13 @@ impl Store {
             private_db_files(&db)?;
         }
         let pool = opts.connect(url).await?;
-        match backend {
-            Backend::Sqlite => {
-                // sqlx's SQLite migrator takes no lock: two processes
-                // starting on a database that needs a migration would both
-                // apply it. A lock file beside the database orders them.
-                let _migrating = match sqlite_path(url) {
-                    Some(db) => Some(lock::DirLock::acquire_file(
-                        &db.with_extension("db.migrate-lock"),
-                        lock::LockMode::Exclusive,
-                        || {},
-                    )?),
-                    None => None,
-                };
-                sqlx::migrate!("./migrations/sqlite").run(&pool).await?
-            }
-            Backend::Postgres => {
-                // Two processes starting on a fresh database both migrate:
-                // sqlx takes its own advisory lock for that.
-                sqlx::migrate!("./migrations/postgres").run(&pool).await?
-            }
-        }
+        schema::migrate(
+            &pool,
+            backend,
+            sqlite_path(url).as_deref(),
+            schema::migrator(backend),
+        )
+        .await?;
         Ok(Store {
             pool,
             backend,
@@ -252,6 +241,13 @@ impl Store {
     /// The backend in use.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The database's schema version (its highest applied migration).
+    pub async fn schema_version(&self) -> Result<i64, StoreError> {
+        Ok(schema::applied(&self.pool, self.backend)
+            .await?
+            .unwrap_or(0))
     }
 
     /// The master keys in use (a copy).
