@@ -524,7 +524,7 @@ cat mx.key mx.crt ca.crt > ../etc/postfix/tls/mx.pem
 cat mail.key mail.crt ca.crt > ../etc/postfix/tls/mail.pem
 cp ca.crt ../etc/postfix/tls/intern-ca.pem
 cp mail.crt ../etc/dovecot/tls/mail.pem; cp mail.key ../etc/dovecot/tls/mail.key
-cat /etc/ssl/certs/ca-certificates.crt ca.crt > ../etc/sikkermail/tls/ca-bundle.pem 2>/dev/null || cp ca.crt ../etc/sikkermail/tls/ca-bundle.pem
+cp ca.crt ../etc/sikkermail/tls/intern-ca.pem
 cp authority.crt ../etc/sikkermail/myndighed.pem
 "#,
     );
@@ -539,7 +539,6 @@ fn the_deployment_guide_runs() {
     let b = blocks(DOC);
     for name in [
         "sikkermail.toml",
-        "sikkermail.service.d/ca.conf",
         "policy.toml",
         "gateway-setup.sh",
         "pin-recipient.sh",
@@ -585,12 +584,6 @@ fn the_deployment_guide_runs() {
     )
     .unwrap();
     fs::write(t.join("etc/sikkermail/policy.toml"), file("policy.toml")).unwrap();
-    let dropin = file("sikkermail.service.d/ca.conf");
-    let ssl_cert_file = dropin
-        .lines()
-        .find_map(|l| l.strip_prefix("Environment=SSL_CERT_FILE="))
-        .expect("the drop-in sets SSL_CERT_FILE")
-        .to_string();
     let (admin_pw, post_pw, anna_pw) = ("Adm1n-hemmelig-42", "post-hemmelig", "anna-hemmelig");
     let env = [
         ("ADMIN_PW", admin_pw),
@@ -626,7 +619,6 @@ fn the_deployment_guide_runs() {
     c.arg("serve")
         .arg("--config")
         .arg(t.join("etc/sikkermail/sikkermail.toml"))
-        .env("SSL_CERT_FILE", &ssl_cert_file)
         // "Down for a minute", shortened: the real figures are in the guide.
         .env("SIKKERMAIL_QUEUE_RETRY_BASE", "1s")
         .env("SIKKERMAIL_HEALTH_HOP_DOWN", "3s");

@@ -45,6 +45,7 @@ const KEYS: &[(&str, &str, &str)] = &[
     ("inbound", "listen", "address:port"),
     ("inbound", "next_hop", "host:port"),
     ("inbound", "next_hop_tls", "none|opportunistic|required"),
+    ("inbound", "next_hop_ca_file", "PEM file"),
     ("inbound", "max_message_size", "bytes"),
     ("inbound", "max_recipients", "count"),
     ("inbound", "trust_anchors", "list of PEM files"),
@@ -58,6 +59,7 @@ const KEYS: &[(&str, &str, &str)] = &[
     ("outbound", "trusted_networks", "list of CIDR networks"),
     ("outbound", "relay", "host:port"),
     ("outbound", "relay_tls", "none|opportunistic|required"),
+    ("outbound", "relay_ca_file", "PEM file"),
     ("outbound", "max_connections", "count"),
     ("outbound", "max_connections_per_address", "count"),
     ("queue", "max_age", "duration (s, m, h, d)"),
@@ -213,6 +215,10 @@ pub struct Inbound {
     pub next_hop: Option<(String, u16)>,
     /// TLS towards the next hop (default opportunistic).
     pub next_hop_tls: TlsMode,
+    /// With `next_hop_tls = "required"`: the CA certificates (PEM) the next
+    /// hop's certificate must chain to, instead of the system's roots (a
+    /// firm's server with a certificate from its own CA).
+    pub next_hop_ca_file: Option<PathBuf>,
     /// Largest message accepted (default 50 MiB).
     pub max_message_size: u64,
     /// Recipients per message (default 100).
@@ -255,6 +261,9 @@ pub struct Outbound {
     pub relay: Option<(String, u16)>,
     /// TLS towards the relay (default opportunistic).
     pub relay_tls: TlsMode,
+    /// With `relay_tls = "required"`: the CA certificates (PEM) the relay's
+    /// certificate must chain to, instead of the system's roots.
+    pub relay_ca_file: Option<PathBuf>,
     /// Open sessions on this listener at most (default 64).
     pub max_connections: usize,
     /// Open sessions from one client address at most (default 32).
@@ -469,6 +478,9 @@ impl Config {
             listen: t.addr("inbound", "listen", "127.0.0.1:2525"),
             next_hop: t.host_port("inbound", "next_hop"),
             next_hop_tls: t.tls_mode("inbound", "next_hop_tls"),
+            next_hop_ca_file: t
+                .opt_string("inbound", "next_hop_ca_file")
+                .map(PathBuf::from),
             max_message_size: t.int("inbound", "max_message_size", 50 * 1024 * 1024, 1024) as u64,
             max_recipients: t.int("inbound", "max_recipients", 100, 1) as usize,
             trust_anchors: t
@@ -511,6 +523,7 @@ impl Config {
             trusted_networks: trusted,
             relay: t.host_port("outbound", "relay"),
             relay_tls: t.tls_mode("outbound", "relay_tls"),
+            relay_ca_file: t.opt_string("outbound", "relay_ca_file").map(PathBuf::from),
             max_connections: t.int("outbound", "max_connections", 64, 1) as usize,
             max_connections_per_address: t.int("outbound", "max_connections_per_address", 32, 1)
                 as usize,
@@ -797,6 +810,7 @@ impl Config {
             (
                 &a.next_hop,
                 a.next_hop_tls,
+                &a.next_hop_ca_file,
                 a.max_message_size,
                 a.max_recipients,
                 &a.recipients,
@@ -808,6 +822,7 @@ impl Config {
             ) != (
                 &b.next_hop,
                 b.next_hop_tls,
+                &b.next_hop_ca_file,
                 b.max_message_size,
                 b.max_recipients,
                 &b.recipients,
@@ -825,12 +840,14 @@ impl Config {
                 &a.trusted_networks,
                 &a.relay,
                 a.relay_tls,
+                &a.relay_ca_file,
                 a.max_connections,
                 a.max_connections_per_address,
             ) != (
                 &b.trusted_networks,
                 &b.relay,
                 b.relay_tls,
+                &b.relay_ca_file,
                 b.max_connections,
                 b.max_connections_per_address,
             ),

@@ -538,6 +538,7 @@ impl GatewayHandler {
         };
         let mut hop = NextHop::new(host.clone(), *port);
         hop.tls = self.gw.cfg.inbound.next_hop_tls;
+        hop.ca_file = self.gw.cfg.inbound.next_hop_ca_file.clone();
         hop.helo = self.gw.cfg.hostname.clone();
         hop.command_timeout = Duration::from_secs(30);
         let taken = match verify(&hop, rcpt).await {

@@ -311,17 +311,15 @@ async fn deliver(
     attempt: &mut Attempt,
 ) {
     let hop = if inbound {
-        gw.cfg
-            .inbound
-            .next_hop
-            .clone()
-            .map(|h| (h, gw.cfg.inbound.next_hop_tls))
+        gw.cfg.inbound.next_hop.clone().map(|h| {
+            let c = &gw.cfg.inbound;
+            (h, c.next_hop_tls, c.next_hop_ca_file.clone())
+        })
     } else {
-        gw.cfg
-            .outbound
-            .relay
-            .clone()
-            .map(|h| (h, gw.cfg.outbound.relay_tls))
+        gw.cfg.outbound.relay.clone().map(|h| {
+            let c = &gw.cfg.outbound;
+            (h, c.relay_tls, c.relay_ca_file.clone())
+        })
     };
     let delivered = |gw: &Gateway| {
         let secs = gw.age_of(m.id, m.received_at);
@@ -370,9 +368,10 @@ async fn deliver(
                     .into(),
             ),
         })),
-        Some(((host, port), tls)) => {
+        Some(((host, port), tls, ca_file)) => {
             let mut hop = NextHop::new(host.clone(), port);
             hop.tls = tls;
+            hop.ca_file = ca_file;
             hop.helo = gw.cfg.hostname.clone();
             let list: Vec<Recipient> = rcpts
                 .iter()

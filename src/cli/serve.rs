@@ -316,19 +316,31 @@ fn check(res: &Resolved) -> Result<ExitCode, Fail> {
     {
         errors.push(format!("[tls] {e}"));
     }
-    for mb in &cfg.mailboxes {
-        let Some(ca) = &mb.ca else { continue };
+    let ca_files = [
+        (
+            "[inbound] next_hop_ca_file".to_string(),
+            &cfg.inbound.next_hop_ca_file,
+        ),
+        (
+            "[outbound] relay_ca_file".to_string(),
+            &cfg.outbound.relay_ca_file,
+        ),
+    ];
+    let mailbox_cas = cfg
+        .mailboxes
+        .iter()
+        .map(|mb| (format!("[mailbox.{}] ca", mb.name), &mb.ca));
+    for (what, ca) in ca_files.into_iter().chain(mailbox_cas) {
+        let Some(ca) = ca else { continue };
         let read = std::fs::read(ca)
             .map_err(|e| e.to_string())
             .and_then(|b| openssl::x509::X509::stack_from_pem(&b).map_err(|e| e.to_string()));
         match read {
-            Ok(c) if c.is_empty() => errors.push(format!(
-                "[mailbox.{}] ca {}: no PEM certificate in it",
-                mb.name,
-                ca.display()
-            )),
+            Ok(c) if c.is_empty() => {
+                errors.push(format!("{what} {}: no PEM certificate in it", ca.display()))
+            }
             Ok(_) => {}
-            Err(e) => errors.push(format!("[mailbox.{}] ca {}: {e}", mb.name, ca.display())),
+            Err(e) => errors.push(format!("{what} {}: {e}", ca.display())),
         }
     }
     // The store: reachable, initialised, its master key readable. An
@@ -391,6 +403,13 @@ fn check(res: &Resolved) -> Result<ExitCode, Fail> {
         }
         match std::net::TcpListener::bind(addr) {
             Ok(l) => bound.push(l),
+            Err(e) if addr.port() < 1024 && e.kind() == std::io::ErrorKind::PermissionDenied => {
+                errors.push(format!(
+                    "cannot listen on {addr} ({what}): {e}: a port below 1024 needs \
+                     CAP_NET_BIND_SERVICE (under systemd: the drop-in low-ports.conf in \
+                     /usr/share/doc/sikkermail/examples)"
+                ))
+            }
             Err(e) => errors.push(format!("cannot listen on {addr} ({what}): {e}")),
         }
     }
