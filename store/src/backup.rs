@@ -249,6 +249,15 @@ pub async fn restore_sqlite(
                     bad.join("; ")
                 )));
             }
+            // Leases belong to the workers of the installation the backup
+            // was taken from, none of which runs here: the restored queue is
+            // claimable at once, not when those leases (10 minutes) run out.
+            sqlx::query(
+                "UPDATE queue_messages SET lease_owner = NULL, lease_until = NULL \
+                 WHERE lease_owner IS NOT NULL",
+            )
+            .execute(&store.pool)
+            .await?;
             let c = contents(&store.pool).await?;
             sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
                 .execute(&store.pool)
