@@ -282,6 +282,19 @@ fn serve_makes_no_second_installation() {
         );
     }
     assert!(!d.join("named-data/sikkermail.db").exists());
+    // `init` without --org-name/--cvr: the configuration's organisation,
+    // after which `serve --check` finds the installation.
+    let err = fails(d, &["init", "--data-dir", &path("nameless")], &[], 2);
+    assert!(err.contains("--org-name and --cvr"), "{err}");
+    assert!(!d.join("nameless/sikkermail.db").exists());
+    ok(d, &["init", "--config", &named], &[]);
+    let shown = ok(d, &["ca", "show", "--config", &named], &[]);
+    assert!(
+        shown.contains("Advokatfirma ApS") && shown.contains("12345678"),
+        "{shown}"
+    );
+    ok(d, &["serve", "--check", "--config", &named], &ports);
+    fs::remove_dir_all(d.join("named-data")).unwrap();
     // The README's first hour: commands without --data-dir made
     // ./sikkermail-data, then `serve --config` names another directory.
     ok(d, &["init", "--test"], &[]);

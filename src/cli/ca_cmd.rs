@@ -16,11 +16,13 @@ use super::io::{Fail, password, usage, write_output, write_via_temp};
 pub struct InitArgs {
     #[command(flatten)]
     store: StoreArgs,
-    /// The organisation's name (O in its certificates, forever).
-    #[arg(long, required_unless_present = "test")]
+    /// The organisation's name (O in its certificates, forever). Default:
+    /// `[organisation] name` in the configuration.
+    #[arg(long)]
     org_name: Option<String>,
-    /// The organisation's CVR number (8 digits).
-    #[arg(long, required_unless_present = "test")]
+    /// The organisation's CVR number (8 digits). Default: `[organisation]
+    /// cvr` in the configuration.
+    #[arg(long)]
     cvr: Option<String>,
     /// A throw-away test installation: "Testorganisation", CVR 00000000,
     /// unless --org-name/--cvr say otherwise.
@@ -145,12 +147,29 @@ pub enum CertCommand {
 
 /// `sikkermail init`.
 pub fn init(a: InitArgs) -> Result<ExitCode, Fail> {
-    // Check every input before anything is written.
-    let org_name = DisplayName::parse(
-        "organisation name",
-        a.org_name.as_deref().unwrap_or("Testorganisation"),
-    )?;
-    let cvr = Cvr::parse(a.cvr.as_deref().unwrap_or("00000000"))?;
+    // Check every input before anything is written. The organisation: the
+    // flags, else the configuration's [organisation], else (--test only)
+    // the test organisation.
+    let res = a.store.resolve()?;
+    let configured = |v: &str| res.cfg.org_named.then(|| v.to_string());
+    let org_name = a.org_name.clone().or_else(|| configured(&res.cfg.org_name));
+    let cvr = a.cvr.clone().or_else(|| configured(&res.cfg.org_cvr));
+    let (org_name, cvr) = match (org_name, cvr) {
+        (Some(n), Some(c)) if a.test || c != "00000000" => (n, c),
+        (n, c) if a.test => (
+            n.unwrap_or_else(|| "Testorganisation".into()),
+            c.unwrap_or_else(|| "00000000".into()),
+        ),
+        _ => {
+            return Err(usage(
+                "init needs the organisation's name and CVR number: --org-name and --cvr, or \
+                 [organisation] name and cvr in the configuration (--test makes a throw-away \
+                 test installation)",
+            ));
+        }
+    };
+    let org_name = DisplayName::parse("organisation name", &org_name)?;
+    let cvr = Cvr::parse(&cvr)?;
     let root_name = a
         .root_name
         .as_deref()
@@ -168,7 +187,7 @@ pub fn init(a: InitArgs) -> Result<ExitCode, Fail> {
         ocsp_url: None,
     };
     policy.validate()?;
-    let loc = a.store.location()?;
+    let loc = res.location();
     let rt = runtime()?;
     let dir = loc.data_dir.clone();
     let out = rt.block_on(service::init(

@@ -51,7 +51,7 @@ fn fresh_refusal(res: &Resolved) -> Option<String> {
         .unwrap_or_else(|| "FILE".into());
     if cfg.org_named {
         return Some(format!(
-            "{store} holds no installation, and the configuration {file} names the organisation {:?} (CVR {}): `serve` makes only test installations; make this one with `sikkermail init --config {file} --org-name NAME --cvr CVR`, or point data_dir (database_url) at the one that exists",
+            "{store} holds no installation, and the configuration {file} names the organisation {:?} (CVR {}): `serve` makes only test installations; make this one with `sikkermail init --config {file}` (it takes the organisation from the configuration), or point data_dir (database_url) at the one that exists",
             cfg.org_name, cfg.org_cvr
         ));
     }
