@@ -682,3 +682,44 @@ fn sighup_reloads_policy_certificate_and_log_level_and_keeps_them_when_broken() 
     }
     serve.stop();
 }
+
+/// root running a command on a data directory that belongs to the
+/// service's user (the package's `sikkermail`) is refused before it makes
+/// a file there that the service could not open.
+#[test]
+fn root_is_refused_a_data_directory_of_another_user() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: not running as root");
+        return;
+    }
+    let tmp = scratch("config-owner-");
+    let d = tmp.path();
+    let data = d.join("data");
+    let data_s = data.display().to_string();
+    ok(d, &["init", "--test", "--data-dir", &data_s], &[]);
+    let names = |p: &Path| {
+        let mut v: Vec<String> = fs::read_dir(p)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    // `nobody` (65534) owns it now, as `sikkermail` owns /var/lib/sikkermail.
+    std::os::unix::fs::chown(&data, Some(65534), Some(65534)).unwrap();
+    let before = names(&data);
+    for args in [
+        &["key", "list", "--data-dir", &data_s][..],
+        &["queue", "list", "--data-dir", &data_s],
+    ] {
+        let err = fails(d, args, &[], 2);
+        assert!(
+            err.contains("belongs to nobody") && err.contains("runuser -u nobody"),
+            "{err}"
+        );
+    }
+    assert_eq!(names(&data), before);
+    std::os::unix::fs::chown(&data, Some(0), Some(0)).unwrap();
+    ok(d, &["key", "list", "--data-dir", &data_s], &[]);
+}

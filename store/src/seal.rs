@@ -252,11 +252,27 @@ impl MasterKeys {
 /// Refuses a data directory that group or others may enter: it holds the
 /// database (sealed keys, the queue), the master key and the Maildirs.
 /// A directory that does not exist yet is for its creator to make 0700.
+/// root is refused a directory that belongs to another user (the
+/// package's `sikkermail`): the files it made there would be root's.
 pub fn check_private_dir(dir: &Path) -> Result<(), StoreError> {
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let Ok(meta) = fs::metadata(dir) else {
         return Ok(());
     };
+    // root working in a directory that belongs to the service's user would
+    // leave files there (the database's journal, lock files, a rotated
+    // key) that the service can no longer open.
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if euid == 0 && meta.is_dir() && meta.uid() != 0 {
+        let owner = user_name(meta.uid()).unwrap_or_else(|| format!("uid {}", meta.uid()));
+        return Err(StoreError::Seal(format!(
+            "the data directory {} belongs to {owner}, and this command runs as root: files it \
+             made there would be root's and the service could not open them; run it as \
+             {owner} (`runuser -u {owner} -- sikkermail ...`)",
+            dir.display()
+        )));
+    }
     let mode = meta.permissions().mode() & 0o777;
     if meta.is_dir()
         && mode & 0o077 != 0
@@ -270,6 +286,17 @@ pub fn check_private_dir(dir: &Path) -> Result<(), StoreError> {
         )));
     }
     Ok(())
+}
+
+/// The login name of `uid`, from /etc/passwd.
+fn user_name(uid: u32) -> Option<String> {
+    let passwd = fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let mut f = l.split(':');
+        let name = f.next()?;
+        let id = f.nth(1)?.parse::<u32>().ok()?;
+        (id == uid).then(|| name.to_string())
+    })
 }
 
 /// Refuses a key file that group or others may read or write.
