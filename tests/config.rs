@@ -723,3 +723,57 @@ fn root_is_refused_a_data_directory_of_another_user() {
     std::os::unix::fs::chown(&data, Some(0), Some(0)).unwrap();
     ok(d, &["key", "list", "--data-dir", &data_s], &[]);
 }
+
+/// `serve --check` changes nothing: a database an older sikkermail left
+/// (a schema this build would bring forward) is reported, not migrated;
+/// one newer than this build is an error.
+#[test]
+fn serve_check_never_migrates_the_database() {
+    let tmp = scratch("config-schema-");
+    let d = tmp.path();
+    let data = d.join("data");
+    let data_s = data.display().to_string();
+    ok(d, &["init", "--test", "--data-dir", &data_s], &[]);
+    let db = data.join("sikkermail.db");
+    let sql = |q: &str| {
+        let o = Command::new("python3")
+            .arg("-c")
+            .arg(
+                "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); \
+                 r=c.execute(sys.argv[2]).fetchall(); c.commit(); print(r)",
+            )
+            .arg(&db)
+            .arg(q)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let latest = sql("SELECT MAX(version) FROM _sqlx_migrations");
+    // As an older sikkermail left it (its last migration's row gone).
+    sql("DELETE FROM _sqlx_migrations WHERE version = (SELECT MAX(version) FROM _sqlx_migrations)");
+    let older = sql("SELECT MAX(version) FROM _sqlx_migrations");
+    assert_ne!(older, latest);
+    let ports = [
+        ("SIKKERMAIL_INBOUND_LISTEN", "127.0.0.1:0"),
+        ("SIKKERMAIL_OUTBOUND_LISTEN", "127.0.0.1:0"),
+        ("SIKKERMAIL_HTTP_LISTEN", "127.0.0.1:0"),
+    ];
+    let out = ok(d, &["serve", "--check", "--data-dir", &data_s], &ports);
+    assert!(
+        out.contains("configuration OK") && out.contains("serve brings it to"),
+        "{out}"
+    );
+    assert_eq!(sql("SELECT MAX(version) FROM _sqlx_migrations"), older);
+    // Newer than this build: an error, and still untouched.
+    sql(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (9999, 'from the future', 1, x'00', 0)",
+    );
+    let err = fails(d, &["serve", "--check", "--data-dir", &data_s], &ports, 2);
+    assert!(err.contains("schema 9999"), "{err}");
+    assert_eq!(
+        sql("SELECT MAX(version) FROM _sqlx_migrations"),
+        "[(9999,)]\n"
+    );
+}

@@ -213,10 +213,11 @@ impl Gateway {
     pub async fn reload(&self, new: &Config) -> (Vec<String>, Vec<String>) {
         let (mut done, mut errors) = (Vec::new(), Vec::new());
         let old_policy = self.policy();
+        let mut policy_done = None;
         match crate::load_policy(new) {
             Ok((p, file)) => {
                 *write_lock(&self.policy) = Arc::new(p);
-                done.push(match file {
+                policy_done = Some(match file {
                     Some(f) => format!("policy {}", f.display()),
                     None => "policy: built-in defaults".into(),
                 });
@@ -236,10 +237,18 @@ impl Gateway {
                 *write_lock(&self.trust_anchors) = old_anchors;
                 errors.push(format!("{e}; the trust anchors in use are kept"));
                 if self.reload_crypto().await.is_err() {
+                    // Nor does the new policy with the anchors in use.
                     *write_lock(&self.policy) = old_policy;
+                    if let Some(p) = policy_done.take() {
+                        errors.push(format!(
+                            "{p} does not load with the trust anchors in use; the policy in use \
+                             is kept"
+                        ));
+                    }
                 }
             }
         }
+        done.splice(0..0, policy_done);
         match crate::server::tls_acceptor(new) {
             Ok(a) => {
                 self.set_tls(Arc::new(a));

@@ -339,6 +339,24 @@ impl StoreView {
                         Direction::Outbound => outbound.as_ref() == Some(&h.hop),
                     })
                     .collect();
+                // A configured hop with no delivery on record (a fresh
+                // installation, a hop down from the start) reports 0, so
+                // the alert on a hop that takes no mail can fire for it.
+                let configured = std::iter::once((Direction::Inbound, inbound.clone()))
+                    .chain(outbound.clone().map(|o| (Direction::Outbound, o)));
+                for (direction, hop) in configured {
+                    if !v
+                        .hops
+                        .iter()
+                        .any(|h| h.direction == direction && h.hop == hop)
+                    {
+                        v.hops.push(HopDelivery {
+                            direction,
+                            hop,
+                            at: 0,
+                        });
+                    }
+                }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "metrics: reading the deliveries failed");

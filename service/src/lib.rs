@@ -80,6 +80,9 @@ impl Location {
         if self.database_url.is_some() && !self.data_dir.is_dir() {
             return Ok(None);
         }
+        // Before the lock file is made: root is refused another user's
+        // directory before it writes anything there.
+        store::seal::check_private_dir(&self.data_dir)?;
         Ok(Some(DirLock::acquire(&self.data_dir, mode, on_wait)?))
     }
 

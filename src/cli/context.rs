@@ -122,14 +122,30 @@ pub fn hide_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
-    let (auth, host) = match rest.rsplit_once('@') {
-        Some(x) => x,
-        None => return url.to_string(),
+    let (rest, query) = match rest.split_once('?') {
+        Some((r, q)) => (r, Some(q)),
+        None => (rest, None),
     };
-    match auth.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_string(),
+    let mut out = match rest.rsplit_once('@') {
+        Some((auth, host)) => match auth.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+            None => format!("{scheme}://{rest}"),
+        },
+        None => format!("{scheme}://{rest}"),
+    };
+    if let Some(q) = query {
+        // libpq's parameters: password=..., sslpassword=...
+        let q: Vec<String> = q
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if k.to_ascii_lowercase().ends_with("password") => format!("{k}=***"),
+                _ => kv.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&q.join("&"));
     }
+    out
 }
 
 fn env_nonempty(name: &str) -> Option<String> {
@@ -312,3 +328,30 @@ pub fn date(unix: i64) -> String {
 }
 
 pub use service::certs::{fingerprint, serial_hex, validity};
+
+#[cfg(test)]
+mod tests {
+    use super::hide_password;
+
+    #[test]
+    fn database_passwords_are_hidden_wherever_the_url_has_them() {
+        for (url, shown) in [
+            (
+                "postgres://sm:Hemmelig@db.example/sm",
+                "postgres://sm:***@db.example/sm",
+            ),
+            (
+                "postgres://db.example/sm?user=sm&password=Hemmelig&sslmode=require",
+                "postgres://db.example/sm?user=sm&password=***&sslmode=require",
+            ),
+            (
+                "postgresql://sm@db/sm?sslpassword=Hemmelig",
+                "postgresql://sm@db/sm?sslpassword=***",
+            ),
+            ("postgres://db/sm", "postgres://db/sm"),
+        ] {
+            assert_eq!(hide_password(url), shown);
+            assert!(!hide_password(url).contains("Hemmelig"));
+        }
+    }
+}

@@ -200,6 +200,12 @@ async fn reload(args: &StoreArgs, running: &gateway::Running, logs: &LogHandle) 
             "these changes need a restart; the values in use are kept"
         );
     }
+    // What needs a restart keeps its running value, so nothing is read
+    // from a data directory (policy.toml, tls/) the rest does not use.
+    let mut new = new;
+    new.data_dir = gw.cfg.data_dir.clone();
+    new.database_url = gw.cfg.database_url.clone();
+    new.hostname = gw.cfg.hostname.clone();
     let (done, errors) = gw.reload(&new).await;
     for e in &errors {
         // One journal line each.
@@ -260,6 +266,39 @@ impl Signals {
 /// How long `serve --check` waits for the database (the store's pool
 /// itself waits two minutes, for a server starting beside its database).
 const STORE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The store's schema against this build's, read without migrating:
+/// `Some(note)` when the start would migrate it (or the database is too
+/// new: an error in `errors`), `None` when opening it changes nothing.
+fn pending_migration(res: &Resolved, errors: &mut Vec<String>) -> Option<String> {
+    let url = res.location().url();
+    let peek = super::context::runtime().and_then(|rt| {
+        rt.block_on(async { tokio::time::timeout(STORE_TIMEOUT, store::schema::peek(&url)).await })
+            .map_err(|_| {
+                super::io::usage(format!(
+                    "the database did not answer within {} s",
+                    STORE_TIMEOUT.as_secs()
+                ))
+            })?
+            .map_err(|e| super::io::usage(e.to_string()))
+    });
+    match peek {
+        Ok((Some(db), known)) if db > known => {
+            errors.push(format!("store: {}", store::schema::too_new(db, known)));
+            Some(String::new())
+        }
+        Ok((Some(db), known)) if db < known => Some(format!(
+            "the database is at schema {db}: serve brings it to {known} when it starts (make a \
+             backup first; a database is never migrated back)"
+        )),
+        // Up to date, or never migrated (a fresh database): opening tells.
+        Ok(_) => None,
+        Err(e) => {
+            errors.push(format!("store: {}", e.msg));
+            Some(String::new())
+        }
+    }
+}
 
 /// `serve --check`: everything `serve` loads, every error at once.
 fn check(res: &Resolved) -> Result<ExitCode, Fail> {
@@ -359,6 +398,13 @@ fn check(res: &Resolved) -> Result<ExitCode, Fail> {
                     cfg.data_dir.display()
                 ))
             }
+        }
+    } else if let Some(pending) = pending_migration(res, &mut errors) {
+        // Opening would migrate: --check changes nothing, so it says what
+        // the start will do and checks the master key alone.
+        note = Some(pending).filter(|n| !n.is_empty());
+        if let Err(e) = store::seal::MasterKeys::load(&cfg.data_dir) {
+            errors.push(format!("master key: {e}"));
         }
     } else {
         let opened = super::context::runtime().and_then(|rt| {

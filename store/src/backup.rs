@@ -258,6 +258,14 @@ pub async fn restore_sqlite(
             )
             .execute(&store.pool)
             .await?;
+            // The same for the shared mailboxes' folders (mailbox decrypt,
+            // serve's watchers).
+            sqlx::query(
+                "UPDATE mailbox_folders SET lease_owner = NULL, lease_until = 0 \
+                 WHERE lease_owner IS NOT NULL",
+            )
+            .execute(&store.pool)
+            .await?;
             let c = contents(&store.pool).await?;
             sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
                 .execute(&store.pool)

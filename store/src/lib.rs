@@ -87,7 +87,7 @@ pub fn sqlite_url(data_dir: &Path) -> String {
 }
 
 /// The file of a `sqlite://FILE?...` URL.
-fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
+pub(crate) fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
     let rest = url.strip_prefix("sqlite://")?;
     let file = rest.split('?').next()?;
     (!file.is_empty() && file != ":memory:").then(|| std::path::PathBuf::from(file))

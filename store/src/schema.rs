@@ -56,6 +56,30 @@ pub async fn applied(pool: &AnyPool, backend: Backend) -> Result<Option<i64>, St
     Ok(v)
 }
 
+/// The schema version of the database at `url` and the highest this build
+/// knows, read without migrating anything (`serve --check`): `None` for a
+/// database sikkermail has never migrated (or an SQLite file that does not
+/// exist).
+pub async fn peek(url: &str) -> Result<(Option<i64>, i64), StoreError> {
+    sqlx::any::install_default_drivers();
+    let (backend, url) = match crate::sqlite_path(url) {
+        Some(file) if !file.exists() => return Ok((None, known(&SQLITE))),
+        // rw: never creates the file.
+        Some(file) => (
+            Backend::Sqlite,
+            format!("sqlite://{}?mode=rw", file.display()),
+        ),
+        None => (Backend::Postgres, url.to_string()),
+    };
+    let pool = sqlx::any::AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await?;
+    let v = applied(&pool, backend).await;
+    pool.close().await;
+    Ok((v?, known(migrator(backend))))
+}
+
 /// The error for a database at `db` when this build knows up to `known`.
 pub fn too_new(db: i64, known: i64) -> StoreError {
     StoreError::Schema(format!(
