@@ -279,7 +279,7 @@ impl Service {
             };
             return Err(Error::Conflict(format!(
                 "key {key_id} is the only key that opens {waiting}mail encrypted to {} in mailboxes and \
-                 archive folders: export it first (`sikkermail cert export {} --out-p12 FILE`), or give \
+                 archive folders: keep a copy first (`sikkermail cert export {} --out-p12 FILE`), then give \
                  --force; nothing was changed",
                 names.join(", "),
                 own.first().map_or(0, |c| c.id)
