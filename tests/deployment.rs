@@ -11,6 +11,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+mod dovecot;
 mod serve;
 mod site;
 
@@ -311,28 +312,9 @@ impl Dovecot {
 
 impl Drop for Dovecot {
     fn drop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let pid = child.id() as i32;
-        let kids = Command::new("ps")
-            .args(["-o", "pid=,comm=", "--ppid", &pid.to_string()])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default();
-        // SAFETY: signalling our own child and its children.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        for line in kids.lines() {
-            let mut w = line.split_whitespace();
-            if let (Some(p), Some(comm)) = (w.next(), w.next())
-                && comm.starts_with("imap")
-                && let Ok(p) = p.parse::<i32>()
-            {
-                // SAFETY: as above.
-                unsafe { libc::kill(p, libc::SIGTERM) };
-            }
+        if let Some(child) = self.child.take() {
+            dovecot::stop_master(child);
         }
-        let _ = child.wait();
     }
 }
 

@@ -128,28 +128,9 @@ service imap-login {{\n  inet_listener imap {{\n    address = 127.0.0.1\n    por
     /// Stops the server: SIGTERM to the master and its imap processes (a
     /// SIGKILLed master would leave them serving), then waits.
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let pid = child.id() as i32;
-        let kids = Command::new("ps")
-            .args(["-o", "pid=,comm=", "--ppid", &pid.to_string()])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-            .unwrap_or_default();
-        // SAFETY: signalling our own child and its children.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        for line in kids.lines() {
-            let mut w = line.split_whitespace();
-            if let (Some(p), Some(comm)) = (w.next(), w.next())
-                && comm.starts_with("imap")
-                && let Ok(p) = p.parse::<i32>()
-            {
-                // SAFETY: as above.
-                unsafe { libc::kill(p, libc::SIGTERM) };
-            }
+        if let Some(child) = self.child.take() {
+            stop_master(child);
         }
-        let _ = child.wait();
     }
 
     /// The user's Maildir folder (`INBOX` or a folder name; ASCII names).
@@ -265,4 +246,28 @@ fn greeting(port: u16) -> bool {
 
 fn chown_nobody(p: &Path) {
     std::os::unix::fs::chown(p, Some(65534), Some(65534)).unwrap();
+}
+
+/// Stops a Dovecot master: SIGTERM to it and its imap processes (a
+/// SIGKILLed master would leave them serving), then waits.
+pub fn stop_master(mut child: std::process::Child) {
+    let pid = child.id() as i32;
+    let kids = Command::new("ps")
+        .args(["-o", "pid=,comm=", "--ppid", &pid.to_string()])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        .unwrap_or_default();
+    // SAFETY: signalling our own child and its children.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    for line in kids.lines() {
+        let mut w = line.split_whitespace();
+        if let (Some(p), Some(comm)) = (w.next(), w.next())
+            && comm.starts_with("imap")
+            && let Ok(p) = p.parse::<i32>()
+        {
+            // SAFETY: as above.
+            unsafe { libc::kill(p, libc::SIGTERM) };
+        }
+    }
+    let _ = child.wait();
 }
